@@ -1,0 +1,29 @@
+# bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`.
+# All set-up logic lives in scripts/setup.sh; a second run checks and does nothing.
+SHELL  := /bin/bash
+PY     := .venv/bin/python
+TESTS  = tests
+PYTEST_ARGS =
+
+.PHONY: setup lab test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+lab:
+	@bash scripts/setup.sh --lab
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS) $(TESTS)
+
+# Each bench/*.py prints JSON lines on stdout; set-up and progress go to stderr.
+bench:
+	@bash scripts/setup.sh >&2
+	@shopt -s nullglob; failed=0; \
+	for f in bench/*.py; do \
+		echo "bench: $$f" >&2; \
+		$(PY) "$$f" || { echo "bench: $$f FAILED" >&2; failed=1; }; \
+	done; exit $$failed
+
+clean:
+	rm -rf .venv .pytest_cache build *.egg-info bench/out

@@ -1,0 +1,617 @@
+"""The clang driver: BPF C text (or a .c file) -> a cached BPF object file.
+
+API
+---
+``compile(source, cflags=(), filename=None) -> Path``
+    C text, or a path to a ``.c`` file, compiled to ``<cache>/obj/<key>.o``. A ``.o``
+    path is returned as is. Raises :class:`CompileError` when clang fails.
+``build(source, cflags=(), filename=None, *, prelude=None, pch=True) -> CompileResult``
+    The same, returning what the magic wants to show besides the path: clang's
+    ``warnings`` (text, also remembered on a cache hit), whether the result was
+    ``cached``, whether the precompiled header was used, the ``seconds`` spent and the
+    clang ``command``.
+``find_clang()``, ``clang_version()``, ``cache_dir()``, ``kernel_key()``,
+``vmlinux_h()``, ``vmlinux_pch()``, ``default_cflags()``: the pieces, public for the
+doctor and the benchmarks.
+
+What a cell gets
+----------------
+A cell that does not include ``vmlinux.h`` (nor any ``<linux/...>`` uapi header, which
+would clash with it) gets the prelude: vmlinux.h of the running kernel, libbpf's
+bpf_helpers.h, bpf_tracing.h, bpf_core_read.h, bpf_endian.h and our ``bpf/bpfnb.h``,
+through a precompiled header when one can be built (clang ~40 ms instead of ~300 ms for
+parsing vmlinux.h), else through ``-include``. A source without a ``license`` section
+gets ``char LICENSE[] SEC("license") = "GPL";`` appended. A libbpf-tools style source
+that includes "vmlinux.h" itself compiles unmodified: the directory holding the cached
+vmlinux.h is on the include path. ``#line 1 "<cell>"`` makes clang name the cell's own
+lines; a .c file keeps its own name and its directory is searched first for includes.
+
+The cache
+---------
+``$BPFNB_CACHE``, else ``$XDG_CACHE_HOME/bpfnb``, else ``~/.cache/bpfnb``::
+
+    kernel-<btfhash>/vmlinux.h, bpfnb_prelude.h   per running kernel (BTF content)
+    pch/<key>.pch                                 per clang + flags + kernel + headers
+    src/<key>.c                                   the text handed to clang
+    obj/<key>.o, obj/<key>.json                   the object; warnings and header deps
+
+The object key hashes the generated source, file name, flags, clang version, kernel
+BTF and the prelude headers' content. Headers the source pulls in itself (a program's
+own ``foo.h``) are recorded from clang's ``-MD`` output and checked (size, mtime, then
+content) on a hit, so editing one recompiles. Every file is written to a temporary name
+and renamed, so concurrent processes never see half a file. A PCH that cannot be built
+or used is never an error: the compile falls back to ``-include``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+REPO_BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+PRELUDE_NAME = "bpfnb_prelude.h"
+_KEY_VERSION = "bpfnb-build-1"  # bump to invalidate every cached object
+
+PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
+                   "bpf/bpf_core_read.h", "bpf/bpf_endian.h")
+
+WARNING_FLAGS = ("-Wno-unused-value", "-Wno-pointer-sign",
+                 "-Wno-compare-distinct-pointer-types", "-Wno-address-of-packed-member")
+
+_ARCH = {"x86_64": "x86", "amd64": "x86", "i386": "x86", "i686": "x86",
+         "aarch64": "arm64", "arm64": "arm64", "s390x": "s390", "ppc64le": "powerpc",
+         "ppc64": "powerpc", "riscv64": "riscv", "loongarch64": "loongarch",
+         "sparc64": "sparc", "mips": "mips", "mips64": "mips"}
+_MULTIARCH = {"x86_64": "x86_64-linux-gnu", "amd64": "x86_64-linux-gnu",
+              "aarch64": "aarch64-linux-gnu", "arm64": "aarch64-linux-gnu",
+              "armv7l": "arm-linux-gnueabihf", "s390x": "s390x-linux-gnu",
+              "ppc64le": "powerpc64le-linux-gnu", "riscv64": "riscv64-linux-gnu",
+              "i686": "i386-linux-gnu", "loongarch64": "loongarch64-linux-gnu"}
+
+_INCLUDES_VMLINUX = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"](?:[^">\n]*/)?vmlinux\.h[">]',
+                               re.M)
+_INCLUDES_UAPI = re.compile(r'^[ \t]*#[ \t]*include[ \t]*<linux/', re.M)
+_HAS_LICENSE = re.compile(r'(?:SEC|section)\s*\(\s*"license"\s*\)')
+_PCH_TROUBLE = re.compile(r"precompiled header|PCH file|\.pch\b", re.I)
+_LICENSE_LINE = 'char LICENSE[] __attribute__((section("license"), used)) = "GPL";\n'
+
+_lock = threading.Lock()
+_memo: dict = {}
+
+
+# --- errors -------------------------------------------------------------------
+
+class ClangNotFound(RuntimeError):
+    pass
+
+
+class CompileError(Exception):
+    """clang rejected the source. ``diagnostics`` is clang's message text, naming the
+    cell (or file) and its own line numbers, each error followed by the offending
+    source line and a caret, as clang prints them."""
+
+    def __init__(self, diagnostics: str, source: str, filename: str,
+                 command: Sequence[str] = ()):
+        super().__init__(diagnostics)
+        self.diagnostics = diagnostics
+        self.source = source
+        self.filename = filename
+        self.command = tuple(command)
+
+    def __str__(self):
+        diag = self.diagnostics.rstrip() or "(clang printed nothing)"
+        return f"clang could not compile {self.filename}:\n{diag}"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    path: Path                 # the object file
+    warnings: str = ""         # clang's warnings ("" when none), also on a cache hit
+    cached: bool = False       # True when no clang ran
+    used_pch: bool = False     # the prelude came from the precompiled header
+    seconds: float = 0.0
+    command: tuple = field(default=(), repr=False)
+
+    def __fspath__(self):
+        return str(self.path)
+
+
+# --- the toolchain ----------------------------------------------------------------
+
+def find_clang() -> str:
+    """$BPFNB_CLANG, else the newest ``clang-N`` on PATH, else ``clang``."""
+    env = os.environ.get("BPFNB_CLANG")
+    path_var = os.environ.get("PATH", os.defpath)
+    memo_key = ("clang", env, path_var)
+    if memo_key in _memo:
+        return _memo[memo_key]
+    if env:
+        found = shutil.which(env)
+        if not found:
+            raise ClangNotFound(f"BPFNB_CLANG={env!r} is not an executable clang")
+    else:
+        best, found = -1, None
+        for d in path_var.split(os.pathsep):
+            try:
+                names = os.listdir(d or ".")
+            except OSError:
+                continue
+            for name in names:
+                m = re.fullmatch(r"clang-(\d+)", name)
+                if m and int(m.group(1)) > best:
+                    p = os.path.join(d or ".", name)
+                    if os.access(p, os.X_OK) and os.path.isfile(p):
+                        best, found = int(m.group(1)), p
+        found = found or shutil.which("clang")
+        if not found:
+            raise ClangNotFound(
+                "clang not found: BPF C needs clang with the BPF target. Install it "
+                "(Debian/Ubuntu: apt install clang; conda: conda install -c conda-forge "
+                "clang) or set BPFNB_CLANG=/path/to/clang.")
+    _memo[memo_key] = found
+    return found
+
+
+def clang_version(clang: str | None = None) -> str:
+    """First line of ``clang --version`` (memoised per binary)."""
+    clang = clang or find_clang()
+    key = ("version", clang)
+    if key not in _memo:
+        try:
+            out = subprocess.run([clang, "--version"], capture_output=True, text=True,
+                                 timeout=60)
+        except OSError as e:
+            raise ClangNotFound(f"cannot run {clang}: {e}") from e
+        first = (out.stdout or out.stderr).strip().splitlines()
+        _memo[key] = f"{os.path.realpath(clang)} {first[0] if first else '?'}"
+    return _memo[key]
+
+
+def target_arch() -> str:
+    m = platform.machine().lower()
+    return _ARCH.get(m, "arm" if m.startswith("arm") else m)
+
+
+def multiarch_include() -> str | None:
+    """/usr/include/<multiarch> (asm/types.h lives there on Debian), if it exists."""
+    if "multiarch" not in _memo:
+        triple = None
+        gcc = shutil.which("gcc")
+        if gcc:
+            try:
+                triple = subprocess.run([gcc, "-print-multiarch"], capture_output=True,
+                                        text=True, timeout=30).stdout.strip() or None
+            except (OSError, subprocess.SubprocessError):
+                triple = None
+        triple = triple or _MULTIARCH.get(platform.machine().lower())
+        d = f"/usr/include/{triple}" if triple else None
+        _memo["multiarch"] = d if d and os.path.isdir(d) else None
+    return _memo["multiarch"]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("BPFNB_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bpfnb"
+
+
+def kernel_key() -> str:
+    """Short sha256 of the running kernel's BTF (memoised per process)."""
+    if "kernel" not in _memo:
+        try:
+            data = BTF_VMLINUX.read_bytes()
+        except OSError:
+            _memo["kernel"] = "nobtf"
+        else:
+            _memo["kernel"] = hashlib.sha256(data).hexdigest()[:16]
+    return _memo["kernel"]
+
+
+def _kernel_dir() -> Path:
+    return cache_dir() / f"kernel-{kernel_key()}"
+
+
+# --- files ------------------------------------------------------------------------
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _tmp_name(directory: Path, suffix: str) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
+def _sha(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _file_sha(path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() \
+                if hasattr(hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def vmlinux_h() -> Path:
+    """The running kernel's vmlinux.h, generated once per kernel (BTF content)."""
+    path = _kernel_dir() / "vmlinux.h"
+    if not path.exists():
+        if not BTF_VMLINUX.exists():
+            raise FileNotFoundError(
+                2, "this kernel exposes no BTF, so no vmlinux.h can be generated "
+                   "(needs CONFIG_DEBUG_INFO_BTF=y)", str(BTF_VMLINUX))
+        from .libbpf.cheader import dump_c_header
+        _atomic_write(path, dump_c_header(str(BTF_VMLINUX)))
+    return path
+
+
+def ensure_bpfnb_h() -> Path | None:
+    """bpf/bpfnb.h of the repository (created empty when missing), or None."""
+    path = REPO_BPF_DIR / "bpfnb.h"
+    if not path.exists():
+        try:
+            _atomic_write(path, "#ifndef __BPFNB_H__\n#define __BPFNB_H__\n\n"
+                                "/* bpfnb: helpers offered to every %%bpf cell. */\n\n"
+                                "#endif /* __BPFNB_H__ */\n")
+        except OSError:
+            return None
+    return path
+
+
+def _prelude_text() -> str:
+    lines = ['#include "vmlinux.h"']
+    lines += [f"#include <{h}>" for h in PRELUDE_HEADERS if h != "bpf/bpf_helper_defs.h"]
+    if ensure_bpfnb_h() is not None:
+        lines.append('#include "bpfnb.h"')
+    return "/* generated by bpfnb.build: the prelude of every %%bpf cell */\n" + \
+        "\n".join(lines) + "\n"
+
+
+def prelude_h() -> Path:
+    vmlinux_h()
+    path = _kernel_dir() / PRELUDE_NAME
+    text = _prelude_text()
+    try:
+        current = path.read_text()
+    except OSError:
+        current = None
+    if current != text:
+        _atomic_write(path, text)
+    return path
+
+
+def _include_dirs(flags: Sequence[str]) -> list[str]:
+    dirs, it = [], iter(flags)
+    for f in it:
+        for opt in ("-I", "-isystem", "-idirafter"):
+            if f == opt:
+                dirs.append(next(it, ""))
+            elif f.startswith(opt) and len(f) > len(opt) and opt == "-I":
+                dirs.append(f[2:])
+    return dirs + ["/usr/local/include", "/usr/include"]
+
+
+def _prelude_hash(flags: Sequence[str]) -> str:
+    """Hash of the prelude headers as clang would find them (vmlinux.h is covered by
+    the kernel key)."""
+    h = hashlib.sha256(_prelude_text().encode())
+    dirs = _include_dirs(flags)
+    names = list(PRELUDE_HEADERS) + (["bpfnb.h"] if ensure_bpfnb_h() else [])
+    for name in names:
+        for d in dirs:
+            p = os.path.join(d, name)
+            if os.path.isfile(p):
+                h.update(f"{p}\0".encode())
+                with open(p, "rb") as f:
+                    h.update(f.read())
+                break
+    return h.hexdigest()[:16]
+
+
+# --- flags ------------------------------------------------------------------------
+
+def default_cflags() -> list[str]:
+    """Flags before the user's (target, debug info for BTF, CO-RE arch, warnings)."""
+    return ["-g", "-O2", "-target", "bpf", "-mcpu=v3",
+            f"-D__TARGET_ARCH_{target_arch()}", *WARNING_FLAGS, "-fno-stack-protector",
+            "-fno-color-diagnostics"]
+
+
+def _search_flags() -> list[str]:
+    flags = ["-I", str(REPO_BPF_DIR), "-I", str(_kernel_dir())]
+    multi = multiarch_include()
+    if multi:
+        flags += ["-idirafter", multi]
+    return flags
+
+
+def _compile_flags(cflags: Sequence[str], src_dir: str | None) -> list[str]:
+    # include order: the source's own directory (as "..." includes would), then the
+    # user's -I, then bpf/ and the vmlinux.h directory; user -D/-W come after ours.
+    first = ["-I", src_dir] if src_dir else []
+    return default_cflags() + first + list(cflags) + _search_flags()
+
+
+def _is_warning_flag(f: str) -> bool:
+    return (f.startswith("-W") and not re.match(r"-W[apl],", f)) or f == "-w"
+
+
+def _pch_flags(cflags: Sequence[str]) -> list[str]:
+    """Flags a PCH is built with: what compiles use, minus the user's warning flags
+    and the source directory (clang accepts a PCH under either difference)."""
+    user = [f for f in cflags if not _is_warning_flag(f)]
+    return default_cflags() + user + _search_flags()
+
+
+_VALIDATE = ["-Xclang", "-fvalidate-ast-input-files-content"]
+
+
+def vmlinux_pch(cflags: Sequence[str] = ()) -> Path | None:
+    """A precompiled header of the prelude for these flags, or None if it cannot be
+    built (then compiles fall back to ``-include``)."""
+    try:
+        clang = find_clang()
+        flags = _pch_flags(_split(cflags))
+        prelude = prelude_h()
+        key = _sha(_KEY_VERSION, "pch", clang_version(clang), flags, kernel_key(),
+                   _prelude_hash(flags))[:24]
+    except (OSError, RuntimeError):
+        return None
+    path = cache_dir() / "pch" / f"{key}.pch"
+    if path.exists():
+        return path
+    if _memo.get(("pch-failed", key)):
+        return None
+    tmp = _tmp_name(path.parent, ".pch")
+    try:
+        # content validation: a vmlinux.h rewritten with the same bytes (a race
+        # between two processes) must not invalidate the PCH through its mtime.
+        out = subprocess.run([clang, *flags, *_VALIDATE, "-x", "c-header", str(prelude),
+                              "-o", tmp], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            _memo[("pch-failed", key)] = out.stderr
+            return None
+        os.replace(tmp, path)
+        return path
+    except (OSError, subprocess.SubprocessError) as e:
+        _memo[("pch-failed", key)] = str(e)
+        return None
+    finally:
+        _unlink(tmp)
+
+
+def _split(cflags) -> list[str]:
+    if isinstance(cflags, str):
+        return shlex.split(cflags)
+    return [os.fspath(f) for f in cflags or ()]
+
+
+# --- the compile ------------------------------------------------------------------
+
+def _c_string(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _generated(source: str, filename: str) -> str:
+    text = f'#line 1 "{_c_string(filename)}"\n{source}'
+    if not text.endswith("\n"):
+        text += "\n"
+    if not _HAS_LICENSE.search(source):
+        text += _LICENSE_LINE
+    return text
+
+
+def wants_prelude(source: str) -> bool:
+    """A source gets the prelude unless it includes vmlinux.h or <linux/...> headers."""
+    return not (_INCLUDES_VMLINUX.search(source) or _INCLUDES_UAPI.search(source))
+
+
+def _parse_deps(text: str) -> list[str]:
+    text = text.replace("\\\n", " ")
+    _, _, deps = text.partition(": ")
+    out, cur, i = [], [], 0
+    while i < len(deps):
+        c = deps[i]
+        if c == "\\" and i + 1 < len(deps) and deps[i + 1] in " #\\":
+            cur.append(deps[i + 1])
+            i += 2
+            continue
+        if c.isspace():
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def _record_deps(dep_file: str, skip: Iterable[str]) -> list:
+    try:
+        text = Path(dep_file).read_text()
+    except OSError:
+        return []
+    skip = {os.path.realpath(s) for s in skip}
+    recs = []
+    for d in dict.fromkeys(_parse_deps(text)):
+        p = os.path.abspath(d)
+        if os.path.realpath(p) in skip or p.endswith(".pch"):
+            continue
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        recs.append([p, st.st_size, st.st_mtime_ns, _file_sha(p)])
+    return recs
+
+
+def _deps_valid(recs: list) -> bool:
+    for p, size, mtime, sha in recs:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return False
+        if st.st_size != size:
+            return False
+        if st.st_mtime_ns != mtime and _file_sha(p) != sha:
+            return False
+    return True
+
+
+def _as_input(source, filename):
+    """-> (text, filename, src_dir, object_path_or_None)"""
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source).decode(), filename or "<cell>", None, None
+    is_path = isinstance(source, os.PathLike) or (
+        isinstance(source, str) and "\n" not in source
+        and source.rstrip().endswith((".c", ".o")))
+    if not is_path:
+        return source, filename or "<cell>", None, None
+    path = Path(source)
+    if path.suffix == ".o":
+        if not path.exists():
+            raise FileNotFoundError(2, "no such object file", str(path))
+        return None, str(path), None, path
+    text = path.read_text()
+    return text, filename or str(path), str(path.resolve().parent), None
+
+
+def build(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),
+          filename: str | None = None, *, prelude: bool | None = None,
+          pch: bool = True) -> CompileResult:
+    """Compile BPF C (text, or a path to a .c file) and return a :class:`CompileResult`.
+
+    ``filename`` names the source in diagnostics (default ``<cell>``, or the file's
+    path). ``prelude`` forces the prelude on or off (default: automatic, see the
+    module doc). ``pch=False`` (or env ``BPFNB_NO_PCH=1``) parses the prelude headers
+    instead of using the precompiled header.
+    """
+    t0 = time.perf_counter()
+    text, filename, src_dir, obj = _as_input(source, filename)
+    if obj is not None:
+        return CompileResult(obj, cached=True, seconds=time.perf_counter() - t0)
+    user = _split(cflags)
+    clang = find_clang()
+    use_prelude = wants_prelude(text) if prelude is None else prelude
+    flags = _compile_flags(user, src_dir)
+    gen = _generated(text, filename)
+    try:
+        vmlinux_h()  # "vmlinux.h" must be findable by sources that include it themselves
+    except FileNotFoundError:
+        if use_prelude:
+            raise
+    prelude_hash = _prelude_hash(flags) if use_prelude else None
+    key = _sha(_KEY_VERSION, gen, filename, flags, clang_version(clang), kernel_key(),
+               prelude_hash)[:32]
+    cache = cache_dir()
+    obj_path = cache / "obj" / f"{key}.o"
+    meta_path = obj_path.with_suffix(".json")
+
+    if obj_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if _deps_valid(meta.get("deps", [])):
+                return CompileResult(obj_path, meta.get("warnings", ""), cached=True,
+                                     used_pch=meta.get("pch", False),
+                                     seconds=time.perf_counter() - t0,
+                                     command=tuple(meta.get("command", ())))
+        except (OSError, ValueError):
+            pass
+
+    src_path = cache / "src" / f"{key}.c"
+    _atomic_write(src_path, gen)
+    pch_path = None
+    if use_prelude and pch and not os.environ.get("BPFNB_NO_PCH"):
+        pch_path = vmlinux_pch(user)
+
+    def run(pch_path):
+        extra = ([*_VALIDATE, "-include-pch", str(pch_path)] if pch_path
+                 else ["-include", str(prelude_h())] if use_prelude else [])
+        tmp_o = _tmp_name(obj_path.parent, ".o")
+        tmp_d = tmp_o[:-2] + ".d"
+        cmd = [clang, *flags, *extra, "-MD", "-MF", tmp_d, "-c", str(src_path),
+               "-o", tmp_o]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except BaseException:
+            _unlink(tmp_o)
+            _unlink(tmp_d)
+            raise
+        return out, cmd, tmp_o, tmp_d
+
+    out, cmd, tmp_o, tmp_d = run(pch_path)
+    if out.returncode != 0 and pch_path and _PCH_TROUBLE.search(out.stderr):
+        # a stale or incompatible PCH: drop it (rebuilt next time), parse this once
+        _unlink(tmp_o)
+        _unlink(tmp_d)
+        _unlink(pch_path)
+        pch_path = None
+        out, cmd, tmp_o, tmp_d = run(None)
+    try:
+        diagnostics = _clean(out.stderr, src_path, filename)
+        public_cmd = tuple(str(obj_path) if c == tmp_o else c for c in cmd
+                           if c not in (tmp_d, "-MD", "-MF"))
+        if out.returncode != 0:
+            raise CompileError(diagnostics, text, filename, public_cmd)
+        deps = _record_deps(tmp_d, [src_path])
+        _atomic_write(meta_path, json.dumps({
+            "filename": filename, "warnings": diagnostics, "pch": bool(pch_path),
+            "command": public_cmd, "deps": deps}))
+        os.replace(tmp_o, obj_path)
+    finally:
+        _unlink(tmp_o)
+        _unlink(tmp_d)
+    return CompileResult(obj_path, diagnostics, cached=False, used_pch=bool(pch_path),
+                         seconds=time.perf_counter() - t0, command=public_cmd)
+
+
+def compile(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),
+            filename: str | None = None, **kw) -> Path:
+    """Compile BPF C (text, or a path to a .c file) to a cached object; return its path.
+
+    A ``.o`` path is returned unchanged. Raises :class:`CompileError`. Use
+    :func:`build` to also get clang's warnings.
+    """
+    return build(source, cflags, filename, **kw).path
+
+
+def _clean(stderr: str, src_path: Path, filename: str) -> str:
+    """clang's stderr with the temporary file's name replaced by the cell's."""
+    return stderr.replace(str(src_path), filename)

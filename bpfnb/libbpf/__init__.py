@@ -1,0 +1,17 @@
+"""A ctypes binding to libbpf.so.1: Object, Program, Map, Link, BTF.
+
+Imports nothing else of bpfnb, nor pandas, nor IPython.
+"""
+
+from ._lib import VERSION, PATH as LIBRARY_PATH, has
+from .btf import BTF, Record
+from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
+                     PrivilegeError, VerifierError)
+from .map import Map
+from .object import Object, live_objects
+from .program import Link, Program, enable_stats, kernel_ids, perf_event_open
+
+__all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "Record", "AttachError", "BPFError",
+           "LoadError", "ObjectClosedError", "OpenError", "PrivilegeError", "VerifierError",
+           "Map", "Object", "live_objects", "Link", "Program", "enable_stats",
+           "kernel_ids", "perf_event_open"]

@@ -1,0 +1,101 @@
+"""Exceptions that carry errno, the libbpf log and, for rejections, the verifier log."""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import re
+
+_PRIVILEGE_HINT = ("BPF needs root, or the capabilities CAP_BPF and CAP_PERFMON "
+                   "(CAP_NET_ADMIN for XDP/tc, CAP_SYS_ADMIN on older kernels): run the "
+                   "notebook with sudo, or grant them, e.g. "
+                   "`sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))`.")
+
+
+class BPFError(OSError):
+    """A libbpf call failed. ``errno``, ``strerror`` and ``log`` (libbpf's own lines)."""
+
+    def __init__(self, message: str, err: int = 0, log: str = "", hint: str = ""):
+        self.log = log
+        self.hint = hint
+        self.message = message
+        super().__init__(err, message)
+
+    def __str__(self):
+        parts = [self.message]
+        if self.errno:
+            parts[0] += f" [{_errno.errorcode.get(self.errno, self.errno)}: {os.strerror(self.errno)}]"
+        if self.hint:
+            parts.append(self.hint)
+        tail = _tail(self.log, 12)
+        if tail:
+            parts.append("libbpf said:\n" + tail)
+        return "\n".join(parts)
+
+
+class OpenError(BPFError):
+    """The object file could not be parsed."""
+
+
+class LoadError(BPFError):
+    """The object could not be loaded into the kernel."""
+
+
+class VerifierError(LoadError):
+    """The verifier rejected a program. ``log`` holds the full verifier log."""
+
+    def __init__(self, program: str, err: int, verifier_log: str, libbpf_log: str = ""):
+        self.program = program
+        self.verifier_log = verifier_log
+        super().__init__(f"the verifier rejected program '{program}'", err, libbpf_log)
+        self.log = verifier_log
+
+    def __str__(self):
+        lines = self.verifier_log.rstrip().splitlines()
+        source = [ln for ln in lines if ln.startswith(";")]
+        out = [f"The verifier rejected program '{self.program}'."]
+        if source:
+            out.append("Last source line it checked:  " + source[-1].lstrip("; "))
+        out.append("Verifier log (last lines; full text in .log):")
+        out.extend("  " + ln for ln in lines[-15:])
+        return "\n".join(out)
+
+
+class AttachError(BPFError):
+    """A program could not be attached to its hook."""
+
+
+class PrivilegeError(BPFError, PermissionError):
+    """The kernel refused for lack of privilege."""
+
+
+class ObjectClosedError(RuntimeError):
+    """The object this handle belongs to has been destroyed."""
+
+
+def _tail(text: str, n: int) -> str:
+    lines = [ln for ln in text.rstrip().splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+_PROG_LOG = re.compile(r"prog '([^']+)': -- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --",
+                       re.S)
+
+
+def verifier_logs(libbpf_log: str) -> list[tuple[str, str]]:
+    """(program, verifier log) pairs that libbpf printed for failed loads."""
+    return _PROG_LOG.findall(libbpf_log)
+
+
+def last_errno(rc: int | None = None) -> int:
+    if rc is not None and rc < 0:
+        return -rc
+    return ctypes.get_errno() or _errno.EINVAL
+
+
+def make(cls, message: str, err: int, log: str = "", hint: str = "") -> BPFError:
+    """Build the right exception for ``err``, adding the privilege hint where it applies."""
+    if err in (_errno.EPERM, _errno.EACCES) and os.geteuid() != 0:
+        return PrivilegeError(message, err, log, hint or _PRIVILEGE_HINT)
+    return cls(message, err, log, hint)

@@ -1,0 +1,376 @@
+"""Object: open (file or bytes) -> load -> attach -> destroy, with skeleton access.
+
+Like a libbpf skeleton, but built at run time from the object's own BTF:
+``obj.maps.counts``, ``obj.progs.on_open``, ``obj.bss.total``, ``obj.rodata.target_pid``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import mmap
+import os
+import re
+import weakref
+from pathlib import Path
+
+from . import _lib
+from ._lib import lib
+from .btf import BTF
+from .errors import (BPFError, LoadError, ObjectClosedError, OpenError, VerifierError,
+                     last_errno, make, verifier_logs)
+from .map import Map
+from .program import Program
+
+OPENED, LOADED, DESTROYED = "opened", "loaded", "destroyed"
+GLOBAL_SECTIONS = ("bss", "data", "rodata", "kconfig")
+
+_live: "weakref.WeakSet[Object]" = weakref.WeakSet()
+
+
+class _OpenOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("object_name", ctypes.c_char_p),
+                ("relaxed_maps", ctypes.c_bool), ("pin_root_path", ctypes.c_char_p),
+                ("_attach_prog_fd", ctypes.c_uint32), ("kconfig", ctypes.c_char_p),
+                ("btf_custom_path", ctypes.c_char_p)]
+
+
+class Namespace:
+    """Attribute access over a name -> item dict, with dir() for tab completion."""
+
+    def __init__(self, kind: str, items: dict):
+        object.__setattr__(self, "_kind", kind)
+        object.__setattr__(self, "_items", items)
+
+    def __getattr__(self, name):
+        try:
+            return self._items[name]
+        except KeyError:
+            raise AttributeError(f"no {self._kind} named {name!r}; "
+                                 f"there are: {', '.join(self._items) or 'none'}") from None
+
+    __getitem__ = __getattr__
+
+    def __dir__(self):
+        return list(self._items)
+
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def __len__(self):
+        return len(self._items)
+
+    def __contains__(self, name):
+        return name in self._items
+
+    def __repr__(self):
+        return f"<{self._kind}s: {', '.join(self._items) or 'none'}>"
+
+
+class Globals:
+    """Global variables of one data section (.bss, .data, .rodata, .kconfig).
+
+    Before load, values go to the initial image libbpf will load. After load, reads and
+    writes go to an mmap of the kernel map: no syscall.
+    """
+
+    def __init__(self, obj: "Object", section: str, map_: Map, variables):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_section", section)
+        object.__setattr__(self, "_map", map_)
+        object.__setattr__(self, "_vars", {name: (tid, off, size)
+                                           for name, tid, off, size in variables})
+        object.__setattr__(self, "_mem", None)
+
+    def _buffer(self, writing: bool):
+        obj = self._obj
+        obj._check_open()
+        if obj.state == OPENED:
+            size = ctypes.c_size_t()
+            ptr = lib.bpf_map__initial_value(self._map._ptr, ctypes.byref(size))
+            if not ptr:
+                raise BPFError(f"no initial image for .{self._section}")
+            return (ctypes.c_char * size.value).from_address(ptr)
+        if writing and self._section in ("rodata", "kconfig"):
+            raise AttributeError(
+                f".{self._section} is read-only once loaded: set it before load "
+                f"(bpfnb.load(..., rodata={{...}}) or %%bpf --set), or declare the variable "
+                f"without const to change it at run time")
+        if self._mem is None:
+            object.__setattr__(self, "_mem", obj._mmap(self._map, self._section))
+        return self._mem
+
+    def __getattr__(self, name):
+        if name not in self._vars:
+            raise AttributeError(f"no variable {name!r} in .{self._section}; "
+                                 f"there are: {', '.join(self._vars) or 'none'}")
+        tid, off, _ = self._vars[name]
+        return self._obj.btf.decode(tid, memoryview(self._buffer(False)), off)
+
+    def __setattr__(self, name, value):
+        if name not in self._vars:
+            raise AttributeError(f"no variable {name!r} in .{self._section}; "
+                                 f"there are: {', '.join(self._vars) or 'none'}")
+        tid, off, size = self._vars[name]
+        raw = self._obj.btf.encode(tid, value)
+        buf = self._buffer(True)
+        memoryview(buf).cast("B")[off:off + size] = raw
+
+    __getitem__ = __getattr__
+    __setitem__ = __setattr__
+
+    def __dir__(self):
+        return list(self._vars)
+
+    def __iter__(self):
+        return iter(self._vars)
+
+    def __len__(self):
+        return len(self._vars)
+
+    def _asdict(self) -> dict:
+        return {name: getattr(self, name) for name in self._vars}
+
+    def _types(self) -> dict:
+        return {name: self._obj.btf.c_name(tid) for name, (tid, _, _) in self._vars.items()}
+
+    def __repr__(self):
+        try:
+            body = ", ".join(f"{k}={v!r}" for k, v in self._asdict().items())
+        except (ObjectClosedError, BPFError):
+            body = "<destroyed>"
+        return f".{self._section}({body})"
+
+
+class Object:
+    """A BPF object: ``Object(path_or_bytes)`` opens it; then ``load()``, ``attach()``.
+
+    ``destroy()`` (also on ``with`` exit, garbage collection and interpreter exit)
+    detaches every link and frees maps and programs.
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None,
+                 kconfig: str | None = None):
+        self.state = OPENED
+        self._ptr = None
+        self._mmaps: list[mmap.mmap] = []
+        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
+        if name:
+            opts.object_name = name.encode()
+        if kconfig:
+            opts.kconfig = kconfig.encode()
+        with _lib.capture() as log:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                # libbpf parses the ELF in place until load: keep the buffer alive.
+                self._image = ctypes.create_string_buffer(bytes(source), len(source))
+                ptr = lib.bpf_object__open_mem(self._image, len(source), ctypes.byref(opts))
+                what = name or f"{len(source)}-byte object"
+            else:
+                self.path = Path(source)
+                ptr = lib.bpf_object__open_file(os.fsencode(self.path), ctypes.byref(opts))
+                what = str(self.path)
+        if not ptr:
+            err = last_errno()
+            raise make(OpenError, f"cannot open BPF object {what}", err, log.text,
+                       "Is it an ELF object built with clang -target bpf?")
+        self._ptr = ptr
+        self.name = (lib.bpf_object__name(ptr) or b"").decode()
+        _live.add(self)
+        self.btf = self._read_btf()
+        self._build_skeleton()
+
+    # --- skeleton -----------------------------------------------------------
+
+    def _read_btf(self) -> BTF | None:
+        btf_ptr = lib.bpf_object__btf(self._ptr)
+        if not btf_ptr:
+            return None
+        size = ctypes.c_uint32()
+        data = lib.btf__raw_data(btf_ptr, ctypes.byref(size))
+        return BTF(ctypes.string_at(data, size.value)) if data else None
+
+    def _build_skeleton(self):
+        maps, globals_ = {}, {}
+        m = lib.bpf_object__next_map(self._ptr, None)
+        while m:
+            map_ = Map(self, m)
+            section = _internal_section(map_) if lib.bpf_map__is_internal(m) else None
+            if section is None:
+                maps[map_.name] = map_
+            elif section in GLOBAL_SECTIONS and self.btf is not None:
+                tid = lib.bpf_map__btf_value_type_id(m)
+                variables = self.btf.datasec_vars("." + section) if tid else []
+                globals_[section] = Globals(self, section, map_, variables)
+            m = lib.bpf_object__next_map(self._ptr, m)
+        progs = {}
+        p = lib.bpf_object__next_program(self._ptr, None)
+        while p:
+            prog = Program(self, p)
+            progs[prog.name] = prog
+            p = lib.bpf_object__next_program(self._ptr, p)
+        self.maps = Namespace("map", maps)
+        self.progs = Namespace("program", progs)
+        self._globals = globals_
+
+    def __getattr__(self, name):
+        if name in GLOBAL_SECTIONS:
+            g = self.__dict__.get("_globals", {}).get(name)
+            if g is None:
+                raise AttributeError(f"the object has no .{name} section (no such globals)")
+            return g
+        raise AttributeError(name)
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self.__dict__.get("_globals", {}))
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def _check_open(self):
+        if self.state == DESTROYED:
+            raise ObjectClosedError(f"BPF object {self.name!r} has been destroyed")
+
+    def set(self, **values):
+        """Set .rodata/.data/.bss variables by name (before load for .rodata)."""
+        for key, value in values.items():
+            for section in ("rodata", "data", "bss"):
+                g = self._globals.get(section)
+                if g is not None and key in g._vars:
+                    setattr(g, key, value)
+                    break
+            else:
+                known = [v for g in self._globals.values() for v in g._vars]
+                raise AttributeError(f"no global variable {key!r}; there are: "
+                                     f"{', '.join(known) or 'none'}")
+        return self
+
+    def load(self) -> "Object":
+        self._check_open()
+        if self.state == LOADED:
+            return self
+        with _lib.capture() as log:
+            rc = lib.bpf_object__load(self._ptr)
+        if rc < 0:
+            err = last_errno(rc)
+            rejected = verifier_logs(log.text)
+            if rejected:
+                prog, vlog = rejected[-1]
+                raise VerifierError(prog, err, vlog, log.text)
+            raise make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
+                       self._load_hint(log.text))
+        self.state = LOADED
+        self.__dict__.pop("_image", None)
+        return self
+
+    def attach(self) -> "Object":
+        """Attach every loaded program whose section names its hook.
+
+        Programs that need a target (xdp, tc, perf_event, cgroup, bare uprobe...) are
+        left for their explicit ``attach_*`` call, as a libbpf skeleton does.
+        """
+        if self.state == OPENED:
+            self.load()
+        for prog in self.progs:
+            if prog.autoload and prog.auto_attachable and not prog.links:
+                prog.attach()
+        return self
+
+    def detach(self):
+        for prog in self.progs:
+            prog.detach()
+
+    def destroy(self):
+        """Detach all links, free maps and programs. Safe to call more than once."""
+        if self.state == DESTROYED or self._ptr is None:
+            return
+        for prog in self.progs:
+            prog.detach()
+        for m in self._mmaps:
+            try:
+                m.close()
+            except BufferError:  # a view still exported; the mapping dies with it
+                pass
+        self._mmaps.clear()
+        ptr, self._ptr = self._ptr, None
+        self.state = DESTROYED
+        lib.bpf_object__close(ptr)
+        _live.discard(self)
+
+    close = destroy
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+
+    def __del__(self):
+        try:
+            self.destroy()
+        except Exception:
+            pass
+
+    def _load_hint(self, log: str) -> str:
+        if "failed to find kernel BTF" in log or "vmlinux BTF" in log:
+            return "CO-RE needs kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)."
+        failed = _FAILED_PROG.search(log)
+        prog = self.progs._items.get(failed.group(1)) if failed else None
+        if prog is None:
+            return ""
+        for prefixes, hint in _REFUSED_FAMILIES.items():
+            if prog.section.startswith(prefixes):
+                return f"program {prog.name!r} (SEC(\"{prog.section}\")): {hint}"
+        return f"program {prog.name!r} (SEC(\"{prog.section}\")) failed to load"
+
+    def _mmap(self, map_: Map, section: str) -> mmap.mmap:
+        writable = section in ("bss", "data")
+        length = max(map_.value_size, 1)
+        length = (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        try:
+            m = mmap.mmap(map_.fd, length, flags=mmap.MAP_SHARED, prot=prot)
+        except OSError as e:
+            raise BPFError(f"cannot map .{section} into memory", e.errno) from None
+        self._mmaps.append(m)
+        return m
+
+    # --- description --------------------------------------------------------
+
+    @property
+    def globals(self) -> dict:
+        return dict(self._globals)
+
+    def __repr__(self):
+        progs = ", ".join(p.name for p in self.progs)
+        maps = ", ".join(m.name for m in self.maps)
+        return f"<bpfnb Object {self.name!r} {self.state}: progs [{progs}] maps [{maps}]>"
+
+
+def _internal_section(map_: Map) -> str | None:
+    """'.bss' for a map named like 'bootstra.bss' (libbpf truncates the prefix)."""
+    name = map_.name
+    for section in GLOBAL_SECTIONS:
+        if name.endswith("." + section):
+            return section
+    return name.rsplit(".", 1)[-1] if "." in name else None
+
+
+_FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
+_REFUSED_FAMILIES = {
+    ("fentry/", "fexit/", "fmod_ret/", "lsm/"):
+        "this kernel refuses fentry/fexit/lsm programs: use a tp_btf/ or tracepoint/ hook",
+    ("kprobe/", "kretprobe/", "ksyscall/", "kretsyscall/"):
+        "kprobes may be missing from this kernel (CONFIG_KPROBES): use a tracepoint/ hook",
+}
+
+
+def live_objects() -> list[Object]:
+    return list(_live)
+
+
+@atexit.register
+def _destroy_all():
+    for obj in list(_live):
+        try:
+            obj.destroy()
+        except Exception:
+            pass

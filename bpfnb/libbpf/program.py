@@ -1,0 +1,503 @@
+"""Program and Link: attach by section, or explicitly to a target.
+
+Sections that name their hook (tracepoint/, raw_tp/, tp_btf/, uprobe/bin:func, usdt/,
+iter/) attach with ``attach()``. Hooks that need a target at run time have their own
+call: ``attach_uprobe``, ``attach_usdt``, ``attach_perf_event``, ``attach_xdp``,
+``attach_tc``, ``attach_cgroup``, ``attach_socket``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import socket
+import struct
+import threading
+import weakref
+
+from . import _lib, sysfs
+from ._lib import lib
+from .errors import AttachError, BPFError, ObjectClosedError, last_errno, make
+
+_AUTO_PREFIXES = ("tracepoint/", "tp/", "raw_tp/", "raw_tracepoint/", "tp_btf/",
+                  "fentry/", "fexit/", "fmod_ret/", "lsm/", "kprobe/", "kretprobe/",
+                  "ksyscall/", "kretsyscall/", "uprobe/", "uretprobe/", "uprobe.s/",
+                  "uretprobe.s/", "usdt/", "iter/", "iter.s/")
+
+
+def prog_type_name(prog_type: int) -> str:
+    name = lib.libbpf_bpf_prog_type_str(prog_type)
+    return name.decode() if name else str(prog_type)
+
+
+class Link:
+    """An attachment. ``destroy()`` detaches; the kernel also does when we exit."""
+
+    def __init__(self, ptr: int | None, target: str, detach=None):
+        self._ptr = ptr
+        self.target = target
+        self._detach = detach
+
+    @property
+    def fd(self) -> int:
+        return lib.bpf_link__fd(self._ptr) if self._ptr else -1
+
+    @property
+    def attached(self) -> bool:
+        return self._ptr is not None or self._detach is not None
+
+    def destroy(self):
+        ptr, self._ptr = self._ptr, None
+        detach, self._detach = self._detach, None
+        if ptr:
+            lib.bpf_link__destroy(ptr)
+        if detach:
+            detach()
+
+    def __repr__(self):
+        return f"<Link {self.target}{'' if self.attached else ' (detached)'}>"
+
+
+class Program:
+    """One BPF program of an Object (``obj.progs.name``)."""
+
+    def __init__(self, obj, ptr: int):
+        self._obj = weakref.ref(obj)
+        self._ptr = ptr
+        self.name = lib.bpf_program__name(ptr).decode()
+        self.section = (lib.bpf_program__section_name(ptr) or b"").decode()
+        self.links: list[Link] = []
+
+    # --- state --------------------------------------------------------------
+
+    @property
+    def object(self):
+        obj = self._obj()
+        if obj is None or obj.state == "destroyed":
+            raise ObjectClosedError(f"program {self.name!r}: its BPF object has been destroyed")
+        return obj
+
+    @property
+    def type(self) -> int:
+        self.object
+        return lib.bpf_program__type(self._ptr)
+
+    @property
+    def type_name(self) -> str:
+        return prog_type_name(self.type)
+
+    @property
+    def autoload(self) -> bool:
+        self.object
+        return bool(lib.bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool):
+        if self.object.state != "opened":
+            raise BPFError(f"program {self.name!r}: autoload can only change before load()")
+        lib.bpf_program__set_autoload(self._ptr, bool(value))
+
+    @property
+    def fd(self) -> int:
+        if self.object.state != "loaded":
+            raise BPFError(f"program {self.name!r} is in the kernel only after load()")
+        fd = lib.bpf_program__fd(self._ptr)
+        if fd < 0:
+            raise BPFError(f"program {self.name!r} was not loaded (autoload is off)")
+        return fd
+
+    @property
+    def auto_attachable(self) -> bool:
+        """Whether the section alone names the hook (libbpf can attach it unaided)."""
+        sec = self.section
+        if not sec.startswith(_AUTO_PREFIXES) or sec.endswith("/"):
+            return False
+        if sec.startswith(("uprobe", "uretprobe")):
+            return ":" in sec
+        return True
+
+    @property
+    def hook(self) -> str:
+        """The attach point, for display: section plus targets of explicit attaches."""
+        targets = [link.target for link in self.links if link.attached]
+        return ", ".join(targets) if targets else self.section
+
+    # --- attach -------------------------------------------------------------
+
+    def _link(self, ptr: int, target: str, log: str = "", hint: str = "") -> Link:
+        if not ptr:
+            err = last_errno()
+            raise make(AttachError, f"cannot attach program {self.name!r} to {target}",
+                       err, log, hint or _attach_hint(self.section, err))
+        link = Link(ptr, target)
+        self.links.append(link)
+        return link
+
+    def attach(self) -> Link:
+        """Attach to the hook named by the section (tracepoint/..., raw_tp/..., ...)."""
+        self.fd
+        if not self.auto_attachable:
+            raise AttachError(
+                f"program {self.name!r} (SEC(\"{self.section}\")) needs a target: "
+                f"use {_explicit_call(self.section)}")
+        if self.section.startswith(("tracepoint/", "tp/")):
+            sysfs.ensure_tracefs()
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach(self._ptr)
+        return self._link(ptr, self.section, log.text)
+
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        self.fd
+        sysfs.ensure_tracefs()
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode())
+        return self._link(ptr, f"tracepoint/{category}/{name}", log.text)
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        self.fd
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_raw_tracepoint(self._ptr, name.encode())
+        return self._link(ptr, f"raw_tp/{name}", log.text)
+
+    def attach_uprobe(self, binary: str, function: str | None = None, offset: int = 0,
+                      pid: int = -1, retprobe: bool | None = None) -> Link:
+        """Attach to ``function`` (or ``offset``) in ``binary`` (a path or a library name
+        like "libc.so.6"); ``pid=-1`` traces every process."""
+        self.fd
+        if retprobe is None:
+            retprobe = self.section.startswith("uretprobe")
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), retprobe=retprobe,
+                           func_name=function.encode() if function else None)
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, binary.encode(), offset,
+                                                      ctypes.byref(opts))
+        kind = "uretprobe" if retprobe else "uprobe"
+        return self._link(ptr, f"{kind}/{binary}:{function or hex(offset)}", log.text)
+
+    def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
+        self.fd
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_usdt(self._ptr, pid, binary.encode(),
+                                               provider.encode(), name.encode(), None)
+        return self._link(ptr, f"usdt/{binary}:{provider}:{name}", log.text)
+
+    def attach_perf_event(self, freq: int | None = 99, period: int | None = None,
+                          cpus=None, event: str = "cpu-clock", pid: int = -1) -> list[Link]:
+        """Sample on every CPU (or ``cpus``) at ``freq`` Hz, or every ``period`` events."""
+        self.fd
+        cpus = _online_cpus() if cpus is None else cpus
+        links = []
+        try:
+            for cpu in cpus:
+                pfd = perf_event_open(event, cpu=cpu, pid=pid, freq=None if period else freq,
+                                      period=period)
+                with _lib.capture() as log:
+                    ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
+                if not ptr:
+                    os.close(pfd)  # libbpf owns the perf fd only once attached
+                links.append(self._link(ptr, f"perf_event/{event}/cpu{cpu}", log.text))
+        except BaseException:
+            for link in links:
+                link.destroy()
+            raise
+        return links
+
+    def attach_xdp(self, interface: str | int) -> Link:
+        self.fd
+        ifindex = _ifindex(interface)
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_xdp(self._ptr, ifindex)
+        return self._link(ptr, f"xdp/{interface}", log.text)
+
+    def attach_cgroup(self, path: str = "/sys/fs/cgroup") -> Link:
+        self.fd
+        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with _lib.capture() as log:
+                ptr = lib.bpf_program__attach_cgroup(self._ptr, cg)
+        finally:
+            os.close(cg)  # the link holds its own reference to the cgroup
+        return self._link(ptr, f"cgroup/{path}", log.text)
+
+    def attach_tc(self, interface: str | int, direction: str = "ingress",
+                  priority: int = 1) -> Link:
+        """Attach as a tc classifier (direct action) on ``interface``; the clsact qdisc is
+        created when missing and removed again when the last of our filters goes."""
+        fd = self.fd
+        ifindex = _ifindex(interface)
+        point = {"ingress": _TC_INGRESS, "egress": _TC_EGRESS}[direction]
+        hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
+        opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fd, priority=priority)
+        with _lib.capture() as log:
+            _tc_hook_acquire(ifindex)
+            rc = lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
+        if rc < 0:
+            _tc_hook_release(ifindex)
+            raise make(AttachError, f"cannot attach program {self.name!r} to tc {direction} "
+                       f"of {interface}", last_errno(rc), log.text)
+        handle, prio = opts.handle, opts.priority
+
+        def detach():
+            o = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=handle, priority=prio)
+            lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(o))
+            _tc_hook_release(ifindex)
+
+        link = Link(None, f"tc/{interface}/{direction}", detach)
+        self.links.append(link)
+        return link
+
+    def attach_socket(self, sock: socket.socket | int) -> Link:
+        """Attach a socket filter to a socket (SO_ATTACH_BPF)."""
+        fd = self.fd
+        sock = sock if isinstance(sock, socket.socket) else socket.socket(fileno=os.dup(sock))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_BPF, fd)
+        except OSError as e:
+            raise make(AttachError, f"cannot attach socket filter {self.name!r}",
+                       e.errno) from None
+
+        def detach():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_BPF, 0)
+            except OSError:
+                pass  # socket already closed: the filter went with it
+
+        link = Link(None, f"socket/{sock.fileno()}", detach)
+        self.links.append(link)
+        return link
+
+    def read(self) -> str:
+        """Run an iterator program (SEC("iter/...")) and return what it printed."""
+        self.fd
+        link = next((lk for lk in self.links if lk.attached and lk._ptr), None) or self.attach()
+        fd = lib.bpf_iter_create(link.fd)
+        if fd < 0:
+            raise BPFError(f"cannot create an iterator from {self.name!r}", last_errno(fd))
+        chunks = []
+        try:
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode(errors="replace")
+
+    def detach(self):
+        links, self.links = self.links, []
+        for link in links:
+            link.destroy()
+
+    # --- introspection ------------------------------------------------------
+
+    def info(self) -> dict:
+        """Kernel id, run count and run time (counted while BPF stats are enabled)."""
+        buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+        size = ctypes.c_uint32(_PROG_INFO_SIZE)
+        rc = lib.bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(size))
+        if rc < 0:
+            raise BPFError(f"cannot read info of program {self.name!r}", last_errno(rc))
+        raw = buf.raw
+        return {"id": struct.unpack_from("<I", raw, 4)[0],
+                "run_time_ns": struct.unpack_from("<Q", raw, 192)[0],
+                "run_cnt": struct.unpack_from("<Q", raw, 200)[0],
+                "verified_insns": struct.unpack_from("<I", raw, 216)[0]}
+
+    @property
+    def id(self) -> int:
+        return self.info()["id"]
+
+    @property
+    def stats(self) -> dict:
+        info = self.info()
+        return {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
+
+    def __repr__(self):
+        try:
+            state = self.object.state
+            kind = self.type_name
+        except ObjectClosedError:
+            return f"<Program {self.name!r} (destroyed)>"
+        attached = "attached" if self.links else ("loaded" if state == "loaded" else state)
+        return f"<Program {self.name!r} {kind} {self.hook} {attached}>"
+
+
+# --- run-time statistics ------------------------------------------------------
+
+_stats_fd = None
+
+
+def enable_stats() -> bool:
+    """Turn on run_cnt/run_time_ns accounting for as long as this process lives."""
+    global _stats_fd
+    if _stats_fd is None:
+        fd = lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+        if fd < 0:
+            return False
+        _stats_fd = fd
+    return True
+
+
+# --- structures and helpers ---------------------------------------------------
+
+# struct bpf_prog_info (uapi): id at 4, run_time_ns at 192, run_cnt at 200,
+# verified_insns at 216. The kernel zero-fills what an older kernel lacks.
+_PROG_INFO_SIZE = 232
+
+
+class _UprobeOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("ref_ctr_offset", ctypes.c_size_t),
+                ("bpf_cookie", ctypes.c_uint64), ("retprobe", ctypes.c_bool),
+                ("func_name", ctypes.c_char_p)]
+
+
+class _TcHook(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("ifindex", ctypes.c_int),
+                ("attach_point", ctypes.c_int), ("parent", ctypes.c_uint32)]
+
+
+class _TcOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
+                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32),
+                ("priority", ctypes.c_uint32)]
+
+
+_TC_INGRESS, _TC_EGRESS = 1, 2
+_SO_ATTACH_BPF, _SO_DETACH_BPF = 50, 27
+
+# The clsact qdisc we create is shared by our ingress and egress filters on one
+# interface: count users so the last detach removes it, and never remove one we
+# did not create.
+_tc_lock = threading.Lock()
+_tc_users: dict[int, int] = {}
+
+
+def _tc_hook_acquire(ifindex: int):
+    with _tc_lock:
+        if ifindex in _tc_users:
+            _tc_users[ifindex] += 1
+            return
+        hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex,
+                       attach_point=_TC_INGRESS | _TC_EGRESS)
+        rc = lib.bpf_tc_hook_create(ctypes.byref(hook))
+        if rc < 0 and last_errno(rc) != errno.EEXIST:
+            raise make(AttachError, f"cannot create the clsact qdisc on ifindex {ifindex}",
+                       last_errno(rc))
+        _tc_users[ifindex] = 1 if rc == 0 else -(1 << 30)  # negative: not ours to remove
+
+
+def _tc_hook_release(ifindex: int):
+    with _tc_lock:
+        _tc_users[ifindex] -= 1
+        if _tc_users[ifindex] == 0:
+            del _tc_users[ifindex]
+            hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex,
+                           attach_point=_TC_INGRESS | _TC_EGRESS)
+            lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+        elif _tc_users[ifindex] == -(1 << 30):
+            del _tc_users[ifindex]
+
+
+def _ifindex(interface: str | int) -> int:
+    if isinstance(interface, int):
+        return interface
+    try:
+        return socket.if_nametoindex(interface)
+    except OSError:
+        raise AttachError(f"no network interface named {interface!r} in this network "
+                          f"namespace (see `ip link`)", errno.ENODEV) from None
+
+
+def _online_cpus() -> list[int]:
+    """CPUs listed in /sys/devices/system/cpu/online ("0-3,5")."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+    cpus = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+class _PerfEventAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
+                ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
+                ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64), ("wakeup_events", ctypes.c_uint32),
+                ("bp_type", ctypes.c_uint32), ("config1", ctypes.c_uint64)]
+
+
+_PERF_TYPE_HARDWARE, _PERF_TYPE_SOFTWARE = 0, 1
+_PERF_EVENTS = {"cpu-clock": (_PERF_TYPE_SOFTWARE, 0), "task-clock": (_PERF_TYPE_SOFTWARE, 1),
+                "cycles": (_PERF_TYPE_HARDWARE, 0), "instructions": (_PERF_TYPE_HARDWARE, 1)}
+_PERF_FLAG_FREQ = 1 << 10
+_NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "arm64": 241}.get(platform.machine(), 241)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
+                    freq: int | None = 99, period: int | None = None) -> int:
+    """Open a sampling perf event; returns its fd."""
+    if event not in _PERF_EVENTS:
+        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(_PERF_EVENTS)}")
+    ptype, config = _PERF_EVENTS[event]
+    attr = _PerfEventAttr(type=ptype, size=ctypes.sizeof(_PerfEventAttr), config=config)
+    if period:
+        attr.sample_period = period
+    else:
+        attr.sample_period, attr.flags = freq or 99, _PERF_FLAG_FREQ
+    fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), ctypes.c_int(pid),
+                       ctypes.c_int(cpu), ctypes.c_int(-1), ctypes.c_ulong(0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        hint = ("hardware counters are often missing in VMs: use event='cpu-clock'"
+                if err == errno.ENOENT else "")
+        raise make(AttachError, f"perf_event_open({event}, cpu {cpu}) failed", err, hint=hint)
+    return fd
+
+
+def _explicit_call(section: str) -> str:
+    calls = {"xdp": "prog.attach_xdp(interface)", "tc": "prog.attach_tc(interface)",
+             "classifier": "prog.attach_tc(interface)", "perf_event":
+             "prog.attach_perf_event(freq=99)", "cgroup": "prog.attach_cgroup(path)",
+             "socket": "prog.attach_socket(sock)", "uprobe":
+             "prog.attach_uprobe(binary, function)", "uretprobe":
+             "prog.attach_uprobe(binary, function, retprobe=True)",
+             "usdt": "prog.attach_usdt(binary, provider, name)"}
+    for prefix, call in calls.items():
+        if section.startswith(prefix):
+            return call
+    return "the attach_* call for its hook"
+
+
+def _attach_hint(section: str, err: int) -> str:
+    if section.startswith(("tracepoint/", "tp/")) and err == errno.ENOENT:
+        ok, note = sysfs.ensure_tracefs()
+        if not ok:
+            return note
+        parts = section.split("/")
+        if len(parts) >= 3:
+            return (f"no tracepoint {parts[1]}:{parts[2]} on this kernel; list them in "
+                    f"{sysfs.TRACEFS}/events/{parts[1]}/")
+    if section.startswith(("uprobe", "uretprobe", "usdt")) and err in (errno.ENOENT,
+                                                                        errno.ESRCH):
+        return "the binary or the function was not found: check the path and the symbol name"
+    if section.startswith(("fentry", "fexit", "fmod_ret", "lsm")):
+        return "this kernel refuses fentry/fexit/lsm attachment: use a tp_btf or tracepoint hook"
+    if section.startswith(("kprobe", "kretprobe", "ksyscall")):
+        return "kprobes may be missing from this kernel (CONFIG_KPROBES): use a tracepoint"
+    return ""
+
+
+def kernel_ids(kind: str = "prog") -> set[int]:
+    """Ids of every BPF program (or link) loaded in the kernel, ours or not."""
+    next_id = {"prog": lib.bpf_prog_get_next_id, "link": lib.bpf_link_get_next_id}[kind]
+    ids, cur, nxt = set(), 0, ctypes.c_uint32()
+    while next_id(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        ids.add(cur)
+    return ids

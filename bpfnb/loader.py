@@ -1,0 +1,89 @@
+"""bpfnb.open / bpfnb.load: from C text, a .c file or a .o file to a live Object."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import build
+from .libbpf import Object
+from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
+
+# Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
+DEFAULT_MAX_ENTRIES = 10240
+DEFAULT_RINGBUF_BYTES = 256 * 1024
+DEFAULT_STACK_DEPTH = 127
+
+
+def _is_c_text(source: str) -> bool:
+    return "\n" in source or "SEC(" in source or len(source) > 4096
+
+
+def open(source: str | os.PathLike | bytes, *, name: str | None = None,
+         rodata: dict | None = None, data: dict | None = None,
+         maps: dict | None = None, autoload: dict | None = None,
+         prefer: str = "tp_btf", cflags=()) -> Object:
+    """Compile (when given C) and open an object, ready for ``load()``.
+
+    ``rodata``/``data`` set global variables; ``maps`` sets max_entries by map name;
+    ``autoload`` turns programs on or off by name. Where a program ships both a tp_btf
+    and a raw_tp variant of one hook, only the ``prefer`` family is loaded.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        obj = Object(bytes(source), name=name)
+    else:
+        if isinstance(source, str) and _is_c_text(source):
+            path = build.compile(source, cflags=cflags, filename=f"<{name or 'cell'}>")
+        else:
+            path = build.compile(Path(source), cflags=cflags)
+        obj = Object(path, name=name)
+    try:
+        _size_runtime_maps(obj, maps or {})
+        _choose_family(obj, prefer)
+        for prog_name, on in (autoload or {}).items():
+            obj.progs[prog_name].autoload = on
+        for section, values in (("rodata", rodata), ("data", data)):
+            for key, value in (values or {}).items():
+                setattr(getattr(obj, section), key, value)
+    except BaseException:
+        obj.destroy()
+        raise
+    return obj
+
+
+def load(source: str | os.PathLike | bytes, *, name: str | None = None,
+         rodata: dict | None = None, data: dict | None = None, attach: bool = True,
+         maps: dict | None = None, autoload: dict | None = None, prefer: str = "tp_btf",
+         cflags=()) -> Object:
+    """C text, a .c path, a .o path or object bytes -> a loaded (and attached) Object."""
+    obj = open(source, name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
+               prefer=prefer, cflags=cflags)
+    try:
+        obj.load()
+        if attach:
+            obj.attach()
+    except BaseException:
+        obj.destroy()
+        raise
+    return obj
+
+
+def _size_runtime_maps(obj: Object, sizes: dict):
+    for m in obj.maps:
+        if m.name in sizes:
+            m.max_entries = sizes[m.name]
+            continue
+        if m.max_entries == 0 and m.type != PERF_EVENT_ARRAY:  # libbpf sizes these per CPU
+            m.max_entries = DEFAULT_RINGBUF_BYTES if m.type == RINGBUF else DEFAULT_MAX_ENTRIES
+        if m.type == STACK_TRACE and m.value_size == 0:
+            m.set_value_size(DEFAULT_STACK_DEPTH * 8)
+
+
+def _choose_family(obj: Object, prefer: str):
+    """Turn off the raw_tp (or tp_btf) twin of a program hooking the same event."""
+    other = {"tp_btf": "raw_tp", "raw_tp": "tp_btf"}[prefer]
+    hooks = {p.section.split("/", 1)[1] for p in obj.progs
+             if p.section.startswith(prefer + "/")}
+    for p in obj.progs:
+        if p.section.startswith(other + "/") and p.section.split("/", 1)[1] in hooks:
+            p.autoload = False

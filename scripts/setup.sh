@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Set up everything bpfnb needs on a Debian 12 / Ubuntu machine, idempotently.
+#
+#   scripts/setup.sh          system packages, .venv, tracefs/bpffs mounts
+#   scripts/setup.sh --lab    the same, then JupyterLab on notebooks/ (127.0.0.1, token auth)
+#
+# A second run checks and does nothing (well under a few seconds).
+# Environment: PYTHON=/path/to/python3 picks the interpreter for .venv (>= 3.10);
+#              PORT=8888 JupyterLab's port; SKIP_APT=1 never calls apt-get.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+LAB=0
+for arg in "$@"; do
+    case "$arg" in
+        --lab) LAB=1 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "setup: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+say()  { printf 'setup: %s\n' "$*"; }
+warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }
+die()  { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- privileges -------------------------------------------------------------
+# SUDO is "" as root, "sudo" (or "sudo -n" without a terminal) when sudo can
+# be used, and unset (PRIV=0) when nothing privileged can be done.
+PRIV=0
+SUDO=""
+if [ "$(id -u)" -eq 0 ]; then
+    PRIV=1
+elif command -v sudo >/dev/null 2>&1; then
+    if sudo -n true 2>/dev/null; then
+        PRIV=1; SUDO="sudo -n"
+    elif [ -t 0 ]; then
+        PRIV=1; SUDO="sudo"          # will ask for a password if needed
+    fi
+fi
+
+# --- system packages ----------------------------------------------------------
+APT_UPDATED=0
+apt_wait() {
+    # Another apt-get/dpkg (e.g. a background install) holds the lock: wait.
+    local waited=0
+    while pgrep -x apt-get >/dev/null 2>&1 || pgrep -x dpkg >/dev/null 2>&1 \
+          || pgrep -x unattended-upgr >/dev/null 2>&1; do
+        [ $waited -eq 0 ] && say "waiting for another apt-get/dpkg to finish..."
+        waited=1
+        sleep 5
+    done
+}
+apt_get() {
+    apt_wait
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+apt_update_once() {
+    if [ $APT_UPDATED -eq 0 ]; then
+        say "apt-get update"
+        apt_get update -qq || warn "apt-get update failed; trying to install anyway"
+        APT_UPDATED=1
+    fi
+}
+apt_has_candidate() {
+    local c
+    c=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [ -n "$c" ] && [ "$c" != "(none)" ]
+}
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+# package:proof -- the package counts as present when dpkg says it is installed,
+# or when the proof (a command, an absolute path, lib=SONAME known to ldconfig) exists.
+REQUIRED="clang:clang libbpf1:lib=libbpf.so.1 libbpf-dev:/usr/include/bpf/bpf_helpers.h
+          make:make iproute2:ip gcc:gcc python3-venv: python3-dev:"
+have_proof() {
+    case "$1" in
+        "") return 1 ;;
+        /*) [ -e "$1" ] ;;
+        lib=*) { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -qF "${1#lib=} " ;;
+        *) command -v "$1" >/dev/null 2>&1 ;;
+    esac
+}
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for spec in $REQUIRED; do
+        pkg=${spec%%:*}; proof=${spec#*:}
+        pkg_installed "$pkg" && continue
+        have_proof "$proof" && continue
+        missing+=("$pkg")
+    done
+else
+    for c in clang make ip gcc; do
+        command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+    done
+    [ ${#missing[@]} -eq 0 ] || warn "not a Debian/Ubuntu system: install ${missing[*]} yourself"
+    missing=()
+fi
+
+# bpftool is optional (nothing in bpfnb needs it, it is handy for inspection).
+# Debian 12: package bpftool.  Ubuntu: linux-tools-$(uname -r) (Ubuntu kernels only).
+# When no package offers it, remember that, so later runs stay fast.
+want_bpftool=0
+BPFTOOL_MARK="$VENV/.no-bpftool"
+if ! command -v bpftool >/dev/null 2>&1 && [ ! -e /usr/sbin/bpftool ] \
+   && command -v apt-get >/dev/null 2>&1 && [ ! -e "$BPFTOOL_MARK" ]; then
+    want_bpftool=1
+fi
+
+if [ ${#missing[@]} -gt 0 ] || [ $want_bpftool -eq 1 ]; then
+    if [ "${SKIP_APT:-0}" = 1 ] || [ $PRIV -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        [ ${#missing[@]} -gt 0 ] && warn "missing packages: ${missing[*]}
+    not root and no usable sudo (or SKIP_APT=1): run as root
+        apt-get update && apt-get install -y ${missing[*]} bpftool"
+    else
+        apt_update_once
+        # Keep only what this release offers (e.g. Ubuntu 22.04 has no libbpf1).
+        avail=()
+        for pkg in ${missing[@]+"${missing[@]}"}; do
+            if apt_has_candidate "$pkg"; then avail+=("$pkg")
+            else warn "no apt package '$pkg' on this release; bpfnb needs it (libbpf1: Debian 12, Ubuntu >= 23.04)"
+            fi
+        done
+        missing=(${avail[@]+"${avail[@]}"})
+        if [ ${#missing[@]} -gt 0 ]; then
+            say "installing: ${missing[*]}"
+            apt_get install -y -qq --no-install-recommends "${missing[@]}" \
+                || die "apt-get install ${missing[*]} failed"
+        fi
+        if [ $want_bpftool -eq 1 ]; then
+            got=""
+            for cand in bpftool "linux-tools-$(uname -r)"; do
+                if apt_has_candidate "$cand"; then
+                    say "installing $cand (bpftool)"
+                    if apt_get install -y -qq --no-install-recommends "$cand"; then
+                        got=$cand; break
+                    fi
+                fi
+            done
+            if [ -z "$got" ]; then
+                warn "no package provides bpftool for this kernel; continuing without it (optional)"
+                mkdir -p "$VENV" && touch "$BPFTOOL_MARK"
+            fi
+        fi
+    fi
+fi
+
+# --- python and .venv ---------------------------------------------------------
+py_ok() {  # $1 = interpreter; true if it runs and is >= 3.10
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1
+}
+pick_python() {
+    local c
+    for c in ${PYTHON:-} python3 python3.13 python3.12 python3.11 python3.10 /usr/bin/python3; do
+        command -v "$c" >/dev/null 2>&1 || continue
+        if py_ok "$c"; then command -v "$c"; return 0; fi
+    done
+    return 1
+}
+
+make_venv() {
+    local py err
+    py=$(pick_python) || die "no python3 >= 3.10 found (set PYTHON=/path/to/python3)"
+    say "creating .venv with $py ($("$py" -c 'import sys; print(sys.version.split()[0])'))"
+    rm -rf "$VENV"
+    if ! err=$("$py" -m venv "$VENV" 2>&1); then
+        rm -rf "$VENV"
+        if printf '%s' "$err" | grep -qiE 'ensurepip|python3.*-venv'; then
+            local ver vpkg
+            ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+            if [ $PRIV -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+                die "'$py -m venv' needs ensurepip: as root run apt-get install python3-venv python$ver-venv"
+            fi
+            apt_update_once
+            vpkg=python3-venv
+            apt_has_candidate "python$ver-venv" && vpkg="python3-venv python$ver-venv"
+            say "ensurepip is missing: installing $vpkg"
+            # shellcheck disable=SC2086
+            apt_get install -y -qq --no-install-recommends $vpkg || die "apt-get install $vpkg failed"
+            "$py" -m venv "$VENV" || { rm -rf "$VENV"; die "'$py -m venv .venv' failed"; }
+        else
+            printf '%s\n' "$err" >&2
+            die "'$py -m venv .venv' failed"
+        fi
+    fi
+}
+
+if [ -x "$VENV/bin/python" ] && py_ok "$VENV/bin/python" \
+   && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    :   # existing venv works
+else
+    if [ -e "$VENV" ]; then
+        [ -w "$VENV" ] && [ -w "$VENV/bin" ] 2>/dev/null \
+            || die ".venv exists but its python does not run for $(id -un) and it is not writable:
+    run as the user who made it (e.g. sudo make ...), or remove .venv"
+        say ".venv exists but does not work (python gone, < 3.10, or no pip): re-creating it"
+    fi
+    mark=""; [ -e "$BPFTOOL_MARK" ] && mark=1
+    make_venv
+    if [ -n "$mark" ]; then touch "$BPFTOOL_MARK"; fi
+fi
+
+STAMP="$VENV/.stamp"
+if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+    say "pip install -e .[test] (into .venv)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip \
+        || warn "could not upgrade pip; continuing with $("$VENV/bin/python" -m pip --version)"
+    "$VENV/bin/python" -m pip install -q -e ".[test]" || die "pip install -e .[test] failed"
+    touch "$STAMP"
+fi
+
+# --- tracefs and bpffs ----------------------------------------------------------
+is_mounted() {  # $1 = mount point, $2 = fs type
+    awk -v m="$1" -v t="$2" '$2 == m && $3 == t { f = 1 } END { exit !f }' /proc/mounts
+}
+ensure_mount() {  # $1 = fs type, $2 = mount point, $3 = what needs it
+    local fstype=$1 mnt=$2 why=$3
+    is_mounted "$mnt" "$fstype" && return 0
+    local cmd="mount -t $fstype $fstype $mnt"
+    if [ $PRIV -eq 1 ]; then
+        # shellcheck disable=SC2086  # $cmd is a command line, split on purpose
+        if $SUDO mkdir -p "$mnt" 2>/dev/null && $SUDO $cmd 2>/dev/null; then
+            say "mounted $fstype at $mnt ($why)"
+            return 0
+        fi
+        warn "could not mount $fstype at $mnt ($why).
+    In a container, start it with --privileged (or mount $fstype on the host); otherwise run: $cmd"
+    else
+        warn "$fstype is not mounted at $mnt ($why). As root run: $cmd"
+    fi
+}
+if [ "$(uname -s)" = Linux ]; then
+    ensure_mount tracefs /sys/kernel/tracing "tracepoints need it"
+    ensure_mount bpf /sys/fs/bpf "pinning maps needs it"
+    [ -r /sys/kernel/btf/vmlinux ] \
+        || warn "/sys/kernel/btf/vmlinux is missing: bpfnb needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    if [ "$(id -u)" -ne 0 ]; then
+        warn "not root: loading BPF programs needs root (or CAP_BPF + CAP_PERFMON). Try: sudo make lab"
+    fi
+fi
+
+say "ready ($VENV)"
+
+# --- JupyterLab -------------------------------------------------------------------
+if [ $LAB -eq 1 ]; then
+    mkdir -p notebooks
+    args=(lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="${PORT:-8888}"
+          --ServerApp.root_dir="$ROOT/notebooks")
+    [ "$(id -u)" -eq 0 ] && args+=(--allow-root)
+    say "starting JupyterLab on notebooks/ at http://127.0.0.1:${PORT:-8888}/lab"
+    say "JupyterLab prints the URL with its access token below; Ctrl-C twice stops it"
+    exec "$VENV/bin/jupyter" "${args[@]}"
+fi

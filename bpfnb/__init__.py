@@ -4,9 +4,9 @@ Everything the magic does is a plain call too: ``bpfnb.load(source)``.
 """
 
 from .build import CompileError, compile
-from .libbpf import (AttachError, BPFError, LoadError, Map, Object, ObjectClosedError,
+from .libbpf import (AttachError, BPFError, LoadError, ObjectClosedError,
                      PrivilegeError, Program, VerifierError)
-from .loader import load, open
+from .loader import Map, Object, load, open
 
 __all__ = ["load", "open", "compile", "CompileError", "Object", "Map", "Program",
            "BPFError", "LoadError", "VerifierError", "AttachError", "PrivilegeError",

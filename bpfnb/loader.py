@@ -5,14 +5,40 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import build
-from .libbpf import Object
+from . import build, libbpf
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
 DEFAULT_MAX_ENTRIES = 10240
 DEFAULT_RINGBUF_BYTES = 256 * 1024
 DEFAULT_STACK_DEPTH = 127
+
+
+class Map(libbpf.Map):
+    """A map with the data-frame side: ``to_df()``, ``hist()``, ``stream()``."""
+
+    def to_df(self, percpu: str = "sum"):
+        from . import frames
+        return frames.map_to_df(self, percpu=percpu)
+
+    def hist(self):
+        from . import frames
+        return frames.histogram(self)
+
+    def stream(self, type: str | None = None, **options):
+        from . import stream
+        return stream.EventStream(self, type, **options)
+
+
+class Object(libbpf.Object):
+    """An Object whose maps turn into DataFrames and event streams."""
+
+    map_class = Map
+
+    def to_dfs(self) -> dict:
+        """Every key/value map as a DataFrame, by name."""
+        from . import frames
+        return {m.name: m.to_df() for m in self.maps if frames.is_tabular(m)}
 
 
 def _is_c_text(source: str) -> bool:

@@ -200,7 +200,7 @@ class Record:
     its values; it also equals a dict with the same keys and values.
     """
 
-    __slots__ = ("_schema", "_values")
+    __slots__ = ("_schema", "_values", "_raw")
 
     def __init__(self, name, fields, values=None):
         if values is None:                     # Record(name, {"a": 1, ...})
@@ -214,12 +214,16 @@ class Record:
             raise ValueError(f"Record: {len(fields)} fields but {len(values)} values")
         object.__setattr__(self, "_schema", _Schema(name, fields))
         object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_raw", None)
 
     @classmethod
-    def _make(cls, schema, values):
+    def _make(cls, schema, values, raw=None):
+        # raw: the bytes it was decoded from, kept when fields overlap (unions) so
+        # that encoding a _replace()d record rewrites only what changed
         r = object.__new__(cls)
         object.__setattr__(r, "_schema", schema)
         object.__setattr__(r, "_values", values)
+        object.__setattr__(r, "_raw", raw)
         return r
 
     @property
@@ -234,7 +238,7 @@ class Record:
         try:
             i = self._schema.index[name]
         except (KeyError, AttributeError):
-            if name.startswith("__") or name in ("_schema", "_values"):
+            if name.startswith("__") or name in ("_schema", "_values", "_raw"):
                 raise AttributeError(name) from None
             raise AttributeError(
                 f"{self._schema.name} has no field {name!r} "
@@ -278,7 +282,7 @@ class Record:
                 values[self._schema.index[k]] = v
             except KeyError:
                 raise ValueError(f"{self._schema.name} has no field {k!r}") from None
-        return Record._make(self._schema, values)
+        return Record._make(self._schema, values, self._raw)
 
     def __eq__(self, other):
         if isinstance(other, Record):
@@ -660,11 +664,10 @@ class BTF:
         if not isinstance(name, str):
             raise TypeError(f"find() wants a type name (str), not {type(name).__name__}")
         name = " ".join(name.split())
-        if kind is None:
-            for tag in ("struct", "union", "enum"):
-                if name.startswith(tag + " "):
-                    kind, name = tag, name[len(tag) + 1:].strip()
-                    break
+        for tag in ("struct", "union", "enum"):
+            if name.startswith(tag + " ") and kind in (None, tag):
+                kind, name = tag, name[len(tag) + 1:]
+                break
         if kind is not None:
             kind = kind.lower()
             if kind not in _KIND_ID:
@@ -1119,19 +1122,14 @@ class BTF:
             ed = self._decoder(t.type_id)
             return lambda b, o: [ed(b, o + i * esz) for i in range(n)]
         if k in ("struct", "union", "datasec"):
-            lay = self._layout(tid)
-            if k == "datasec":
-                rname = t.name
-            else:
-                rname = t.name or ("union" if k == "union" else "struct")
-            schema = _Schema(rname, [f.name for f in lay])
-            parts = []
-            order = "little" if e == "<" else "big"
-            for f in lay:
-                if f.bit_size:
-                    parts.append(self._bitfield_decoder(f, order))
-                else:
-                    parts.append((self._decoder(f.type_id), f.byte_offset))
+            schema, parts = self._struct_decoder_parts(tid)
+            if any(self._overlaps(tid)):
+                size = self.size(tid)
+
+                def dec_overlapping(b, o, parts=parts, schema=schema, make=Record._make):
+                    return make(schema, [d(b, o + off) for d, off in parts],
+                                bytes(b[o:o + size]))
+                return dec_overlapping
 
             def dec_struct(b, o, parts=parts, schema=schema, make=Record._make):
                 return make(schema, [d(b, o + off) for d, off in parts])
@@ -1139,6 +1137,50 @@ class BTF:
         if k == "var":
             return self._decoder(t.type_id)
         raise TypeError(f"cannot decode {self.c_name(tid)} ({k})")
+
+    def _struct_decoder_parts(self, tid):
+        """(Record schema, [(decoder, byte offset)]) of a struct/union/datasec."""
+        t = self.type(tid)
+        lay = self._layout(tid)
+        if t.kind == "datasec":
+            rname = t.name
+        else:
+            rname = t.name or ("union" if t.kind == "union" else "struct")
+        schema = _Schema(rname, [f.name for f in lay])
+        order = "little" if self._endian == "<" else "big"
+        parts = []
+        for f in lay:
+            if f.bit_size:
+                parts.append(self._bitfield_decoder(f, order))
+            else:
+                parts.append((self._decoder(f.type_id), f.byte_offset))
+        return schema, parts
+
+    def _overlaps(self, tid):
+        """Per flattened field: does it share storage with another field?"""
+        key = ("overlap", tid)
+        ov = self._layouts.get(key)
+        if ov is not None:
+            return ov
+        spans = []
+        for i, f in enumerate(self._layout(tid)):
+            if f.bit_size:
+                lo, hi = f.bit_offset, f.bit_offset + f.bit_size
+            else:
+                lo = f.byte_offset * 8
+                hi = lo + self.size(f.type_id) * 8
+            spans.append((lo, hi, i))
+        ov = [False] * len(spans)
+        spans.sort()
+        best_hi, best_i = -1, -1
+        for lo, hi, i in spans:
+            if lo < best_hi:
+                ov[i] = True
+                ov[best_i] = True
+            if hi > best_hi:
+                best_hi, best_i = hi, i
+        self._layouts[key] = ov
+        return ov
 
     def _bitfield_decoder(self, f, order):
         first = f.bit_offset // 8
@@ -1325,8 +1367,46 @@ class BTF:
                 else:
                     parts.append((self._encoder(f.type_id), f.byte_offset))
 
+            overlap = self._overlaps(tid)
+            if any(overlap):
+                _, dparts = self._struct_decoder_parts(tid)
+                whole = self._decoder(tid)
+            else:
+                dparts = whole = None
+
+            def check_overlaps(provided, buf, off, path):
+                """Fields sharing storage (unions) must agree once all are written."""
+                mine = [(i, v) for i, v in provided if overlap[i]]
+                if len(mine) < 2:
+                    return
+                for i, v in mine:
+                    fn, foff = parts[i]
+                    dfn, doff = dparts[i]
+                    alone = bytearray(size)
+                    fn(v, alone, foff, path)
+                    if not _same(dfn(alone, doff), dfn(buf, off + doff)):
+                        others = [fields[j] for j, _ in mine if j != i]
+                        raise ValueError(
+                            f"{path}: fields {fields[i]!r} and {', '.join(map(repr, others))}"
+                            f" of {cname} share storage (a union) and the values given "
+                            f"disagree; set only one of them")
+
             def enc_struct(value, buf, off, path):
                 if passthrough(value, buf, off, path):
+                    return
+                if dparts is not None and isinstance(value, Record) \
+                        and value._raw is not None and len(value._raw) == size \
+                        and value._fields == tuple(fields):
+                    # decoded (maybe _replace()d): start from its bytes, write changes
+                    buf[off:off + size] = value._raw
+                    orig = whole(value._raw, 0)._values
+                    provided = []
+                    for i, (v, o) in enumerate(zip(value._values, orig)):
+                        if not _same(v, o):
+                            fn, foff = parts[i]
+                            fn(v, buf, off + foff, f"{path}.{fields[i]}")
+                            provided.append((i, v))
+                    check_overlaps(provided, buf, off, path)
                     return
                 if isinstance(value, Record):
                     items = list(zip(value._fields, value._values))
@@ -1342,6 +1422,7 @@ class BTF:
                 else:
                     raise TypeError(f"{path}: expected dict, tuple or Record for "
                                     f"{cname}, got {type(value).__name__}")
+                provided = []
                 for key, v in items:
                     i = index.get(key)
                     if i is None:
@@ -1351,6 +1432,9 @@ class BTF:
                         raise ValueError(f"{path}: {cname} has no field {key!r}{hint}")
                     fn, foff = parts[i]
                     fn(v, buf, off + foff, f"{path}.{key}")
+                    provided.append((i, v))
+                if dparts is not None:
+                    check_overlaps(provided, buf, off, path)
             return enc_struct
         if k == "var":
             return self._encoder(t.type_id)
@@ -1428,6 +1512,13 @@ class BTF:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _same(a, b):
+    """Equality for re-decoded values (NaN equals NaN)."""
+    if a == b:
+        return True
+    return isinstance(a, float) and isinstance(b, float) and a != a and b != b
+
 
 def _as_bytes_view(buf):
     if isinstance(buf, bytes):

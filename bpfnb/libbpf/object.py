@@ -146,8 +146,12 @@ class Object:
     """A BPF object: ``Object(path_or_bytes)`` opens it; then ``load()``, ``attach()``.
 
     ``destroy()`` (also on ``with`` exit, garbage collection and interpreter exit)
-    detaches every link and frees maps and programs.
+    detaches every link and frees maps and programs. Subclasses may set ``map_class``
+    and ``program_class`` to richer handles.
     """
+
+    map_class = Map
+    program_class = Program
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None,
                  kconfig: str | None = None):
@@ -193,7 +197,7 @@ class Object:
         maps, globals_ = {}, {}
         m = lib.bpf_object__next_map(self._ptr, None)
         while m:
-            map_ = Map(self, m)
+            map_ = self.map_class(self, m)
             section = _internal_section(map_) if lib.bpf_map__is_internal(m) else None
             if section is None:
                 maps[map_.name] = map_
@@ -205,7 +209,7 @@ class Object:
         progs = {}
         p = lib.bpf_object__next_program(self._ptr, None)
         while p:
-            prog = Program(self, p)
+            prog = self.program_class(self, p)
             progs[prog.name] = prog
             p = lib.bpf_object__next_program(self._ptr, p)
         self.maps = Namespace("map", maps)

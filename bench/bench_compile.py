@@ -1,0 +1,70 @@
+"""Compile times of a small tracepoint program: cold cache, with the PCH, without it,
+and a cache hit. Prints JSON lines; progress goes to stderr. Only compiles."""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SRC = r'''struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key, u32); __type(value, u64);} counts SEC(".maps");
+u64 total = 0;
+SEC("tracepoint/syscalls/sys_enter_openat")
+int on_open(void *ctx) { u32 pid = bpf_get_current_pid_tgid() >> 32; u64 one = 1, *v = bpf_map_lookup_elem(&counts, &pid); if (v) __sync_fetch_and_add(v, 1); else bpf_map_update_elem(&counts, &pid, &one, BPF_ANY); __sync_fetch_and_add(&total, 1); return 0; }
+'''
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
+
+
+def emit(case, runs, **extra):
+    runs = list(runs)
+    print(json.dumps({"bench": "compile", "case": case,
+                      "seconds": round(statistics.median(runs), 6),
+                      "min": round(min(runs), 6), "runs": len(runs), **extra}), flush=True)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    root = Path(tempfile.mkdtemp(prefix="bpfnb-bench-"))
+    try:
+        os.environ["BPFNB_CACHE"] = str(root / "cache")
+        os.environ.pop("BPFNB_NO_PCH", None)
+        from bpfnb import build
+        # the process-wide memo (clang path/version, kernel BTF hash) is part of "cold"
+        t_cold = timed(lambda: build.compile(SRC))
+        emit("cold", [t_cold], clang=build.clang_version(), note="empty cache: "
+             "vmlinux.h + PCH + compile, incl. clang --version and hashing the BTF")
+        n = [0]
+
+        def fresh():  # a new source each time, so the object cache never hits
+            n[0] += 1
+            return SRC + f"// variant {n[0]} {time.time_ns()}\n"
+
+        emit("pch", [timed(lambda: build.compile(fresh())) for _ in range(RUNS)])
+        emit("no_pch", [timed(lambda: build.compile(fresh(), pch=False))
+                        for _ in range(RUNS)])
+        build.compile(SRC)
+        emit("cache_hit", [timed(lambda: build.compile(SRC)) for _ in range(RUNS * 10)])
+
+        # the parts of a cold compile, on a second empty cache (memo already warm)
+        os.environ["BPFNB_CACHE"] = str(root / "cache2")
+        emit("cold_vmlinux_h", [timed(build.vmlinux_h)])
+        emit("cold_pch_build", [timed(build.vmlinux_pch)],
+             pch_bytes=build.vmlinux_pch().stat().st_size)
+        from bpfnb.libbpf.cheader import dump_c_header
+        emit("dump_c_header", [timed(dump_c_header) for _ in range(3)])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

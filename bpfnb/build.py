@@ -123,7 +123,18 @@ class CompileError(Exception):
 
     def __str__(self):
         diag = self.diagnostics.rstrip() or "(clang printed nothing)"
-        return f"clang could not compile {self.filename}:\n{diag}"
+        text = f"clang could not compile {self.filename}:\n{diag}"
+        clashes = sorted(set(_KERNEL_CLASH.findall(self.diagnostics)))
+        if clashes:
+            names = ", ".join(f"'{n}'" for n in clashes)
+            text += (f"\nHint: the kernel's vmlinux.h already defines {names}; "
+                     f"rename yours (e.g. with a _t suffix).")
+        return text
+
+
+# "<cell>:2:8: error: redefinition of 'stat'" followed by a note in vmlinux.h
+_KERNEL_CLASH = re.compile(r"error: redefinition of '([^']+)'[^\n]*\n(?:[^\n]*\n){0,3}?"
+                           r"[^\n]*vmlinux\.h:\d+:\d+: note: previous definition")
 
 
 @dataclass(frozen=True)

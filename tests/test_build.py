@@ -244,3 +244,10 @@ def test_find_clang_errors_clearly(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(build.ClangNotFound, match="apt install clang"):
         build.find_clang()
+
+
+def test_clash_with_a_kernel_type_names_the_fix():
+    with pytest.raises(CompileError) as e:
+        build.compile("struct stat { int x; };\n")
+    assert "<cell>:1:8: error: redefinition of 'stat'" in str(e.value)
+    assert "vmlinux.h already defines 'stat'" in str(e.value)

@@ -218,8 +218,9 @@ class Record:
 
     @classmethod
     def _make(cls, schema, values, raw=None):
-        # raw: the bytes it was decoded from, kept when fields overlap (unions) so
-        # that encoding a _replace()d record rewrites only what changed
+        # raw: the bytes it was decoded from, so that encoding a (_replace()d)
+        # record starts from them and rewrites only the fields that changed: exact
+        # round trips even for lossy fields (bytes after a NUL, unions, bools)
         r = object.__new__(cls)
         object.__setattr__(r, "_schema", schema)
         object.__setattr__(r, "_values", values)
@@ -1123,16 +1124,11 @@ class BTF:
             return lambda b, o: [ed(b, o + i * esz) for i in range(n)]
         if k in ("struct", "union", "datasec"):
             schema, parts = self._struct_decoder_parts(tid)
-            if any(self._overlaps(tid)):
-                size = self.size(tid)
-
-                def dec_overlapping(b, o, parts=parts, schema=schema, make=Record._make):
-                    return make(schema, [d(b, o + off) for d, off in parts],
-                                bytes(b[o:o + size]))
-                return dec_overlapping
+            size = self.size(tid)
 
             def dec_struct(b, o, parts=parts, schema=schema, make=Record._make):
-                return make(schema, [d(b, o + off) for d, off in parts])
+                return make(schema, [d(b, o + off) for d, off in parts],
+                            bytes(b[o:o + size]))
             return dec_struct
         if k == "var":
             return self._decoder(t.type_id)
@@ -1368,14 +1364,14 @@ class BTF:
                     parts.append((self._encoder(f.type_id), f.byte_offset))
 
             overlap = self._overlaps(tid)
-            if any(overlap):
-                _, dparts = self._struct_decoder_parts(tid)
-                whole = self._decoder(tid)
-            else:
-                dparts = whole = None
+            _, dparts = self._struct_decoder_parts(tid)
+            whole = self._decoder(tid)
+            has_overlap = any(overlap)
 
             def check_overlaps(provided, buf, off, path):
                 """Fields sharing storage (unions) must agree once all are written."""
+                if not has_overlap:
+                    return
                 mine = [(i, v) for i, v in provided if overlap[i]]
                 if len(mine) < 2:
                     return
@@ -1394,7 +1390,7 @@ class BTF:
             def enc_struct(value, buf, off, path):
                 if passthrough(value, buf, off, path):
                     return
-                if dparts is not None and isinstance(value, Record) \
+                if isinstance(value, Record) \
                         and value._raw is not None and len(value._raw) == size \
                         and value._fields == tuple(fields):
                     # decoded (maybe _replace()d): start from its bytes, write changes
@@ -1433,8 +1429,7 @@ class BTF:
                     fn, foff = parts[i]
                     fn(v, buf, off + foff, f"{path}.{key}")
                     provided.append((i, v))
-                if dparts is not None:
-                    check_overlaps(provided, buf, off, path)
+                check_overlaps(provided, buf, off, path)
             return enc_struct
         if k == "var":
             return self._encoder(t.type_id)

@@ -240,6 +240,7 @@ def test_resolve_size_cname(btf):
     assert btf.c_name(mt["grid"]) == "int[2][3]"
     assert btf.c_name(mt[""]) == "union {...}"
     assert btf.size(mt["grid"]) == 24 and btf.size(mt["ptr"]) == 8
+    assert btf.type(mt["pid"]).size == 4 and btf.type(mt["grid"]).size == 24
     fn = [v for v in btf.datasec_vars(".bss") if v[0] == "g_fn"][0][1]
     assert btf.c_name(fn) == "int (*)(int, const char *)"
     ro = btf.datasec_vars(".rodata")[0]
@@ -372,6 +373,7 @@ def test_decode_event_from_compiler_image(btf, obj):
     assert v.as_u32 == 0x01020304 and v.bytes == [4, 3, 2, 1]
     assert v.arr == [1, 2, 3] and v.grid == [[1, 2, 3], [4, 5, -6]]
     assert v.ptr == 0x1000 and v.name == 0
+    assert btf.encode(tid, v._replace(ptr=None))[80:88] == bytes(8)
     assert v.f == 1.5 and v.d == -2.25
     assert v.mac == [1, 2, 3, 4, 5, 6] and v.uc == "ab"
     assert repr(v).startswith("event(pid=42, comm='bash', st='ST_DEAD', in=inner(a=7, ")
@@ -629,6 +631,24 @@ def test_vmlinux(vmlinux):
     assert "task_struct" in vmlinux.struct_names()
     with pytest.raises(KeyError, match="task_struct"):
         vmlinux.find("task_strct", "struct")
+
+
+def test_vmlinux_random_round_trip(vmlinux):
+    """Decoded records re-encode to exactly their bytes (unions, bools, garbage
+    after a NUL included); a _replace() changes only the replaced field."""
+    rng = np.random.default_rng(1)
+    for name in ("struct task_struct", "struct sk_buff", "struct file", "union bpf_attr"):
+        tid = vmlinux.find(name)
+        raw = rng.integers(0, 256, vmlinux.size(tid), dtype=np.uint8).tobytes()
+        v = vmlinux.decode(tid, raw)
+        assert vmlinux.encode(tid, v) == raw, name
+    tid = vmlinux.find("struct task_struct")
+    v = vmlinux.decode(tid, raw := rng.integers(0, 256, vmlinux.size(tid),
+                                                dtype=np.uint8).tobytes())
+    out = vmlinux.encode(tid, v._replace(pid=1234))
+    off = vmlinux.dtype(tid).fields["pid"][1]
+    assert out[off:off + 4] == struct.pack("<i", 1234)
+    assert out[:off] == raw[:off] and out[off + 4:] == raw[off + 4:]
 
 
 def test_vmlinux_bitfields_vectorised_match(vmlinux):

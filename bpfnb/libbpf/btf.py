@@ -494,6 +494,17 @@ class BTF:
         return t
 
     def _build_type(self, tid):
+        t = self._parse_type(tid)
+        if t.size is None and t.kind in ("typedef", "const", "volatile", "restrict",
+                                         "type_tag", "var"):
+            self._types[tid] = t          # guards against (invalid) loops
+            try:
+                t.size = self.size(tid)
+            except (TypeError, ValueError, KeyError, RecursionError):
+                pass
+        return t
+
+    def _parse_type(self, tid):
         w = self._w
         o = self._offs[tid - self._id_base]
         name_off, info, size_or_type = w[o], w[o + 1], w[o + 2]
@@ -1267,6 +1278,8 @@ class BTF:
             what = "bool" if is_bool else ("enum name or int" if names is not None else "int")
 
             def enc_int(value, buf, off, path):
+                if value is None and k == "ptr":
+                    value = 0
                 if names is not None and isinstance(value, str):
                     try:
                         v = names[value]

@@ -224,3 +224,35 @@ int dump_task(struct bpf_iter__task *ctx)
     with bpfnb.load(src) as obj:
         text = obj.progs.dump_task.read()
     assert f"{os.getpid()} " in text
+
+
+def test_missing_privileges_say_what_to_do(need_root):
+    """As an unprivileged user (setpriv drops to nobody), loading names the fix."""
+    import shutil
+    import tempfile
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    home = tempfile.mkdtemp(prefix="bpfnb-nobody-")  # pytest's tmp_path is root-only
+    os.chmod(home, 0o777)
+    cache = os.path.join(home, "cache")
+    code = textwrap.dedent(f"""
+        import bpfnb
+        try:
+            bpfnb.load({COUNTER!r})
+        except bpfnb.PrivilegeError as e:
+            print("PrivilegeError:", e)
+    """)
+    env = dict(os.environ, BPFNB_CACHE=cache, HOME=home)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+              "--inh-caps=-all", sys.executable, "-c"]
+    try:
+        if subprocess.run(nobody + ["import bpfnb"], capture_output=True, env=env,
+                          timeout=60).returncode:
+            pytest.skip("user nobody cannot run this Python or import bpfnb from here")
+        r = subprocess.run(nobody + [code], capture_output=True, text=True, timeout=120,
+                           env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "PrivilegeError:" in r.stdout
+    assert "CAP_BPF" in r.stdout and "sudo" in r.stdout

@@ -413,9 +413,12 @@ class BTF:
                 k = (info >> 24) & 0x1F
                 i += 3 + extra[k] + (info & 0xFFFF) * per[k]
         except IndexError:
-            raise ValueError(f"BTF type #{len(offs) - 1 + self._id_base}: unknown kind "
-                             f"{(w[offs[-1] + 1] >> 24) & 0x1F} or truncated type "
-                             "section") from None
+            bad = len(offs) - 1 + self._id_base
+            if offs[-1] + 1 < n:
+                kind = (w[offs[-1] + 1] >> 24) & 0x1F
+                raise ValueError(f"BTF type #{bad}: unknown kind {kind} (newer than this "
+                                 "parser?) or truncated type section") from None
+            raise ValueError(f"BTF type #{bad}: truncated type section") from None
         if i != n:
             raise ValueError("BTF type section is truncated")
         self._offs = offs

@@ -21,3 +21,12 @@ def load_ipython_extension(ipython):
 def unload_ipython_extension(ipython):
     from .magics import unload_ipython_extension as _unload
     _unload(ipython)
+
+
+def __getattr__(name):
+    # bpfnb.live(...) dashboards need ipywidgets and matplotlib: import them on first use.
+    # The module is callable, and has the views: bpfnb.live.TopN, bpfnb.live.plot_maps.
+    if name == "live":
+        import importlib
+        return importlib.import_module(".live", __name__)
+    raise AttributeError(f"module 'bpfnb' has no attribute {name!r}")

@@ -29,6 +29,12 @@ class Map(libbpf.Map):
         from . import stream
         return stream.EventStream(self, type, **options)
 
+    def live(self, kind: str | None = None, *, interval: float = 1.0, **options):
+        """A live dashboard of this map: kind "top", "hist", "lines", "series" or "table"
+        (default: by the map's shape); ``options`` go to the view (e.g. ``n=5``)."""
+        from . import live
+        return live.live(live.view_of(self, kind, **options), interval=interval)
+
 
 class Object(libbpf.Object):
     """An Object whose maps turn into DataFrames and event streams."""
@@ -39,6 +45,11 @@ class Object(libbpf.Object):
         """Every key/value map as a DataFrame, by name."""
         from . import frames
         return {m.name: m.to_df() for m in self.maps if frames.is_tabular(m)}
+
+    def live(self, *, interval: float = 1.0):
+        """A live dashboard of every map and of the numeric .bss/.data variables."""
+        from . import live
+        return live.live(*live.object_views(self), interval=interval, title=self.name)
 
 
 def _is_c_text(source: str) -> bool:

@@ -88,6 +88,7 @@ _PROTOTYPES = {
     "bpf_map_delete_elem": (c_int, [c_int, P]),
     "bpf_map_get_next_key": (c_int, [c_int, P, P]),
     "bpf_map_lookup_batch": (c_int, [c_int, P, P, P, P, u32p, P]),
+    "bpf_map_update_batch": (c_int, [c_int, P, P, u32p, P]),
     "bpf_map_delete_batch": (c_int, [c_int, P, u32p, P]),
     # programs and links
     "bpf_program__name": (c_char_p, [P]),
@@ -136,6 +137,7 @@ _PROTOTYPES = {
     "perf_buffer__poll": (c_int, [P, c_int]),
     "perf_buffer__consume": (c_int, [P]),
     "perf_buffer__free": (None, [P]),
+    "perf_buffer__epoll_fd": (c_int, [P]),
 }
 
 _missing: set[str] = set()

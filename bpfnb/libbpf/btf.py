@@ -906,6 +906,15 @@ class BTF:
         self._layouts[tid] = fields
         return fields
 
+    def fields(self, type_id) -> list:
+        """The fields ``dtype()`` and ``decode()`` use for a struct/union, in order:
+        (name, type_id, byte_offset, bit_size) with anonymous members inlined as
+        there; bit_size is 0 except for bitfields. [] for other kinds."""
+        tid = self.resolve(type_id)
+        if self.type(tid).kind not in ("struct", "union"):
+            return []
+        return [(f.name, f.type_id, f.byte_offset, f.bit_size) for f in self._layout(tid)]
+
     def bitfields(self, type_id) -> list:
         """Bitfields of a struct/union (recursing into nested struct members),
         as BitField(dotted_name, byte_offset, bit_offset, bit_size, signed)."""

@@ -128,6 +128,12 @@ class Map:
         self.max_entries = max_entries
         return self
 
+    @property
+    def map_flags(self) -> int:
+        """BPF_F_* creation flags (e.g. BPF_F_STACK_BUILD_ID on a stack-trace map)."""
+        self.object
+        return lib.bpf_map__map_flags(self._ptr)
+
     # --- types --------------------------------------------------------------
 
     def _codec(self):
@@ -269,12 +275,13 @@ class Map:
 
     def items(self) -> list:
         """(key, value) pairs, fetched with batch lookups where the kernel offers them."""
-        keys, values = self.lookup_batch()
+        self._check_kv()
         kc = self._codec()[0]
-        kb, vb = keys.tobytes(), values.tobytes()
+        # The kernel's bytes as they are: per-CPU values keep their 8-byte padding.
+        kb, vb = self._lookup_batch_raw(4096)
         stride = self._stride
         return [(kc.decode(kb, i * self.key_size), self._decode_value(vb, i * stride))
-                for i in range(len(keys))]
+                for i in range(len(kb) // self.key_size)]
 
     def values(self) -> list:
         return [v for _, v in self.items()]
@@ -353,6 +360,41 @@ class Map:
                 keys.append(raw)
                 values.append(vbuf.raw)
         return b"".join(keys), b"".join(values)
+
+    def update_batch(self, keys, values):
+        """Write many entries in one bpf_map_update_batch call.
+
+        ``keys`` is (n,) of key_dtype, ``values`` (n,) of value_dtype, or (n, ncpu)
+        for per-CPU maps (anything numpy converts to those).
+        """
+        self._check_kv()
+        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
+        values = np.ascontiguousarray(values, dtype=self.value_dtype)
+        n = len(keys)
+        shape = (n, _lib.possible_cpus()) if self.percpu else (n,)
+        if keys.ndim != 1 or values.shape != shape:
+            raise ValueError(f"update_batch on map {self.name!r}: want keys of shape "
+                             f"({n},) and values of shape {shape}, got {keys.shape} "
+                             f"and {values.shape}")
+        if self.percpu:  # each CPU's value padded to 8 bytes, as the kernel lays them out
+            step = (self.value_size + 7) // 8 * 8
+            buf = np.zeros((n, shape[1], step), np.uint8)
+            buf[:, :, :self.value_size] = values.view(np.uint8).reshape(
+                n, shape[1], self.value_size)
+        else:
+            buf = values
+        # The kernel reads n keys and n values from these addresses: check the sizes.
+        if keys.nbytes != n * self.key_size or buf.nbytes != n * self._stride:
+            raise ValueError(f"update_batch on map {self.name!r}: key/value types do "
+                             f"not match the map's key_size/value_size")
+        if n == 0:
+            return
+        count = ctypes.c_uint32(n)
+        rc = lib.bpf_map_update_batch(self.fd, keys.ctypes.data, buf.ctypes.data,
+                                      ctypes.byref(count), None)
+        if rc < 0:
+            raise BPFError(f"batch update of map {self.name!r} failed after "
+                           f"{count.value} of {n} entries", last_errno(rc))
 
     def __repr__(self):
         try:

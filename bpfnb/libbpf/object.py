@@ -11,6 +11,7 @@ import ctypes
 import mmap
 import os
 import re
+import threading
 import weakref
 from pathlib import Path
 
@@ -155,6 +156,8 @@ class Object:
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None,
                  kconfig: str | None = None):
+        # Readers on other threads (live dashboards) hold it so destroy() waits for them.
+        self.lock = threading.RLock()
         self.state = OPENED
         self._ptr = None
         self._mmaps: list[mmap.mmap] = []
@@ -284,6 +287,10 @@ class Object:
 
     def destroy(self):
         """Detach all links, free maps and programs. Safe to call more than once."""
+        with self.lock:
+            self._destroy()
+
+    def _destroy(self):
         if self.state == DESTROYED or self._ptr is None:
             return
         for prog in self.progs:

@@ -1,0 +1,343 @@
+"""``%%bpf`` and ``%bpf``: IPython's side of bpfnb (the only module that knows IPython).
+
+``%%bpf NAME`` compiles the cell, loads and attaches it, and binds NAME to the
+Object; the registry (bpfnb.registry) owns it from then on. A failed re-run (clang
+error, verifier rejection) leaves the previous object running; a good one replaces it.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import keyword
+import re
+import shlex
+import sys
+import time
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import build, loader
+from .libbpf import BPFError, VerifierError, enable_stats
+from .registry import registry
+from .summary import summarize
+
+CELL_FILENAME = "<cell>"
+_PROGRESS_STEP = 0.1  # seconds between progress updates of --for
+# The verifier quotes source lines as "... @ cell.c:12": name the cell as clang does.
+_VERIFIER_SOURCE = re.compile(r"\bcell\.c:(\d+)")
+
+
+class BPFCellError(Exception):
+    """A ``%%bpf`` cell failed. Shown as its message alone (no Python traceback), but
+    still raised, so the cell counts as failed (run_cell, nbclient). ``error`` is the
+    original exception."""
+
+    def __init__(self, message: str, error: BaseException | None = None):
+        super().__init__(message)
+        self.error = error
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
+
+
+@magics_class
+class BPFMagics(Magics):
+
+    @magic_arguments("%bpf")  # IPython adds a "%": usage reads %%bpf
+    @argument("name", help="the Python name bound to the loaded object (bpfnb.Object)")
+    @argument("--no-attach", action="store_true",
+              help="load but do not attach; call NAME.attach() (or NAME.progs.x.attach_*)")
+    @argument("--no-load", action="store_true",
+              help="open only: set globals, resize maps, then NAME.load() and NAME.attach()")
+    @argument("--set", action="append", default=[], metavar="VAR=VALUE",
+              help="set a global variable before load (repeatable); VALUE is a Python "
+                   "literal, else a string; {expr} is expanded, e.g. "
+                   "--set target_pid={os.getpid()}")
+    @argument("-D", action="append", default=[], dest="defines", metavar="MACRO[=V]",
+              help="define a C macro (repeatable)")
+    @argument("--cflags", default="", help='more clang flags, e.g. --cflags "-O1 -I/path"')
+    @argument("--for", type=float, dest="seconds", metavar="SECONDS",
+              help="attach for SECONDS, detach, then show every map as a DataFrame")
+    @argument("-q", "--quiet", action="store_true", help="show nothing when it works")
+    @cell_magic("bpf")
+    def bpf_cell(self, line, cell):
+        """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
+        bind NAME to the object. Re-running replaces the object; if the new text fails
+        to compile or load, the previous one keeps running."""
+        args = self._parse_cell_line(line)
+        name = args.name
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
+        if args.seconds is not None and (args.no_load or args.no_attach):
+            raise UsageError("--for attaches: it cannot go with --no-load or --no-attach")
+        if args.seconds is not None and not args.seconds > 0:
+            raise UsageError("--for wants a positive number of seconds")
+        if not cell.strip():
+            raise UsageError("the %%bpf cell is empty: write BPF C below the %%bpf line")
+        values = _parse_sets(args.set)
+        cflags = shlex.split(args.cflags) + [f"-D{d}" for d in args.defines]
+
+        obj, notes, warnings = self._open_and_load(name, cell, cflags, values,
+                                                   load=not args.no_load)
+        registry.install(name, obj)  # destroys the previous NAME before attaching this one
+        if not (args.no_load or args.no_attach):
+            t0 = time.perf_counter()
+            try:
+                obj.attach()
+            except BPFError as e:
+                registry.stop(name)
+                raise BPFCellError(f"%%bpf {name}: could not attach, so nothing of {name} "
+                                   f"is running now.\n{_describe(e)}", e) from None
+            notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        self.shell.user_ns[name] = obj
+        if args.seconds is not None:
+            self._run_for(name, obj, args.seconds)
+        elif not args.quiet:
+            display(summarize(obj, name, notes, warnings))
+
+    def _parse_cell_line(self, line):
+        """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
+        taken as one value although it starts with "-" (argparse would read it as -O1)."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%%bpf {line}: {e}") from None
+        for i in range(len(argv) - 2, -1, -1):
+            if argv[i] == "--cflags":
+                argv[i:i + 2] = [f"--cflags={argv[i + 1]}"]
+        return self.bpf_cell.parser.parse_args(argv)
+
+    def _open_and_load(self, name, cell, cflags, values, load):
+        """Compile, open, set globals and load; on failure the previous NAME stays."""
+        keeps = _kept(name)
+        try:
+            # A leading newline makes clang's line numbers the notebook's own: the
+            # %%bpf line is line 1 of the cell as Jupyter numbers it.
+            result = build.build("\n" + cell, cflags, filename=CELL_FILENAME)
+        except build.CompileError as e:
+            raise BPFCellError(f"%%bpf {name}: the cell does not compile{keeps}.\n"
+                               f"{_describe(e)}", e) from None
+        except (build.ClangNotFound, FileNotFoundError) as e:
+            raise BPFCellError(f"%%bpf {name}: {e}", e) from None
+        notes = ["compile cached" if result.cached else f"compiled in {_ms(result.seconds)}"]
+        try:
+            obj = loader.open(result.path, name=name)
+        except BPFError as e:
+            raise BPFCellError(f"%%bpf {name}: cannot open the compiled object{keeps}.\n"
+                               f"{_describe(e)}", e) from None
+        try:
+            try:
+                obj.set(**values)
+            except (AttributeError, TypeError, ValueError, OverflowError) as e:
+                raise BPFCellError(f"%%bpf {name}: --set failed{keeps}.\n{e}", e) from None
+            if load:
+                t0 = time.perf_counter()
+                try:
+                    obj.load()
+                except BPFError as e:
+                    what = ("the verifier rejected the cell" if isinstance(e, VerifierError)
+                            else "the kernel did not load the cell")
+                    raise BPFCellError(f"%%bpf {name}: {what}{keeps}.\n{_describe(e)}",
+                                       e) from None
+                notes.append(f"loaded in {_ms(time.perf_counter() - t0)}")
+        except BaseException:
+            obj.destroy()
+            raise
+        return obj, notes, result.warnings
+
+    def _run_for(self, name, obj, seconds):
+        """Like bpftrace: run for a while, detach, print the maps."""
+        progress = _Progress(self.shell, name, seconds)
+        t0 = time.monotonic()
+        interrupted = False
+        try:
+            while (left := seconds - (time.monotonic() - t0)) > 0:
+                time.sleep(min(_PROGRESS_STEP, left))
+                progress.update(time.monotonic() - t0)
+        except KeyboardInterrupt:  # stop early, still show what was collected
+            interrupted = True
+        finally:
+            elapsed = time.monotonic() - t0
+            obj.detach()
+            progress.close(elapsed)
+        how = "interrupted after" if interrupted else "detached after"
+        _heading(f"{name}: {how} {elapsed:.1f} s")
+        _show_data(obj)
+
+    # --- %bpf ---------------------------------------------------------------
+
+    @magic_arguments("bpf")
+    @argument("command", choices=["list", "stop", "show", "doctor", "vmlinux"],
+              help="list: live objects; stop NAME | stop --all: destroy; show NAME: its "
+                   "maps as DataFrames; doctor: what this machine allows; vmlinux: path "
+                   "of the cached vmlinux.h")
+    @argument("name", nargs="?", help="the object's name (for stop and show)")
+    @argument("--all", action="store_true", help="with stop: every object")
+    @line_magic("bpf")
+    def bpf_line(self, line):
+        """Manage the objects made by %%bpf cells, and check the machine."""
+        args = parse_argstring(self.bpf_line, line)
+        if args.command == "list":
+            return objects_frame()
+        if args.command == "stop":
+            if args.all:
+                stopped = registry.stop_all()
+                print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+                return None
+            if not registry.stop(self._name(args)):
+                raise UsageError(f"no %%bpf object named {args.name!r}" + _live_names())
+            print(f"stopped {args.name}")
+            return None
+        if args.command == "show":
+            obj = registry.get(self._name(args))
+            if obj is None:
+                raise UsageError(f"no %%bpf object named {args.name!r}" + _live_names())
+            _show_data(obj)
+            return None
+        if args.command == "doctor":
+            from . import doctor
+            return doctor.run()
+        return str(build.vmlinux_h())
+
+    @staticmethod
+    def _name(args) -> str:
+        if not args.name:
+            raise UsageError(f"%bpf {args.command} NAME: which object?" + _live_names())
+        return args.name
+
+
+def objects_frame():
+    """The registry's live objects as a DataFrame (what ``%bpf list`` shows)."""
+    import pandas as pd
+    rows = []
+    for entry in registry.entries():
+        obj = entry.obj
+        progs = [p for p in obj.progs if p.autoload]
+        runs = run_ns = None
+        if obj.state == "loaded":
+            try:
+                stats = [p.stats for p in progs]
+            except BPFError:
+                stats = []
+            if stats:
+                runs = sum(s["run_cnt"] for s in stats)
+                run_ns = sum(s["run_time_ns"] for s in stats)
+        rows.append({"name": entry.name,
+                     "state": "attached" if any(p.links for p in progs) else obj.state,
+                     "programs": ", ".join(p.name for p in progs),
+                     "hooks": ", ".join(p.hook for p in progs),
+                     "runs": runs,
+                     "run_time_ms": None if run_ns is None else run_ns / 1e6,
+                     "maps": ", ".join(m.name for m in obj.maps),
+                     "age_s": round(entry.age, 1)})
+    columns = ["name", "state", "programs", "hooks", "runs", "run_time_ms", "maps", "age_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _show_data(obj):
+    """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
+    import pandas as pd
+    for map_name, df in obj.to_dfs().items():
+        _heading(map_name)
+        display(df)
+    rows = [(section, var, value) for section, g in obj.globals.items()
+            if section in ("bss", "data") for var, value in g._asdict().items()]
+    if rows:
+        _heading("globals")
+        display(pd.DataFrame(rows, columns=["section", "variable", "value"]))
+
+
+def _heading(text: str):
+    display({"text/plain": text, "text/html": f"<b>{html.escape(text)}</b>"}, raw=True)
+
+
+class _Progress:
+    """An ipywidgets bar in a Jupyter kernel, a line of text elsewhere."""
+
+    def __init__(self, shell, name, seconds):
+        self.name, self.seconds = name, seconds
+        self.bar = None
+        if getattr(shell, "kernel", None) is not None:
+            try:
+                from ipywidgets import IntProgress
+            except ImportError:
+                pass
+            else:
+                self.bar = IntProgress(min=0, max=max(1, round(seconds / _PROGRESS_STEP)),
+                                       description=f"{name} 0 s")
+                display(self.bar)
+        self.update(0.0)
+
+    def update(self, elapsed):
+        if self.bar is not None:
+            self.bar.value = min(self.bar.max, round(elapsed / _PROGRESS_STEP))
+            self.bar.description = f"{self.name} {elapsed:.0f} s"
+        else:
+            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s")
+            sys.stdout.flush()
+
+    def close(self, elapsed):
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s\n")
+            sys.stdout.flush()
+
+
+def _parse_sets(items) -> dict:
+    values = {}
+    for item in items:
+        var, eq, text = item.partition("=")
+        if not eq or not var.isidentifier():
+            raise UsageError(f"--set {item!r}: write --set VAR=VALUE")
+        try:
+            values[var] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            if "{" in text:  # IPython leaves {expr} as is when evaluating it fails
+                raise UsageError(f"--set {item}: IPython could not evaluate the {{...}} "
+                                 f"in the notebook's namespace (is every name in it "
+                                 f"defined and imported?)") from None
+            values[var] = text  # a bare word: a string (for char[] globals)
+    return values
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, VerifierError):
+        text = _VERIFIER_SOURCE.sub(lambda m: f"{CELL_FILENAME}:{m.group(1)}", text)
+    return text
+
+
+def _kept(name: str) -> str:
+    """What a failed re-run leaves, for the error's first line."""
+    old = registry.get(name)
+    if old is None or old.state == "destroyed":
+        return ""
+    running = any(p.links for p in old.progs)
+    return f"; the previous {name} {'keeps running' if running else 'is kept'}"
+
+
+def _live_names() -> str:
+    names = registry.names()
+    return f"; live: {', '.join(names)}" if names else "; none is live"
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
+def load_ipython_extension(ipython):
+    ipython.register_magics(BPFMagics)
+    enable_stats()  # run counts for %bpf list, from now on; False without privilege
+
+
+def unload_ipython_extension(ipython):
+    registry.stop_all()
+    magics = ipython.magics_manager.magics
+    magics["cell"].pop("bpf", None)
+    magics["line"].pop("bpf", None)

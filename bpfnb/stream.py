@@ -1,0 +1,434 @@
+"""Events from ring buffers and perf buffers, collected in the background.
+
+    s = obj.maps.events.stream()          # the record type is guessed from BTF
+    s = obj.maps.events.stream("struct event", max_rows=100_000)
+    ... the program runs ...
+    s.to_df(); s.tail(10); len(s); s.lost
+    s.close()                              # or `with ... as s:`
+
+A thread waits on the buffer with epoll and moves records, decoded in numpy batches,
+into a bounded buffer (the oldest rows go first, counted in ``dropped``). It stops on
+``close()``, when the stream is garbage collected, and soon after its Object is
+destroyed (after collecting what was left in the buffer); it holds its own fd and
+mappings, so the Object's teardown never waits for it nor pulls memory from under it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from .libbpf import BPFError, ObjectClosedError
+from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
+from .libbpf.ringbuf import PerfBuffer, RingBuffer
+
+DEFAULT_MAX_ROWS = 1_000_000
+# How soon a waiting thread notices that its Object was destroyed.
+POLL_INTERVAL = 0.1
+# bpf/bpfnb.h's .bss counter of ring buffer reservations that failed.
+LOST_VARIABLE = "bpfnb_lost"
+
+
+class EventStream:
+    """Records of a ring buffer or perf event array map, collected in the background.
+
+    ``lost`` = ``kernel_lost`` (records the kernel could not put in the buffer: perf
+    buffers count them; ring buffers count them when written with bpf/bpfnb.h's
+    ``bpfnb_ringbuf_output``/``bpfnb_ringbuf_reserve``, one counter per object) +
+    ``dropped`` (rows pushed out of our buffer by ``max_rows``).
+    """
+
+    def __init__(self, map, type: str | None = None, *, max_rows: int = DEFAULT_MAX_ROWS,
+                 page_cnt: int = 64):
+        if map.type not in (RINGBUF, PERF_EVENT_ARRAY):
+            raise TypeError(f"map {map.name!r} is a {map.type_name}, not a ring buffer or "
+                            f"perf event array: read it with .to_df()")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, not {max_rows}")
+        obj = map.object
+        self.map_name = map.name
+        self.btf = obj.btf
+        self.type_id = record_type(obj, map, type)
+        self.dtype = self.btf.dtype(self.type_id) if self.type_id is not None else None
+        self.type = self.btf.c_name(self.type_id) if self.type_id is not None else None
+        self.max_rows = max_rows
+        self._obj = weakref.ref(obj)
+        self._bss = obj.globals.get("bss")
+        if map.type == RINGBUF:
+            reader = RingBuffer(map.fd, map.max_entries, self.dtype)
+        else:
+            reader = PerfBuffer(map.fd, self.dtype, page_cnt)
+        self._perf = reader if map.type == PERF_EVENT_ARRAY else None
+        self._lost_now = 0
+        self._lost_base = self._kernel_counter()
+        self._collector = _Collector(reader, self._obj, max_rows, f"bpfnb-stream-{map.name}")
+        # Stops the thread when the stream is dropped without close().
+        self._finalizer = weakref.finalize(self, self._collector.stop)
+        self._collector.start()
+
+    # --- counters -----------------------------------------------------------
+
+    def _kernel_counter(self) -> int:
+        """The object's bpfnb_lost (ring buffers) or the perf buffer's lost count."""
+        if self._perf is not None:
+            return self._perf.lost
+        if self._bss is None or LOST_VARIABLE not in self._bss:
+            return 0
+        try:
+            # A lookup rather than obj.bss: a .bss of static variables only is not
+            # mmapable. Once the object is gone its last value stands.
+            self._lost_now = int(self._bss._map.lookup(0)[LOST_VARIABLE])
+        except (ObjectClosedError, BPFError):
+            pass
+        return self._lost_now
+
+    @property
+    def kernel_lost(self) -> int:
+        """Records the kernel dropped since the stream opened (or was cleared)."""
+        return self._kernel_counter() - self._lost_base
+
+    @property
+    def dropped(self) -> int:
+        """Rows pushed out of the buffer by ``max_rows``."""
+        return self._collector.dropped
+
+    @property
+    def lost(self) -> int:
+        return self.kernel_lost + self.dropped
+
+    @property
+    def running(self) -> bool:
+        return self._collector.thread.is_alive()
+
+    def __len__(self):
+        return self._collector.rows
+
+    # --- data ---------------------------------------------------------------
+
+    def _check(self):
+        if self._collector.error is not None:
+            raise BPFError(f"collecting from {self.map_name!r} stopped: "
+                           f"{self._collector.error}") from self._collector.error
+
+    def to_df(self):
+        """Every row held, oldest first, as a DataFrame (struct fields as columns)."""
+        self._check()
+        return self._frame(self._collector.snapshot())
+
+    def tail(self, n: int = 10):
+        """The newest ``n`` rows as a DataFrame."""
+        self._check()
+        return self._frame(self._collector.snapshot(n))
+
+    def clear(self):
+        """Forget the rows held and start the loss counters over."""
+        self._collector.clear()
+        self._lost_base = self._kernel_counter()
+
+    def _frame(self, runs: list):
+        import pandas as pd
+        from . import frames
+        if self.type_id is None:
+            return pd.DataFrame({"raw": [r for run in runs for r in run]}, dtype=object)
+        records, raw = _typed_records(runs, self.dtype)
+        df = frames.records_to_df(records, self.btf, self.type_id)
+        if raw is not None:
+            df["raw"] = pd.Series(raw, index=df.index, dtype=object)
+        return df
+
+    # --- lifetime -----------------------------------------------------------
+
+    def close(self):
+        """Stop the thread (collecting what is already in the buffer), free the buffer."""
+        self._lost_now = self._kernel_counter()
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "running" if self.running else "stopped"
+        what = self.type or "raw bytes"
+        return (f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, "
+                f"{self.lost} lost>")
+
+
+def _typed_records(runs: list, dtype: np.dtype):
+    """One structured array; plus a `raw` list when some records had another size.
+
+    Records of another size are cut or zero-padded to the struct, and keep their
+    bytes in `raw` (None in the rows that had the struct's size).
+    """
+    if all(isinstance(run, np.ndarray) for run in runs):
+        return (np.concatenate(runs) if runs else np.empty(0, dtype)), None
+    size = dtype.itemsize
+    parts, raw = [], []
+    for run in runs:
+        if isinstance(run, np.ndarray):
+            parts.append(run)
+            raw.extend([None] * len(run))
+        else:
+            fitted = b"".join(r[:size].ljust(size, b"\0") for r in run)
+            parts.append(np.frombuffer(fitted, dtype=dtype))
+            raw.extend(run)
+    return np.concatenate(parts), raw
+
+
+class _Collector:
+    """The thread, the bounded buffer of runs, and the reader it owns."""
+
+    def __init__(self, reader, obj_ref, max_rows: int, name: str):
+        self.reader = reader
+        self.max_rows = max_rows
+        self.runs: collections.deque = collections.deque()
+        self.rows = 0
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._obj_ref = obj_ref
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._wake_lock = threading.Lock()
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        try:
+            self.thread.start()
+        except BaseException:
+            self._release()
+            raise
+
+    def _object_alive(self) -> bool:
+        obj = self._obj_ref()
+        return obj is not None and obj.state != "destroyed"
+
+    def _run(self):
+        try:
+            with select.epoll() as ep:
+                ep.register(self.reader.fileno(), select.EPOLLIN)
+                ep.register(self._wake, select.EPOLLIN)
+                while not self._stopping and self._object_alive():
+                    runs = self.reader.read()
+                    if runs:
+                        self._add(runs)
+                    else:
+                        ep.poll(POLL_INTERVAL)
+            self._add(self.reader.read())  # what was written before the stop
+        except Exception as e:  # surfaced by to_df(): a thread's exception is lost
+            self.error = e
+        finally:
+            self._release()
+
+    def _release(self):
+        self.reader.close()
+        with self._wake_lock:
+            if self._wake >= 0:
+                os.close(self._wake)
+                self._wake = -1
+
+    def _add(self, runs: list):
+        with self._lock:
+            for run in runs:
+                self.runs.append(run)
+                self.rows += len(run)
+            excess = self.rows - self.max_rows
+            while excess > 0:
+                first = self.runs[0]
+                if len(first) <= excess:
+                    self.runs.popleft()
+                    cut = len(first)
+                else:
+                    self.runs[0] = first[excess:]
+                    cut = excess
+                self.rows -= cut
+                self.dropped += cut
+                excess -= cut
+
+    def snapshot(self, last: int | None = None) -> list:
+        """The runs held (the last ``last`` rows only, if given), oldest first."""
+        with self._lock:
+            runs = list(self.runs)
+        if last is None:
+            return runs
+        out, need = [], max(last, 0)
+        for run in reversed(runs):
+            if need <= 0:
+                break
+            out.append(run[-need:] if len(run) > need else run)
+            need -= len(out[-1])
+        return out[::-1]
+
+    def clear(self):
+        with self._lock:
+            self.runs.clear()
+            self.rows = 0
+            self.dropped = 0
+
+    def stop(self):
+        """Signal the thread and wait for it (unless called from the thread itself)."""
+        with self._wake_lock:
+            self._stopping = True
+            if self._wake >= 0:
+                os.eventfd_write(self._wake, 1)
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join()
+
+
+# --- the record type ----------------------------------------------------------
+
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+def record_type(obj, map, type: str | None) -> int | None:
+    """BTF id of the records' type: ``type`` by name, else the one plausible struct.
+
+    BTF does not say what a program writes to a ring buffer, so without a name: the
+    structs and unions the program defines itself (not the kernel's, not nested in
+    another, not a map's key or value), narrowed to those named like "event" when
+    several remain. None (records stay bytes) when there is no BTF or no such struct.
+    """
+    btf = obj.btf
+    if type is not None:
+        if btf is None:
+            raise ValueError(f"the object has no BTF: records of {map.name!r} cannot be "
+                             f"decoded as {type!r}")
+        try:
+            tid = btf.find(type)
+        except KeyError as e:
+            raise ValueError(
+                f"record type for {map.name!r}: {e.args[0]}. Clang records no types of "
+                f"local variables: write the records with bpfnb_ringbuf_output(), "
+                f"bpfnb_ringbuf_reserve() or bpfnb_perf_output() (bpf/bpfnb.h), or use "
+                f"the type in a global, e.g. `{type} *unused_event;`") from None
+        kind = btf.type(btf.resolve(tid)).kind
+        if kind not in ("struct", "union"):
+            raise ValueError(f"{type!r} is a {kind}: records are decoded as a struct "
+                             f"or union")
+        return tid
+    if btf is None:
+        return None
+    found = _own_structs(obj)
+    if len(found) > 1:
+        events = {name: tid for name, tid in found.items() if "event" in name.lower()}
+        found = events if len(events) == 1 else found
+    if len(found) > 1:
+        names = sorted(found)
+        raise ValueError(f"which type do the records of {map.name!r} have? The program "
+                         f"defines {', '.join(names)}: pass one, e.g. "
+                         f".stream({names[0]!r})")
+    return next(iter(found.values()), None)
+
+
+def _own_structs(obj) -> dict[str, int]:
+    """{C name: id} of the program's own top-level structs/unions (see record_type)."""
+    btf = obj.btf
+    found, inner = {}, set()
+    for t in btf.types():
+        if t.kind in ("struct", "union") and t.size:
+            inner.update(_element(btf, m.type_id) for m in t.members)
+            if t.name:
+                found[t.id] = t
+        elif t.kind == "typedef" and t.name:
+            target = btf.type(btf.resolve(t.id))
+            if target.kind in ("struct", "union") and target.size and not target.name:
+                found[t.id] = t
+    for m in obj.maps:
+        inner.update(_element(btf, tid) for tid in (m.key_type_id, m.value_type_id) if tid)
+    return {btf.c_name(tid): tid for tid, t in found.items()
+            if btf.resolve(tid) not in inner and not _from_kernel(btf, t)}
+
+
+def _element(btf, tid: int) -> int:
+    """The struct (or other type) under modifiers and arrays."""
+    for _ in range(64):
+        t = btf.type(btf.resolve(tid))
+        if t.kind != "array":
+            return t.id
+        tid = t.type_id
+    return tid
+
+
+def _from_kernel(btf, t) -> bool:
+    """Whether ``t`` is the kernel's type of that name (vmlinux.h copies it whole)."""
+    vmlinux = _vmlinux_btf()
+    if vmlinux is None:
+        return False
+    try:
+        vt = vmlinux.type(vmlinux.find(t.name, t.kind))
+    except KeyError:
+        return False
+    if btf.size(t.id) != vmlinux.size(vt.id):
+        return False
+    ours, theirs = btf.type(btf.resolve(t.id)), vmlinux.type(vmlinux.resolve(vt.id))
+    return [m.name for m in ours.members or ()] == [m.name for m in theirs.members or ()]
+
+
+_vmlinux: list = []
+
+
+def _vmlinux_btf():
+    """The running kernel's BTF (parsed once; ~0.1 s), or None where it is missing."""
+    if not _vmlinux:
+        from .libbpf import BTF
+        try:
+            _vmlinux.append(BTF.from_file(VMLINUX_BTF))
+        except (OSError, ValueError):
+            _vmlinux.append(None)
+    return _vmlinux[0]
+
+
+# --- timestamps ---------------------------------------------------------------
+
+_CLOCKS = {"monotonic": time.CLOCK_MONOTONIC, "boottime": time.CLOCK_BOOTTIME}
+_offsets: dict[str, int] = {}
+
+
+def clock_offset(clock: str = "monotonic") -> int:
+    """Nanoseconds to add to a ``clock`` reading to get UNIX time (measured once).
+
+    Of several readings of the clock taken around one of the wall clock, the pair
+    closest together brackets it best; its midpoint is the clock's value at that
+    instant. Later wall clock steps (NTP, date) are not followed.
+    """
+    if clock not in _CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(_CLOCKS)}, not {clock!r}")
+    if clock not in _offsets:
+        clk = _CLOCKS[clock]
+        best = None
+        for _ in range(50):
+            before = time.clock_gettime_ns(clk)
+            wall = time.time_ns()
+            after = time.clock_gettime_ns(clk)
+            if best is None or after - before < best[0]:
+                best = (after - before, wall - (before + after) // 2)
+        _offsets[clock] = best[1]
+    return _offsets[clock]
+
+
+def to_datetime(values, clock: str = "monotonic", tz: str | None = None):
+    """bpf_ktime_get_ns() (``clock="monotonic"``) or bpf_ktime_get_boot_ns()
+    (``"boottime"``) readings -> datetimes.
+
+    An int gives a pandas Timestamp, a Series a Series (same index), anything else a
+    DatetimeIndex. Naive UTC unless ``tz`` names a time zone (e.g. "Europe/Paris").
+    """
+    import pandas as pd
+    offset = clock_offset(clock)
+    if isinstance(values, (int, np.integer)):
+        out = pd.Timestamp(int(values) + offset, unit="ns")
+        return out.tz_localize("UTC").tz_convert(tz) if tz else out
+    if isinstance(values, pd.Series):
+        ns = values.to_numpy(dtype=np.int64) + offset
+        out = pd.Series(pd.to_datetime(ns, unit="ns"), index=values.index, name=values.name)
+        return out.dt.tz_localize("UTC").dt.tz_convert(tz) if tz else out
+    out = pd.to_datetime(np.asarray(values, dtype=np.int64) + offset, unit="ns")
+    return out.tz_localize("UTC").tz_convert(tz) if tz else out

@@ -1,0 +1,93 @@
+"""What a ``%%bpf`` cell shows: programs with their hooks, maps, globals; text and HTML.
+
+A :class:`Summary` is a snapshot taken when the cell ran. It holds no reference to
+the Object, so a cell's output never keeps a torn-down object alive.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id")
+MAP_COLUMNS = ("map", "type", "key", "value", "max_entries")
+GLOBAL_COLUMNS = ("section", "variable", "type", "value")
+_MAX_VALUE = 60  # characters of a global's value shown; arrays can be long
+
+
+@dataclass
+class Summary:
+    name: str
+    state: str
+    programs: list = field(default_factory=list)  # rows of PROGRAM_COLUMNS
+    maps: list = field(default_factory=list)      # rows of MAP_COLUMNS
+    globals: list = field(default_factory=list)   # rows of GLOBAL_COLUMNS
+    notes: list = field(default_factory=list)     # e.g. timings
+    warnings: str = ""                             # clang's
+
+    def _tables(self):
+        return [(cols, rows) for cols, rows in ((PROGRAM_COLUMNS, self.programs),
+                                                (MAP_COLUMNS, self.maps),
+                                                (GLOBAL_COLUMNS, self.globals)) if rows]
+
+    def __repr__(self):
+        out = [self.headline()]
+        for cols, rows in self._tables():
+            out.append(_text_table(cols, rows))
+        if self.warnings:
+            out.append("clang warnings:\n" + self.warnings.rstrip())
+        return "\n".join(out)
+
+    def _repr_html_(self):
+        out = [f"<div class='bpfnb-summary'><b>{html.escape(self.headline())}</b>"]
+        for cols, rows in self._tables():
+            out.append(_html_table(cols, rows))
+        if self.warnings:
+            out.append("<details><summary>clang warnings</summary><pre>"
+                       f"{html.escape(self.warnings.rstrip())}</pre></details>")
+        out.append("</div>")
+        return "\n".join(out)
+
+    def headline(self) -> str:
+        return " · ".join([f"{self.name}: {self.state}", *self.notes])
+
+
+def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Summary:
+    """A snapshot of ``obj`` (a libbpf Object) for display."""
+    loaded = obj.state == "loaded"
+    attached = any(p.links for p in obj.progs)
+    state = "attached" if attached else obj.state
+    programs = []
+    for p in obj.progs:
+        if not p.autoload:
+            pstate, pid = "autoload off", ""
+        else:
+            pstate = "attached" if p.links else obj.state
+            pid = p.id if loaded else ""
+        programs.append((p.name, p.type_name, p.hook, pstate, pid))
+    maps = [(m.name, m.type_name, m.key_type, m.value_type, m.max_entries) for m in obj.maps]
+    globals_ = []
+    for section, g in obj.globals.items():
+        types, values = g._types(), g._asdict()
+        for var, ctype in types.items():
+            globals_.append((section, var, ctype, _short(values[var])))
+    return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 3] + "..."
+
+
+def _text_table(cols, rows) -> str:
+    cells = [list(cols)] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in cells)
+
+
+def _html_table(cols, rows) -> str:
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>"
+                                    for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

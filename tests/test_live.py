@@ -1,0 +1,321 @@
+"""Live dashboards over real programs: what is drawn is what the kernel counted.
+
+The program counts the syscalls of one worker thread of the test (filtered by thread
+id, so neither pytest nor the drawing add to the counts): getppid, getpgrp and getsid
+by name, lseek offsets in a log2 histogram and as ring buffer events.
+"""
+
+import io
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import bpfnb
+
+PROGRAM = r"""
+const volatile u32 target_tid = 0;
+u64 total = 0;
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16);
+    __type(key, u32);       /* 1 getppid, 2 getpgrp, 3 getsid */
+    __type(value, u64);
+} calls SEC(".maps");
+
+BPFNB_HIST(offsets, 24);    /* log2 of lseek offsets */
+
+struct seek_event { u64 offset; u32 tid; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 64 * 1024); } seeks SEC(".maps");
+
+static __always_inline int mine(void)
+{
+    return (u32)bpf_get_current_pid_tgid() == target_tid;
+}
+
+static __always_inline void count(u32 which)
+{
+    u64 one = 1, *v = bpf_map_lookup_elem(&calls, &which);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        bpf_map_update_elem(&calls, &which, &one, BPF_NOEXIST);
+    __sync_fetch_and_add(&total, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx) { if (mine()) count(1); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_getpgrp")
+int on_getpgrp(void *ctx) { if (mine()) count(2); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_getsid")
+int on_getsid(void *ctx) { if (mine()) count(3); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{
+    if (!mine())
+        return 0;
+    u64 offset = ctx->args[1];
+    bpfnb_hist_log2(&offsets, offset);
+    struct seek_event *e = bpfnb_ringbuf_reserve(&seeks, struct seek_event);
+    if (e) {
+        e->offset = offset;
+        e->tid = target_tid;
+        bpf_ringbuf_submit(e, 0);
+    }
+    return 0;
+}
+"""
+
+CALLS = {1: os.getppid, 2: os.getpgrp, 3: lambda: os.getsid(0)}
+
+
+class Worker:
+    """A thread that makes the syscalls the program counts, on request."""
+
+    def __init__(self):
+        self.jobs = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="syscall-worker")
+        self.thread.start()
+        self.tid = self.jobs.get()
+
+    def _run(self):
+        self.jobs.put(threading.get_native_id())
+        while (job := self.jobs.get()) is not None:
+            job()
+            self.jobs.task_done()
+
+    def cause(self, getppid=0, getpgrp=0, getsid=0, offsets=()):
+        def job():
+            for which, n in ((1, getppid), (2, getpgrp), (3, getsid)):
+                for _ in range(n):
+                    CALLS[which]()
+            fd = os.open("/dev/null", os.O_RDONLY)
+            try:
+                for off in offsets:
+                    os.lseek(fd, off, os.SEEK_SET)
+            finally:
+                os.close(fd)
+        self.jobs.put(job)
+        self.jobs.join()
+
+    def stop(self):
+        self.jobs.put(None)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def worker():
+    w = Worker()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def obj(no_leaks, worker):
+    o = bpfnb.load(PROGRAM, rodata={"target_tid": worker.tid})
+    yield o
+    o.destroy()
+
+
+def wait_for(predicate, timeout=5.0):
+    """Poll ``predicate`` for at most ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def axes_pixels(png: bytes, ax) -> np.ndarray:
+    """The pixels inside an Axes of the figure the PNG was drawn from (RGB, 0-255)."""
+    img = (matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).round()
+    x0, y0, x1, y1 = ax.bbox.extents
+    h = img.shape[0]
+    return img[int(h - y1) + 2:int(h - y0) - 2, int(x0) + 2:int(x1) - 2].astype(np.uint8)
+
+
+def share_of(pixels: np.ndarray, color) -> float:
+    rgb = (np.array(matplotlib.colors.to_rgb(color)) * 255).round()
+    return float((np.abs(pixels.astype(int) - rgb).sum(axis=-1) < 30).mean())
+
+
+def test_plotted_values_are_the_maps_values(obj, worker):
+    live = bpfnb.live
+    top = live.TopN(obj.maps.calls, n=5)
+    hist = live.Histogram(obj.maps.offsets)
+    rates = live.TimeSeries(obj.bss, ["total"])
+    lines = live.KeyLines(obj.maps.calls, n=3)
+    dash = bpfnb.live(top, hist, rates, lines, start=False)
+    try:
+        dash.refresh()                        # baseline for the rates
+        worker.cause(getppid=30, getpgrp=20, getsid=10, offsets=[0, 1, 5, 6, 1000])
+        dash.refresh()
+        worker.cause(getppid=5, getpgrp=30, offsets=[7])
+        dash.refresh()
+
+        # Top-N: bar widths are the map's counts at this refresh, largest first.
+        widths = [b.get_width() for b in top.bars if b.get_visible()]
+        assert widths == [50, 35, 10]
+        assert top.labels == ["2", "1", "3"]
+        df = obj.maps.calls.to_df()
+        counts = dict(zip(df["key"], df["value"]))
+        assert widths == sorted(counts.values(), reverse=True)
+        assert not any(b.get_visible() for b in top.bars[3:])
+
+        # Histogram: one bar per bucket, heights = the map's counts.
+        h = obj.maps.offsets.hist()
+        assert [b.get_height() for b in hist.bars] == h["count"].tolist()
+        assert sum(b.get_height() for b in hist.bars) == 6
+
+        # Time series: rates per second between refreshes (35 calls, then 35 again).
+        (t1, r1), (t2, r2) = rates.history
+        y = rates.lines["total"].get_ydata()
+        assert list(y) == [r1["total"], r2["total"]]
+        assert r2["total"] * (t2 - t1) == pytest.approx(35)
+
+        # Per-key lines: the busiest keys, each line's last point its rate.
+        assert set(lines.keys) == {"1", "2", "3"}
+        by_key = dict(zip(lines.keys, lines.lines))
+        (_, p1), (_, p2) = lines.history
+        assert by_key["2"].get_ydata()[-1] == p2["2"] and p2["2"] > p2["1"] > 0
+        assert p2["3"] == 0
+
+        # The PNG shows it: bars in their colour inside their axes, lines drawn.
+        png = dash.snapshot()
+        assert png.startswith(b"\x89PNG") and dash.image.value == png
+        assert share_of(axes_pixels(png, top.ax), "C0") > 0.05
+        assert share_of(axes_pixels(png, hist.ax), "C2") > 0.02
+        ts = axes_pixels(png, rates.ax)
+        assert (ts.min(axis=-1) < 200).mean() > 0.002       # not all background
+    finally:
+        dash.stop()
+
+
+def test_blitting_keeps_the_background(obj, worker):
+    dash = bpfnb.live(obj.maps.calls, interval=1, start=False)
+    try:
+        worker.cause(getppid=10, getpgrp=5)
+        dash.refresh()
+        worker.cause(getppid=1)                       # same order, same scale
+        dash.refresh()
+        assert dash.panels.full_draws == 1
+        worker.cause(getsid=200)                      # a new label and a new scale
+        dash.refresh()
+        assert dash.panels.full_draws == 2
+        assert [b.get_width() for b in dash.views[0].bars[:3]] == [200, 11, 5]
+    finally:
+        dash.stop()
+
+
+def test_refreshes_on_its_own_and_stops_with_its_object(no_leaks, worker):
+    before_threads = threading.active_count()
+    obj = bpfnb.load(PROGRAM, rodata={"target_tid": worker.tid})
+    events = obj.maps.seeks.live(n=5, interval=0.05)   # owns its event stream
+    dash = bpfnb.live(obj.maps.calls, obj.bss, interval=0.05)
+    try:
+        assert threading.active_count() == before_threads + 3
+        worker.cause(getppid=3, offsets=[11, 22, 33])
+        assert wait_for(lambda: dash.frames >= 3 and events.frames >= 3)
+        assert wait_for(lambda: events.views[0].rows == 3)
+        assert events.views[0].data["offset"].tolist() == [11, 22, 33]
+        assert "33" in events.views[0].widget.value
+
+        dash.pause()
+        time.sleep(0.1)
+        frozen = dash.frames
+        time.sleep(0.3)
+        assert dash.frames == frozen and "paused" in dash.status.value
+        dash.resume()
+        assert wait_for(lambda: dash.frames > frozen)
+
+        obj.destroy()
+        assert wait_for(lambda: not dash.running and not events.running)
+        assert "destroyed" in dash.reason and "destroyed" in events.reason
+        assert wait_for(lambda: threading.active_count() == before_threads)
+    finally:
+        obj.destroy()
+        dash.stop()
+        events.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        dash.start()
+    assert dash.snapshot().startswith(b"\x89PNG")   # the last frame stays
+
+
+def test_stop_button_and_interval_slider(obj):
+    before = threading.active_count()
+    one = bpfnb.live(obj.maps.calls, interval=0.05)
+    two = bpfnb.live(bpfnb.live.TimeSeries(lambda: {"t": time.monotonic()}), interval=0.05)
+    try:
+        assert wait_for(lambda: one.frames >= 2 and two.frames >= 2)
+        one.slider.value = 0.5
+        assert one.interval == 0.5
+        one.stop_button.click()
+        assert not one.running and one.pause_button.disabled
+        assert two.running
+        # A time series of the monotonic clock rises by one second per second.
+        assert wait_for(lambda: len(two.views[0].history) >= 2)
+        assert two.views[0].history[-1][1]["t"] == pytest.approx(1.0, rel=0.05)
+    finally:
+        one.stop()
+        two.stop()
+    assert threading.active_count() == before
+
+
+def test_a_failing_source_stops_with_the_error_shown():
+    def broken():
+        raise ValueError("no such column 'pid'")
+    dash = bpfnb.live(bpfnb.live.TopN(broken), interval=0.05)
+    assert wait_for(lambda: not dash.running)
+    assert isinstance(dash.error, ValueError)
+    assert "no such column" in dash.status.value and "error" in dash.reason
+
+
+def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
+    worker.cause(getppid=4, getpgrp=2, offsets=[3, 300])
+    plot = bpfnb.live.plot_maps(obj)
+    plot.save(tmp_path / "maps.png")
+    img = matplotlib.image.imread(tmp_path / "maps.png")
+    assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI
+    assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.01
+    assert plot._repr_png_().startswith(b"\x89PNG")
+    kinds = [type(v).__name__ for v in plot.views]
+    assert kinds == ["TopN", "Histogram", "TopN"]          # calls, offsets, globals
+
+    table = bpfnb.live.Table(lambda: obj.maps.calls.to_df(), n=3)
+    dash = bpfnb.live(obj.maps.calls, table, start=False)
+    try:
+        path = tmp_path / "dash.png"
+        data = dash.snapshot(path)
+        assert path.read_bytes() == data
+        shot = matplotlib.image.imread(path)
+        # The plot on top, the table below it.
+        assert shot.shape[0] > dash.panels.figure.bbox.height
+        assert "<table" in table.widget.value
+    finally:
+        dash.stop()
+
+
+def test_importing_bpfnb_leaves_widgets_alone():
+    code = ("import sys, bpfnb\n"
+            "assert 'ipywidgets' not in sys.modules and 'matplotlib' not in sys.modules\n"
+            "assert callable(bpfnb.live) and bpfnb.live.plot_maps\n"
+            "assert 'ipywidgets' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_view_kinds_are_checked(obj):
+    with pytest.raises(ValueError, match="unknown view kind"):
+        obj.maps.calls.live(kind="pie")
+    with pytest.raises(ValueError, match="at least one view"):
+        bpfnb.live()

@@ -246,19 +246,6 @@ def _toolchain() -> list[Check]:
 
 # --- program types -----------------------------------------------------------------
 
-def cgroup2_mount() -> str | None:
-    """Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid
-    set-ups), or None."""
-    found = []
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                found.append(parts[1])
-    if "/sys/fs/cgroup" in found:
-        return "/sys/fs/cgroup"
-    return found[0] if found else None
-
 
 def _attach(kind: str, prog) -> str:
     """Attach ``prog`` as a real user would; return what it attached to."""
@@ -271,7 +258,7 @@ def _attach(kind: str, prog) -> str:
     elif kind == "tc":
         prog.attach_tc(LOOPBACK)  # removes the clsact qdisc again on detach
     elif kind == "cgroup_skb":
-        path = cgroup2_mount()
+        path = sysfs.cgroup2_mount()
         if path is None:
             raise FileNotFoundError("cgroup v2 is not mounted")
         prog.attach_cgroup(path)

@@ -196,6 +196,8 @@ def _names(leaves: list, side: str, taken: set) -> list:
 def _sort_order(leaves: list) -> np.ndarray | None:
     """Row order sorting by the sortable key leaves (first leaf first)."""
     cols = [leaf.raw for leaf in leaves if leaf.raw.ndim == 1 and leaf.kind != "bytes"]
+    if len(cols) == 1:  # numpy's SIMD quicksort: ~6x faster than lexsort on 1M u32
+        return np.argsort(cols[0])
     return np.lexsort(cols[::-1]) if cols else None
 
 
@@ -245,11 +247,14 @@ def map_to_df(map, percpu: str = "sum") -> pd.DataFrame:
 
 def records_to_df(records: np.ndarray, btf, type_id: int) -> pd.DataFrame:
     """Records of BTF type ``type_id`` (a structured array, e.g. ring buffer events)
-    as a DataFrame, one row each, with the column rules of ``map_to_df``."""
+    as a DataFrame, one row each, with the column rules of ``map_to_df``.
+
+    Numeric columns are views of ``records`` (no copy: a DataFrame would otherwise
+    copy each field), so hand over an array nothing else writes to."""
     leaves = _record_leaves(btf, type_id, records)
     names = _names(leaves, "value", set())
     return pd.DataFrame({name: _column(leaf) for name, leaf in zip(names, leaves)},
-                        index=pd.RangeIndex(len(records)))
+                        index=pd.RangeIndex(len(records)), copy=False)
 
 
 # --- histograms ---------------------------------------------------------------
@@ -416,7 +421,7 @@ def _histogram_frame(title, btf, layout, slots, counts, groups, group_tid, drop)
     np.minimum.at(lo, gid, slots)
     np.maximum.at(hi, gid, slots)
     span = hi - lo + 1
-    start = np.concatenate(([0], np.cumsum(span)[:-1])).astype(np.int64)
+    start = np.cumsum(span) - span
     row_group = np.repeat(np.arange(ngroups), span)
     out_slot = np.arange(span.sum()) - np.repeat(start, span) + np.repeat(lo, span)
     out_count = np.zeros(len(out_slot), np.int64)

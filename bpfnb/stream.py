@@ -163,24 +163,28 @@ class EventStream:
 
 
 def _typed_records(runs: list, dtype: np.dtype):
-    """One structured array; plus a `raw` list when some records had another size.
+    """A new structured array of the runs' records (the DataFrame's own memory); plus
+    a `raw` list when some records had another size.
 
     Records of another size are cut or zero-padded to the struct, and keep their
     bytes in `raw` (None in the rows that had the struct's size).
     """
+    # Concatenated as opaque bytes: numpy copies a structured dtype field by field.
+    opaque = np.dtype(f"V{dtype.itemsize}")
     if all(isinstance(run, np.ndarray) for run in runs):
-        return (np.concatenate(runs) if runs else np.empty(0, dtype)), None
+        parts = [run.view(opaque) for run in runs]
+        return np.concatenate(parts or [np.empty(0, opaque)]).view(dtype), None
     size = dtype.itemsize
     parts, raw = [], []
     for run in runs:
         if isinstance(run, np.ndarray):
-            parts.append(run)
+            parts.append(run.view(opaque))
             raw.extend([None] * len(run))
         else:
             fitted = b"".join(r[:size].ljust(size, b"\0") for r in run)
-            parts.append(np.frombuffer(fitted, dtype=dtype))
+            parts.append(np.frombuffer(fitted, dtype=opaque))
             raw.extend(run)
-    return np.concatenate(parts), raw
+    return np.concatenate(parts).view(dtype), raw
 
 
 class _Collector:

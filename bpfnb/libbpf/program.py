@@ -211,15 +211,20 @@ class Program:
             ptr = lib.bpf_program__attach_xdp(self._ptr, ifindex)
         return self._link(ptr, f"xdp/{interface}", log.text)
 
-    def attach_cgroup(self, path: str = "/sys/fs/cgroup") -> Link:
+    def attach_cgroup(self, path: str | None = None) -> Link:
+        """Attach to a cgroup v2 directory; by default the root of the cgroup v2 mount."""
         self.fd
+        path = path or sysfs.cgroup2_mount()
+        if path is None:
+            raise AttachError("cgroup v2 is not mounted: mount -t cgroup2 none /sys/fs/cgroup",
+                              errno.ENOENT)
         cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with _lib.capture() as log:
                 ptr = lib.bpf_program__attach_cgroup(self._ptr, cg)
         finally:
             os.close(cg)  # the link holds its own reference to the cgroup
-        return self._link(ptr, f"cgroup/{path}", log.text)
+        return self._link(ptr, f"cgroup:{path}", log.text)
 
     def attach_tc(self, interface: str | int, direction: str = "ingress",
                   priority: int = 1) -> Link:

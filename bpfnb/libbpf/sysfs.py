@@ -45,3 +45,20 @@ def ensure_tracefs() -> tuple[bool, str]:
 
 def ensure_bpffs() -> tuple[bool, str]:
     return ensure(BPFFS, "bpf")
+
+
+def cgroup2_mount() -> str | None:
+    """Where cgroup v2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid
+    set-ups), or None."""
+    found = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    found.append(parts[1])
+    except OSError:
+        return None
+    if "/sys/fs/cgroup" in found:
+        return "/sys/fs/cgroup"
+    return found[0] if found else None

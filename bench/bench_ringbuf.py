@@ -17,7 +17,10 @@ total and without the set-up (opening the ring: mostly its mmap, twice its size,
 
 Concurrent: the C program calls lseek in a loop for a while (another process, PER_CALL
 records a call) while the stream, or the C consumer, collects from a smaller ring;
-records the ring could not take are counted by bpfnb.h's helper (bpfnb_lost).
+records the ring could not take are counted by bpfnb.h's helper (bpfnb_lost). As
+fast as it can, the producer runs at different speeds against the two consumers
+(libbpf's is woken for nearly every record, and the wake-ups slow the producer), so
+a paced run at one rate for both compares their losses like for like.
 
 Prints JSON lines {"bench": "ringbuf", "case": ..., ...}; progress on stderr.
     .venv/bin/python bench/bench_ringbuf.py [--ring-mib 64] [--repeat 3]
@@ -201,8 +204,9 @@ def drain_stream(obj, n):
     return seconds, setup, seconds - collected
 
 
-def concurrent(obj, consumer, side: str, per_call: int, seconds: float):
-    """Produce for ``seconds`` while ``side`` collects; counts of produced/got/lost."""
+def concurrent(obj, consumer, side: str, per_call: int, seconds: float, rate: float = 0):
+    """Produce for ``seconds`` (``rate`` calls/s, 0: flat out) while ``side`` collects;
+    counts of produced/got/lost."""
     lost0, seq0 = bss(obj, "bpfnb_lost"), bss(obj, "seq")
     if side == "stream":
         s = obj.maps.live.stream("struct rec", max_rows=1 << 26)
@@ -210,7 +214,7 @@ def concurrent(obj, consumer, side: str, per_call: int, seconds: float):
         c = subprocess.Popen([consumer, "follow", str(map_id(obj.maps.live)),
                               str(seconds + 0.5)], stdout=subprocess.PIPE, text=True)
         time.sleep(0.2)  # let it open the ring before the producer starts
-    subprocess.run([consumer, "produce", str(LIVE), str(per_call), str(seconds)],
+    subprocess.run([consumer, "produce", str(LIVE), str(per_call), str(seconds), str(rate)],
                    check=True, capture_output=True)
     if side == "stream":
         s.close()
@@ -221,6 +225,7 @@ def concurrent(obj, consumer, side: str, per_call: int, seconds: float):
     lost = bss(obj, "bpfnb_lost") - lost0
     assert got + lost == produced, (side, got, lost, produced)
     return {"produced": produced, "received": got, "lost": lost,
+            "lost_percent": round(100 * lost / max(produced, 1), 3),
             "events_per_s": round(produced / seconds)}
 
 
@@ -230,6 +235,8 @@ def main():
     ap.add_argument("--live-mib", type=int, default=1, help="concurrent ring size (MiB)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0, help="concurrent run length")
+    ap.add_argument("--paced", type=float, default=200_000,
+                    help="calls/s of the paced concurrent run (16 records a call)")
     args = ap.parse_args()
     ring = args.ring_mib << 20
     n = int(ring * 0.95) // STRIDE // 64 * 64
@@ -260,12 +267,13 @@ def main():
                   "stream_vs_c_after_setup": round(c[1] / stream[1], 3),
                   "reader_vs_c_after_setup": round(c[1] / best["reader"][1], 3),
                   "targets": {"stream_vs_callback": 10, "stream_vs_c": 0.25}})
-            for per_call in (1, 16):
+            for per_call, rate in ((1, 0), (16, 0), (16, args.paced)):
                 for side in ("c_libbpf", "stream"):
                     log(f"ringbuf: concurrent, {per_call} per call, {side} collecting")
                     emit({"case": f"concurrent_{side}", "per_call": per_call,
+                          "calls_per_s": rate or "flat out",
                           "ring_bytes": args.live_mib << 20, "seconds": args.seconds,
-                          **concurrent(obj, consumer, side, per_call, args.seconds)})
+                          **concurrent(obj, consumer, side, per_call, args.seconds, rate)})
         finally:
             obj.destroy()
 

@@ -126,21 +126,21 @@ def _strings(raw: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.full(raw.shape, "", dtype=object)
     b = np.ascontiguousarray(raw).view(np.uint8).reshape(-1, n)
-    nul = b == 0
-    first = np.where(nul.any(axis=1), nul.argmax(axis=1), n)
-    if (b[np.arange(n) > first[:, None]] != 0).any():  # bytes after the NUL: drop them
-        b = np.where(np.arange(n) < first[:, None], b, np.uint8(0)).astype(np.uint8)
-    s = b.view(f"S{n}").reshape(raw.shape)
-    try:
-        return s.astype(f"U{n}")  # ASCII, in C
-    except UnicodeDecodeError:
-        return np.char.decode(s, "utf-8", "replace")
+    # Zero every byte from the first NUL on (stack garbage may follow it).
+    b = np.where(np.logical_or.accumulate(b == 0, axis=1), np.uint8(0), b)
+    if not (b >= 0x80).any():  # ASCII: each byte widened is its UCS-4 character
+        return b.astype(np.uint32).view(f"U{n}").reshape(raw.shape)
+    return np.char.decode(b.view(f"S{n}").reshape(raw.shape), "utf-8", "replace")
 
 
 def _categorical(raw: np.ndarray, enum: tuple) -> pd.Categorical:
     names = [name for name, _ in enum]
+    bits = raw.dtype.itemsize * 8
     first = {}
     for i, (_, value) in enumerate(enum):
+        value &= (1 << bits) - 1  # an enumerator as the field's bits read it
+        if raw.dtype.kind == "i" and value >> (bits - 1):
+            value -= 1 << bits
         first.setdefault(value, i)
     known = np.array(sorted(first), dtype=raw.dtype)
     codes = np.full(raw.shape, -1, dtype=np.int64)
@@ -306,7 +306,8 @@ def _lhist_params(btf, type_id) -> dict:
 
 
 def _is_int(btf, type_id, dtype) -> bool:
-    return dtype.kind in "iu" and dtype.subdtype is None and _kind(btf, type_id, dtype)[0] == "num"
+    return (dtype.kind in "iu" and dtype.subdtype is None
+            and _kind(btf, type_id, dtype)[0] == "num")
 
 
 def _counts_field(btf, map):
@@ -370,19 +371,19 @@ def histogram(map, kind: str | None = None, *, min: int = 0,
     kt = map.key_type_id
     key_fields = {f[0]: f[1] for f in btf.fields(kt)} if btf is not None and kt else {}
     groups, group_tid, drop = None, kt, None
-    if "slot" in key_fields:  # keyed: {key, slot} of bpfnb.h, {fields..., slot} of BCC
+    if shape == "slots":  # one histogram per entry
+        n, nslots = counts.shape
+        slots = np.tile(np.arange(nslots), n)
+        if not (map.type in ARRAY_TYPES and map.max_entries == 1):
+            groups = np.repeat(_opaque(keys), nslots).view(keys.dtype)
+        counts = counts.reshape(-1)
+    elif "slot" in key_fields:  # keyed: {key, slot} of bpfnb.h, {fields..., slot} of BCC
         slots = keys["slot"]
         if _struct_name(btf, kt).startswith("bpfnb_hist_key__"):
             groups, group_tid = keys["key"], key_fields["key"]
         else:
             groups, drop = _opaque(keys).copy().view(keys.dtype), "slot"
             groups["slot"] = 0  # the other fields tell the histograms apart
-    elif shape == "slots":  # one histogram per entry
-        n, nslots = counts.shape
-        slots = np.tile(np.arange(nslots), n)
-        if not (map.type in ARRAY_TYPES and map.max_entries == 1):
-            groups = np.repeat(_opaque(keys), nslots).view(keys.dtype)
-        counts = counts.reshape(-1)
     elif _is_int(btf, kt, map.key_dtype):
         slots = keys
     else:
@@ -544,6 +545,9 @@ class Histogram(pd.DataFrame):
         import matplotlib.pyplot as plt
         if ax is None:
             _, ax = plt.subplots(figsize=(max(4, 0.35 * self["low"].nunique() + 2), 3))
+        ax.set_title(f"@{self.title}")
+        if not len(self):
+            return ax
         table = pd.DataFrame({"bucket": self._labels(), "low": self["low"],
                               "group": self._group_names(), "count": self["count"]})
         wide = table.pivot_table(index=["low", "bucket"], columns="group", values="count",
@@ -552,5 +556,4 @@ class Histogram(pd.DataFrame):
         wide.plot.bar(ax=ax, width=0.85, legend=bool(self.key_columns), **kwargs)
         ax.set_xlabel("log2 buckets" if self.log2 else "buckets")
         ax.set_ylabel("count")
-        ax.set_title(f"@{self.title}")
         return ax

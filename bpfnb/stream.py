@@ -66,8 +66,13 @@ class EventStream:
             reader = PerfBuffer(map.fd, self.dtype, page_cnt)
         self._perf = reader if map.type == PERF_EVENT_ARRAY else None
         self._lost_now = 0
-        self._lost_base = self._kernel_counter()
-        self._collector = _Collector(reader, self._obj, max_rows, f"bpfnb-stream-{map.name}")
+        try:
+            self._lost_base = self._kernel_counter()
+            self._collector = _Collector(reader, self._obj, max_rows,
+                                         f"bpfnb-stream-{map.name}")
+        except BaseException:
+            reader.close()
+            raise
         # Stops the thread when the stream is dropped without close().
         self._finalizer = weakref.finalize(self, self._collector.stop)
         self._collector.start()

@@ -13,6 +13,7 @@ from bpfnb.libbpf import _lib
 
 SOURCE = r"""
 enum color { RED = 1, GREEN = 2, BLUE = 4 };
+enum sign { MINUS = -1, ZERO = 0, PLUS = 1 };
 
 struct fkey {
     u32 pid;
@@ -47,6 +48,8 @@ struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 5);
          __type(key, u32); __type(value, s64); } arr SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_LRU_HASH); __uint(max_entries, 32);
          __type(key, u64); __type(value, u64); } lru SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8);
+         __type(key, u32); __type(value, enum sign); } signs SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } rb SEC(".maps");
 
 const volatile u32 target_pid = 0;
@@ -161,6 +164,12 @@ def test_enums_are_categoricals_of_all_enumerators(obj):
     assert df["color"].tolist() == ["RED", "3"]
     assert list(df["tint"].cat.categories) == ["RED", "GREEN", "BLUE", "0"]
     assert df["tint"].tolist() == ["BLUE", "0"]
+    signs = obj.maps.signs
+    for k, v in enumerate(["PLUS", "MINUS", 5, "ZERO"]):
+        signs[k] = v
+    sdf = signs.to_df()
+    assert list(sdf["value"].cat.categories) == ["MINUS", "ZERO", "PLUS", "5"]
+    assert sdf["value"].tolist() == ["PLUS", "MINUS", "5", "ZERO"]
 
 
 def test_rows_match_per_key_decoding(obj):
@@ -265,7 +274,7 @@ def test_bad_percpu_mode_and_non_tabular_maps(obj):
     with pytest.raises(TypeError, match="stream"):
         obj.maps.rb.to_df()
     dfs = obj.to_dfs()
-    assert set(dfs) == {"things", "pc_hash", "pc_arr", "lru_pc", "arr", "lru"}
+    assert set(dfs) == {"things", "pc_hash", "pc_arr", "lru_pc", "arr", "lru", "signs"}
     assert all(isinstance(df, pd.DataFrame) for df in dfs.values())
 
 
@@ -283,3 +292,29 @@ def test_map_without_btf_types(no_leaks):
             m[k] = k * 100
         df = m.to_df()
         assert df.values.tolist() == [[2, 200], [5, 500], [9, 900]]
+
+
+def test_stack_trace_maps_go_to_symbols(no_leaks):
+    src = r"""
+    struct { __uint(type, BPF_MAP_TYPE_STACK_TRACE); __uint(max_entries, 64);
+             __uint(key_size, 4); __uint(value_size, 127 * 8); } stacks SEC(".maps");
+    struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8);
+             __type(key, s64); __type(value, u32); } ids SEC(".maps");
+    const volatile u32 target_pid = 0;
+    SEC("tracepoint/syscalls/sys_enter_getppid")
+    int grab(void *ctx)
+    {
+        if ((bpf_get_current_pid_tgid() >> 32) != target_pid)
+            return 0;
+        s64 id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+        u32 one = 1;
+        bpf_map_update_elem(&ids, &id, &one, BPF_ANY);
+        return 0;
+    }
+    """
+    with bpfnb.load(src, rodata={"target_pid": os.getpid()}) as o:
+        os.getppid()
+        ids = o.maps.ids.to_df()["key"].tolist()
+        assert len(ids) == 1 and ids[0] >= 0
+        stacks = o.to_dfs()["stacks"]
+        assert stacks["stack_id"].tolist() == ids

@@ -91,10 +91,6 @@ class RingBuffer:
         """An fd that polls readable (EPOLLIN) while records are waiting."""
         return self._fd
 
-    def available(self) -> int:
-        """Bytes written by the producer and not consumed yet (headers included)."""
-        return int(self._prod_pos[0]) - self._cons
-
     def read(self) -> list:
         """Every committed record up to the producer position, as runs."""
         if self._fd < 0:

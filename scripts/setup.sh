@@ -75,7 +75,8 @@ pkg_installed() {
 # package:proof -- the package counts as present when dpkg says it is installed,
 # or when the proof (a command, an absolute path, lib=SONAME known to ldconfig) exists.
 REQUIRED="clang:clang libbpf1:lib=libbpf.so.1 libbpf-dev:/usr/include/bpf/bpf_helpers.h
-          make:make iproute2:ip iputils-ping:ping gcc:gcc python3-venv: python3-dev:"
+          make:make iproute2:ip iputils-ping:ping gcc:gcc python3-venv: python3-dev:
+          linux-libc-dev:/usr/include/linux/version.h"
 have_proof() {
     case "$1" in
         "") return 1 ;;

@@ -25,6 +25,7 @@ from .program import Program
 
 OPENED, LOADED, DESTROYED = "opened", "loaded", "destroyed"
 GLOBAL_SECTIONS = ("bss", "data", "rodata", "kconfig")
+BPF_F_MMAPABLE = 1 << 10  # uapi map flag: the map's memory can be mmapped
 
 _live: "weakref.WeakSet[Object]" = weakref.WeakSet()
 
@@ -98,8 +99,20 @@ class Globals:
                 f"(bpfnb.load(..., rodata={{...}}) or %%bpf --set), or declare the variable "
                 f"without const to change it at run time")
         if self._mem is None:
+            if not self._map.map_flags & BPF_F_MMAPABLE:
+                return self._copy()
             object.__setattr__(self, "_mem", obj._mmap(self._map, self._section))
         return self._mem
+
+    def _copy(self) -> bytearray:
+        """The section's bytes through a lookup: libbpf does not make a section of
+        static variables only (bpfnb.h's bpfnb_lost) mmapable. __setattr__ stores the
+        copy back."""
+        buf = ctypes.create_string_buffer(self._map.value_size)
+        rc = lib.bpf_map_lookup_elem(self._map.fd, bytes(4), buf)
+        if rc < 0:
+            raise BPFError(f"cannot read .{self._section}", last_errno(rc))
+        return bytearray(buf.raw)
 
     def __getattr__(self, name):
         if name not in self._vars:
@@ -116,6 +129,10 @@ class Globals:
         raw = self._obj.btf.encode(tid, value)
         buf = self._buffer(True)
         memoryview(buf).cast("B")[off:off + size] = raw
+        if isinstance(buf, bytearray):  # a copy (see _copy)
+            rc = lib.bpf_map_update_elem(self._map.fd, bytes(4), bytes(buf), 0)
+            if rc < 0:
+                raise BPFError(f"cannot write .{self._section}", last_errno(rc))
 
     __getitem__ = __getattr__
     __setitem__ = __setattr__

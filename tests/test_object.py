@@ -256,3 +256,17 @@ def test_missing_privileges_say_what_to_do(need_root):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "PrivilegeError:" in r.stdout
     assert "CAP_BPF" in r.stdout and "sudo" in r.stdout
+
+
+def test_static_only_globals_read_and_write(no_leaks):
+    """A section of only static variables is not mmapable: it goes through the map."""
+    src = r"""
+static u64 hits = 0;
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int h(void *ctx) { __sync_fetch_and_add(&hits, 1); return 0; }
+"""
+    with bpfnb.load(src) as obj:
+        obj.bss.hits = 10
+        for _ in range(5):
+            os.getppid()
+        assert obj.bss.hits >= 15

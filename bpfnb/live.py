@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from .libbpf import Map, ObjectClosedError
 from .libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY
@@ -45,6 +46,10 @@ DPI = 72
 WIDTH_IN = 10.0
 ROW_IN = 3.0
 BACKGROUND = (255, 255, 255)
+# What a view's update() asks of the frame: move its artists only (blit); redraw the
+# axes background too (new limits, legend); or lay the figure out again (new labels).
+BLIT, REDRAW, RELAYOUT = 0, 1, 2
+LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
 
 # --- PNG ------------------------------------------------------------------------
 
@@ -197,8 +202,8 @@ def nice_ceiling(x: float) -> float:
 
 
 class _Scale:
-    """An axis limit that moves only when data leaves it or shrinks below a quarter of
-    it, so the background (ticks, labels) is redrawn rarely."""
+    """An axis limit that moves only when data leaves it (then with room to grow) or
+    shrinks below a quarter of it, so the background (ticks, labels) is redrawn rarely."""
 
     def __init__(self, top: float = 1.0):
         self.top = top
@@ -206,8 +211,8 @@ class _Scale:
     def fit(self, vmax: float) -> bool:
         if not np.isfinite(vmax) or vmax <= 0:
             return False
-        if vmax > self.top or vmax < self.top / 4:
-            top = nice_ceiling(vmax * 1.1)
+        if vmax >= self.top or vmax < self.top / 4:
+            top = nice_ceiling(vmax * 1.5)
             changed, self.top = top != self.top, top
             return changed
         return False
@@ -219,6 +224,9 @@ def _si(x: float) -> str:
         if abs(x) >= size:
             return f"{x / size:.3g}{unit}"
     return f"{x:.3g}"
+
+
+_COMPACT = FuncFormatter(lambda v, _: _si(v))   # value ticks of bounded width: "2.5M"
 
 
 def _bound(x: float) -> str:
@@ -248,8 +256,8 @@ class View:
     """One panel of a dashboard.
 
     ``sample()`` reads the source (in the refresh thread, with the BPF object locked);
-    ``update()`` moves the artists and says whether the axes background must be
-    redrawn. ``rows`` and ``lost`` feed the status line.
+    ``update()`` moves the artists and returns BLIT, REDRAW or RELAYOUT: what else the
+    frame must draw. ``rows`` and ``lost`` feed the status line.
     """
 
     html = False
@@ -296,7 +304,7 @@ class View:
     def sample(self, now: float):
         raise NotImplementedError
 
-    def update(self, now: float) -> bool:
+    def update(self, now: float) -> int:
         raise NotImplementedError
 
     def animated(self) -> list:
@@ -329,6 +337,7 @@ class TimeSeries(View):
         super().setup(ax)
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
+        ax.yaxis.set_major_formatter(_COMPACT)
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -350,15 +359,15 @@ class TimeSeries(View):
         self.rows = len(values)
 
     def update(self, now):
-        full = False
+        need = BLIT
         names = list(self.history[-1][1]) if self.history else []
         for name in names:
             if name not in self.lines:
                 (self.lines[name],) = self.ax.plot([], [], label=name, animated=True, lw=1.5)
                 self.ax.legend(loc="upper left", fontsize=8)
-                full = True
+                need = REDRAW
         if not self.history:
-            return full
+            return need
         x = np.fromiter((t - now for t, _ in self.history), float, len(self.history))
         top = 0.0
         for name, line in self.lines.items():
@@ -368,8 +377,8 @@ class TimeSeries(View):
                 top = max(top, float(np.nanmax(y)))
         if self._scale.fit(top):
             self.ax.set_ylim(0, self._scale.top)
-            full = True
-        return full
+            need = max(need, REDRAW)
+        return need
 
     def animated(self):
         return list(self.lines.values())
@@ -378,18 +387,23 @@ class TimeSeries(View):
 class TopN(View):
     """The ``n`` largest entries of a map (or of a callable's DataFrame) as bars.
 
-    ``key``/``value`` name the label and number columns (default: ``value`` and every
-    other column). ``rate=True`` ranks by growth per second instead of totals.
+    ``key``/``value`` name the label and number columns (default: a map's key and its
+    ``value``). ``rate=True`` ranks by growth per second instead of totals. Widths are
+    current at every frame; the ranking (which keys, in which order) is redone at most
+    every ``rerank`` seconds, so that labels do not flicker on a busy machine.
     """
 
     def __init__(self, source, n: int = 10, *, key=None, value: str | None = None,
-                 rate: bool = False, title: str | None = None):
+                 rate: bool = False, rerank: float = 1.0, title: str | None = None):
         super().__init__(source, title)
-        self.n, self.key, self.value, self.rate = n, key, value, rate
+        self.n, self.key, self.value = n, key, value
+        self.rate, self.rerank = rate, rerank
         self.labels: list[str] = []
         self.data = pd.DataFrame(columns=["label", "value"])
         self.bars: list = []
         self._prev: tuple[float, dict] | None = None
+        self._ranked_at = -math.inf
+        self._widest = 0
         self._scale = _Scale()
 
     def setup(self, ax):
@@ -398,23 +412,30 @@ class TopN(View):
                                  animated=True, color="C0"))
         ax.set_ylim(self.n - 0.5, -0.5)   # largest on top
         ax.set_xlim(0, self._scale.top)
+        ax.xaxis.set_major_formatter(_COMPACT)
         ax.set_yticks([])
         ax.tick_params(labelsize=8)
 
     def sample(self, now):
         labels, values = labels_values(self.source, self.key, self.value)
+        labels = [label[:LABEL_CHARS] for label in labels]
         self.rows = len(labels)
+        current = dict(zip(labels, values))
         if self.rate:
-            current = dict(zip(labels, values))
             if self._prev is None:
                 self._prev = (now, current)
                 return
             t0, before = self._prev
             dt = max(now - t0, 1e-9)
-            values = np.array([(v - before.get(k, 0.0)) / dt for k, v in current.items()])
             self._prev = (now, current)
-        order = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:self.n]
-        self.data = pd.DataFrame({"label": [labels[i] for i in order], "value": values[order]})
+            current = {k: (v - before.get(k, 0.0)) / dt for k, v in current.items()}
+        shown = self.data["label"].tolist()
+        if now - self._ranked_at >= self.rerank or len(shown) < min(self.n, len(current)):
+            shown = sorted(current, key=lambda k: -np.nan_to_num(current[k], nan=-np.inf))
+            shown = shown[:self.n]
+            self._ranked_at = now
+        self.data = pd.DataFrame({"label": shown,
+                                  "value": [float(current.get(k, 0.0)) for k in shown]})
 
     def update(self, now):
         labels = self.data["label"].tolist()
@@ -423,15 +444,17 @@ class TopN(View):
             shown = i < len(values)
             bar.set_width(values[i] if shown and np.isfinite(values[i]) else 0.0)
             bar.set_visible(shown)
-        full = False
+        need = BLIT
         if labels != self.labels:
             self.labels = labels
             self.ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-            full = True
+            widest = max(map(len, labels), default=0)
+            need = RELAYOUT if widest > self._widest else REDRAW   # wider: new margins
+            self._widest = max(widest, self._widest)
         if self._scale.fit(float(np.nanmax(values)) if len(values) else 0.0):
             self.ax.set_xlim(0, self._scale.top)
-            full = True
-        return full
+            need = max(need, REDRAW)
+        return need
 
     def animated(self):
         return self.bars
@@ -454,6 +477,7 @@ class Histogram(View):
     def setup(self, ax):
         super().setup(ax)
         ax.set_ylim(0, self._scale.top)
+        ax.yaxis.set_major_formatter(_COMPACT)
         ax.tick_params(labelsize=8)
         ax.set_ylabel("count", fontsize=8)
 
@@ -470,7 +494,7 @@ class Histogram(View):
     def update(self, now):
         buckets = [bucket_label(lo, hi) for lo, hi in zip(self.data["low"], self.data["high"])]
         counts = self.data["count"].to_numpy(dtype=float)
-        full = False
+        need = BLIT
         if buckets != self.buckets:
             for bar in self.bars:
                 bar.remove()
@@ -479,13 +503,13 @@ class Histogram(View):
             self.ax.set_xticks(x, buckets, rotation=45, ha="right", fontsize=7)
             self.ax.set_xlim(-0.5, max(len(buckets), 1) - 0.5)
             self.buckets = buckets
-            full = True
+            need = RELAYOUT
         for bar, c in zip(self.bars, counts):
             bar.set_height(c)
         if self._scale.fit(float(counts.max()) if len(counts) else 0.0):
             self.ax.set_ylim(0, self._scale.top)
-            full = True
-        return full
+            need = max(need, REDRAW)
+        return need
 
     def animated(self):
         return self.bars
@@ -494,15 +518,18 @@ class Histogram(View):
 class KeyLines(View):
     """One line per key over time, for the ``n`` busiest keys of a map.
 
-    Keys are ranked by a moving average of their rate (or value), so the lines shown
-    do not flicker between keys of similar size.
+    Keys are ranked by a moving average of their rate (or value), at most every
+    ``rerank`` seconds and with a head start for the keys shown, so the lines do not
+    flicker between keys of similar size.
     """
 
     def __init__(self, source, n: int = 5, *, key=None, value: str | None = None,
-                 rate: bool = True, window: float = 60.0, title: str | None = None):
+                 rate: bool = True, window: float = 60.0, rerank: float = 1.0,
+                 title: str | None = None):
         super().__init__(source, title)
         self.n, self.key, self.value = n, key, value
-        self.rate, self.window = rate, window
+        self.rate, self.window, self.rerank = rate, window, rerank
+        self._ranked_at = -math.inf
         self.history: deque[tuple[float, dict]] = deque()
         self.keys: list[str] = []
         self.ranked: list[str] = []
@@ -517,6 +544,7 @@ class KeyLines(View):
                       for i in range(self.n)]
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
+        ax.yaxis.set_major_formatter(_COMPACT)
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -537,14 +565,17 @@ class KeyLines(View):
             del self._score[k]
         for k, v in point.items():
             self._score[k] = 0.8 * self._score.get(k, v) + 0.2 * v
-        top = sorted(self._score, key=self._score.get, reverse=True)[:self.n]
-        self.history.append((now, {k: point[k] for k in top}))
+        if now - self._ranked_at >= self.rerank or len(self.ranked) < min(self.n, len(point)):
+            shown = set(self.keys)   # a head start for the keys on screen: no flapping
+            self.ranked = sorted(self._score, reverse=True, key=lambda k: self._score[k]
+                                 * (1.25 if k in shown else 1.0))[:self.n]
+            self._ranked_at = now
+        self.history.append((now, {k: point.get(k, np.nan) for k in self.ranked}))
         while self.history and self.history[0][0] < now - self.window:
             self.history.popleft()
-        self.ranked = top
 
     def update(self, now):
-        full = False
+        need = BLIT
         ranked = self.ranked
         # Keep a key on its line (and colour) while it stays in the top n.
         if set(ranked) != set(self.keys):
@@ -552,9 +583,9 @@ class KeyLines(View):
             self.keys = stay + [k for k in ranked if k not in stay]
             shown = self.lines[:len(self.keys)]
             self.ax.legend(shown, self.keys, loc="upper left", fontsize=8)
-            full = True
+            need = REDRAW
         if not self.history:
-            return full
+            return need
         x = np.fromiter((t - now for t, _ in self.history), float, len(self.history))
         top = 0.0
         for i, line in enumerate(self.lines):
@@ -568,8 +599,8 @@ class KeyLines(View):
                 line.set_data([], [])
         if self._scale.fit(top):
             self.ax.set_ylim(0, self._scale.top)
-            full = True
-        return full
+            need = max(need, REDRAW)
+        return need
 
     def animated(self):
         return self.lines
@@ -602,7 +633,7 @@ class Table(View):
         html = (f"<div style='font-size:11px'><b>{self.title}</b>{body}</div>")
         if html != self.widget.value:
             self.widget.value = html
-        return False
+        return BLIT
 
     def animated(self):
         return []
@@ -676,8 +707,14 @@ class Panels:
         FigureCanvasAgg(self.figure)
         for i, view in enumerate(self.plots):
             view.setup(self.figure.add_subplot(rows, cols, i + 1))
+        # Each plot's grid cell in pixels (rows from the top), to redraw it alone.
+        w, h = self.figure.canvas.get_width_height()
+        self._cells = {view: (round(i // cols * h / rows), round((i // cols + 1) * h / rows),
+                              round(i % cols * w / cols), round((i % cols + 1) * w / cols))
+                       for i, view in enumerate(self.plots)}
         self._background = None
         self.full_draws = 0
+        self.cell_draws = 0
 
     def sample(self, now: float):
         for view in self.views:
@@ -693,15 +730,28 @@ class Panels:
                     obj.lock.release()
 
     def render(self, now: float) -> np.ndarray:
-        """Move every artist to its new data; redraw the background only if needed."""
-        full = self._background is None
-        for view in self.views:
-            full |= bool(view.update(now))
+        """Move every artist to its new data; redraw backgrounds only where needed."""
+        needs = {view: view.update(now) for view in self.views}
         canvas = self.figure.canvas
-        if full:
+        redraw = [view for view, need in needs.items() if need == REDRAW]
+        if self._background is None or RELAYOUT in needs.values():
+            # The whole figure, laid out again (as costly as the drawing itself).
+            self.figure.set_layout_engine("constrained")
             canvas.draw()   # animated artists are left out of the background
+            self.figure.set_layout_engine("none")
             self._background = canvas.copy_from_bbox(self.figure.bbox)
             self.full_draws += 1
+        elif redraw:
+            # Only the cells whose limits or labels changed: wipe, draw the axes alone.
+            canvas.restore_region(self._background)
+            renderer = canvas.get_renderer()
+            pixels = np.asarray(canvas.buffer_rgba())
+            for view in redraw:
+                top, bottom, left, right = self._cells[view]
+                pixels[top:bottom, left:right] = 255   # the figure's white
+                view.ax.draw(renderer)
+            self._background = canvas.copy_from_bbox(self.figure.bbox)
+            self.cell_draws += len(redraw)
         else:
             canvas.restore_region(self._background)
         for view in self.plots:
@@ -745,6 +795,7 @@ class Dashboard(widgets.VBox):
         self._paused = False
         self._thread: threading.Thread | None = None
         self._last_frame = 0.0
+        self._gap = 0.0
 
         self.image = widgets.Image(format="png")
         self.pause_button = widgets.ToggleButton(description="Pause", icon="pause",
@@ -861,9 +912,10 @@ class Dashboard(widgets.VBox):
                 self.image.value = png_bytes(pixels)
             self._pixels = pixels
             end = time.monotonic()
-            if self._last_frame:
-                rate = 1.0 / max(end - self._last_frame, 1e-6)
-                self.fps = rate if not self.frames else 0.8 * self.fps + 0.2 * rate
+            if self._last_frame:   # a moving average of the gaps, not of 1/gap (biased)
+                gap = end - self._last_frame
+                self._gap = gap if self.frames < 2 else 0.8 * self._gap + 0.2 * gap
+                self.fps = 1.0 / max(self._gap, 1e-6)
             self._last_frame = end
             self.frame_ms = (end - start) * 1000
             self.frames += 1
@@ -987,7 +1039,8 @@ def plot_maps(obj, maps: list[str] | None = None) -> StaticPlot:
             return pd.DataFrame({"name": [n for _, n in numbers],
                                  "value": [float(getattr(getattr(obj, s), n))
                                            for s, n in numbers]})
-        views.append(TopN(global_variables, n=len(numbers), key="name"))
+        views.append(TopN(global_variables, n=len(numbers), key="name",
+                          title="global variables"))
     if not views:
         raise ValueError(f"object {obj.name!r} has no key/value map or numeric global "
                          f"variable to plot")

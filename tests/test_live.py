@@ -86,10 +86,9 @@ class Worker:
         self.jobs = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="syscall-worker")
         self.thread.start()
-        self.tid = self.jobs.get()
+        self.tid = self.thread.native_id
 
     def _run(self):
-        self.jobs.put(threading.get_native_id())
         while (job := self.jobs.get()) is not None:
             job()
             self.jobs.task_done()
@@ -152,16 +151,18 @@ def share_of(pixels: np.ndarray, color) -> float:
 
 def test_plotted_values_are_the_maps_values(obj, worker):
     live = bpfnb.live
-    top = live.TopN(obj.maps.calls, n=5)
+    top = live.TopN(obj.maps.calls, n=5, rerank=0)
     hist = live.Histogram(obj.maps.offsets)
-    rates = live.TimeSeries(obj.bss, ["total"])
-    lines = live.KeyLines(obj.maps.calls, n=3)
+    rates = live.TimeSeries(obj.bss, ["total"], window=0.5)   # a window the test fills
+    lines = live.KeyLines(obj.maps.calls, n=3, window=0.5)
     dash = bpfnb.live(top, hist, rates, lines, start=False)
     try:
         dash.refresh()                        # baseline for the rates
         worker.cause(getppid=30, getpgrp=20, getsid=10, offsets=[0, 1, 5, 6, 1000])
+        time.sleep(0.2)                       # lines that span part of the window
         dash.refresh()
         worker.cause(getppid=5, getpgrp=30, offsets=[7])
+        time.sleep(0.2)
         dash.refresh()
 
         # Top-N: bar widths are the map's counts at this refresh, largest first.
@@ -196,24 +197,42 @@ def test_plotted_values_are_the_maps_values(obj, worker):
         assert png.startswith(b"\x89PNG") and dash.image.value == png
         assert share_of(axes_pixels(png, top.ax), "C0") > 0.05
         assert share_of(axes_pixels(png, hist.ax), "C2") > 0.02
-        ts = axes_pixels(png, rates.ax)
-        assert (ts.min(axis=-1) < 200).mean() > 0.002       # not all background
+        assert share_of(axes_pixels(png, rates.ax), "C0") > 0.002
+        for ax in (top.ax, hist.ax, rates.ax, lines.ax):
+            assert (axes_pixels(png, ax) < 200).any(axis=-1).mean() > 0.002
     finally:
         dash.stop()
 
 
-def test_blitting_keeps_the_background(obj, worker):
-    dash = bpfnb.live(obj.maps.calls, interval=1, start=False)
+def test_blitting_redraws_only_what_changed(obj, worker):
+    top = bpfnb.live.TopN(obj.maps.calls, rerank=0)
+    held = bpfnb.live.TopN(obj.maps.calls, n=2, rerank=0.3)
+    dash = bpfnb.live(top, held, start=False)
+    panels = dash.panels
     try:
         worker.cause(getppid=10, getpgrp=5)
+        dash.refresh()                         # the first frame: drawn whole
+        worker.cause(getppid=1)                # same order, same scale: artists only
         dash.refresh()
-        worker.cause(getppid=1)                       # same order, same scale
+        assert (panels.full_draws, panels.cell_draws) == (1, 0)
+        worker.cause(getsid=200)               # a new label and a new scale: one cell
         dash.refresh()
-        assert dash.panels.full_draws == 1
-        worker.cause(getsid=200)                      # a new label and a new scale
+        assert (panels.full_draws, panels.cell_draws) == (1, 1)
+        assert [b.get_width() for b in top.bars[:3]] == [200, 11, 5]
+        assert top.labels == ["3", "1", "2"]
+        assert held.labels == ["1", "2"]       # ranked again only after 0.3 s
+        # What blitting drew is what drawing the whole figure afresh (same layout) draws.
+        blitted = dash._pixels
+        panels.figure.canvas.draw()
+        for view in panels.plots:
+            for artist in view.animated():
+                if artist.get_visible():
+                    view.ax.draw_artist(artist)
+        assert np.array_equal(blitted, np.asarray(panels.figure.canvas.buffer_rgba())[..., :3])
+        time.sleep(0.3)
         dash.refresh()
-        assert dash.panels.full_draws == 2
-        assert [b.get_width() for b in dash.views[0].bars[:3]] == [200, 11, 5]
+        assert held.labels == ["3", "1"]
+        assert [b.get_width() for b in held.bars] == [200, 11]
     finally:
         dash.stop()
 
@@ -289,8 +308,10 @@ def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
     assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI
     assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.01
     assert plot._repr_png_().startswith(b"\x89PNG")
-    kinds = [type(v).__name__ for v in plot.views]
-    assert kinds == ["TopN", "Histogram", "TopN"]          # calls, offsets, globals
+    shown = [(type(v).__name__, v.title) for v in plot.views]
+    assert shown == [("Histogram", "offsets"), ("TopN", "calls"),
+                     ("TopN", "global variables")]         # not the ring buffer
+    assert [b.get_width() for b in plot.views[1].bars[:2]] == [4, 2]
 
     table = bpfnb.live.Table(lambda: obj.maps.calls.to_df(), n=3)
     dash = bpfnb.live(obj.maps.calls, table, start=False)

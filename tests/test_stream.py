@@ -169,15 +169,24 @@ def wait_for(condition, timeout=5.0):
     return condition()
 
 
+def open_fds() -> set:
+    """(fd, what it is) of this process; listdir's own fd is closed by the readlink."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except FileNotFoundError:
+            pass
+    return fds
+
+
 @pytest.fixture
 def clean(no_leaks):
     """No stream thread nor file descriptor of the test survives it."""
-    fds = set(os.listdir("/proc/self/fd"))
+    fds = open_fds()
     yield
     assert wait_for(lambda: not our_threads(), 2.0), f"threads left: {our_threads()}"
-    # listdir's own fd may take another number: compare beyond it.
-    left = set(os.listdir("/proc/self/fd")) - fds
-    assert len(left) <= 1, f"file descriptors left: {left}"
+    assert open_fds() - fds == set(), "file descriptors left"
 
 
 @pytest.fixture

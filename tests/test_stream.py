@@ -307,12 +307,16 @@ def test_perf_buffer_counts_lost_samples(devnull):
         calls = 100
         seek_all(devnull, [0] * calls, os.SEEK_END)
         flushes = 0
-        while s.kernel_lost == 0 and flushes < 50:
+
+        def accounted():
+            return len(s) + s.lost == calls * 64 + flushes
+
+        while not accounted() and flushes < 50:
             seek_all(devnull, [1], os.SEEK_END)
             flushes += 1
-            wait_for(lambda: s.kernel_lost > 0, 0.1)
-        assert s.kernel_lost > 0
+            wait_for(accounted, 0.1)
         s.close()
+        assert s.kernel_lost > 0
         seqs = s.to_df()["seq"].to_numpy()
         assert len(seqs) + s.lost == calls * 64 + flushes
         assert len(np.unique(seqs)) == len(seqs)

@@ -127,7 +127,7 @@ def fill(obj, n: int):
 
 
 def check_seq(seq: np.ndarray, n: int):
-    assert len(seq) == n and (np.diff(seq.astype(np.int64)) == 1).all(), "records out of order"
+    assert len(seq) == n and (np.diff(seq.astype(np.int64)) == 1).all(), "out of order"
 
 
 def drain_c(obj, consumer, n):
@@ -252,7 +252,8 @@ def main():
                      "stream_to_df": lambda: drain_stream(obj, n)}
             for case, run in cases.items():
                 log(f"ringbuf: draining {n} records with {case}")
-                runs = [run() for _ in range(1 if case == "ctypes_callback" else args.repeat)]
+                repeat = 1 if case == "ctypes_callback" else args.repeat
+                runs = [run() for _ in range(repeat)]
                 total, setup, *to_df = min(runs)
                 best[case] = (total, total - setup)
                 emit({"case": case, "events": n, "record_bytes": RECORD,
@@ -260,7 +261,8 @@ def main():
                       **({"to_df_seconds": round(to_df[0], 5)} if to_df else {}),
                       "events_per_s": round(n / total),
                       "events_per_s_after_setup": round(n / (total - setup))})
-            c, callback, stream = best["c_libbpf"], best["ctypes_callback"], best["stream_to_df"]
+            c, stream = best["c_libbpf"], best["stream_to_df"]
+            callback = best["ctypes_callback"]
             emit({"case": "summary",
                   "stream_vs_callback": round(callback[0] / stream[0], 1),
                   "stream_vs_c": round(c[0] / stream[0], 3),

@@ -75,7 +75,8 @@ def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
 
 
 def _pixels(figure: Figure) -> np.ndarray:
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    """The figure's last drawn pixels: a view of Agg's buffer (RGB of its RGBA)."""
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3]
 
 
 # --- reading sources --------------------------------------------------------------
@@ -156,12 +157,17 @@ def labels_values(source, key=None, value: str | None = None
     vcol = _value_column(df, value, keys or [])
     if keys is None:
         keys = [c for c in df.columns if c != vcol]
-    values = pd.to_numeric(df[vcol], errors="coerce").to_numpy(dtype=float)
+    column = df[vcol]
+    if not pd.api.types.is_numeric_dtype(column):
+        column = pd.to_numeric(column, errors="coerce")
+    values = column.to_numpy(dtype=float)
     if not keys:
         return [str(i) for i in df.index], values
-    parts = df[keys].astype(str)
-    labels = parts.iloc[:, 0] if len(keys) == 1 else parts.agg(" ".join, axis=1)
-    return labels.tolist(), values
+    # Plain lists: pandas' astype(str) and row-wise joins cost more than the map read.
+    parts = [df[k].tolist() for k in keys]
+    if len(parts) == 1:
+        return [str(v) for v in parts[0]], values
+    return [" ".join(map(str, row)) for row in zip(*parts)], values
 
 
 def _numbers(source, names) -> dict[str, float]:
@@ -486,9 +492,9 @@ class Histogram(View):
         missing = {"low", "high", "count"} - set(df.columns)
         if missing:
             raise ValueError(f"histogram of {self.title}: no column {', '.join(sorted(missing))}")
-        # A keyed histogram (one per pid, per CPU...) is drawn as the sum over its keys.
-        self.data = (pd.DataFrame(df).groupby(["low", "high"], as_index=False, sort=True)
-                     ["count"].sum())
+        if len(df.columns) > 3:   # keyed (one per pid, per CPU...): the sum over the keys
+            df = pd.DataFrame(df).groupby(["low", "high"], as_index=False, sort=True)["count"].sum()
+        self.data = df[["low", "high", "count"]]
         self.rows = len(df)
 
     def update(self, now):
@@ -790,7 +796,6 @@ class Dashboard(widgets.VBox):
         self.frame_ms = 0.0
         self.error: BaseException | None = None
         self.reason = ""
-        self._pixels: np.ndarray | None = None
         self._draw_lock = threading.RLock()
         self._paused = False
         self._thread: threading.Thread | None = None
@@ -910,7 +915,6 @@ class Dashboard(widgets.VBox):
             pixels = self.panels.render(start)
             if self.panels.plots:
                 self.image.value = png_bytes(pixels)
-            self._pixels = pixels
             end = time.monotonic()
             if self._last_frame:   # a moving average of the gaps, not of 1/gap (biased)
                 gap = end - self._last_frame
@@ -934,10 +938,11 @@ class Dashboard(widgets.VBox):
     def snapshot(self, path: str | Path | None = None) -> bytes:
         """The current view (plots, then tables) as PNG bytes; written to ``path`` if given."""
         with self._draw_lock:
-            if self._pixels is None:
+            if not self.frames:
                 self.refresh()
-            parts = [self._pixels] if self.panels.plots else []
-            parts += [_pixels(v.figure()) for v in self.panels.tables]
+            # Agg's buffer holds the last frame: only refresh() draws on this figure.
+            parts = [_pixels(self.panels.figure).copy()] if self.panels.plots else []
+            parts += [_pixels(v.figure()).copy() for v in self.panels.tables]
         data = png_bytes(_stack(parts))
         if path is not None:
             Path(path).write_bytes(data)

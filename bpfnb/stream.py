@@ -85,10 +85,8 @@ class EventStream:
             return self._perf.lost
         if self._bss is None or LOST_VARIABLE not in self._bss:
             return 0
-        try:
-            # A lookup rather than obj.bss: a .bss of static variables only is not
-            # mmapable. Once the object is gone its last value stands.
-            self._lost_now = int(self._bss._map.lookup(0)[LOST_VARIABLE])
+        try:  # once the object is gone its last value stands
+            self._lost_now = int(getattr(self._bss, LOST_VARIABLE))
         except (ObjectClosedError, BPFError):
             pass
         return self._lost_now
@@ -175,21 +173,19 @@ def _typed_records(runs: list, dtype: np.dtype):
     bytes in `raw` (None in the rows that had the struct's size).
     """
     # Concatenated as opaque bytes: numpy copies a structured dtype field by field.
-    opaque = np.dtype(f"V{dtype.itemsize}")
-    if all(isinstance(run, np.ndarray) for run in runs):
-        parts = [run.view(opaque) for run in runs]
-        return np.concatenate(parts or [np.empty(0, opaque)]).view(dtype), None
     size = dtype.itemsize
-    parts, raw = [], []
+    opaque = np.dtype(f"V{size}")
+    odd_sizes = any(isinstance(run, list) for run in runs)
+    parts, raw = [np.empty(0, opaque)], []
     for run in runs:
         if isinstance(run, np.ndarray):
             parts.append(run.view(opaque))
-            raw.extend([None] * len(run))
+            raw.extend([None] * len(run) if odd_sizes else ())
         else:
             fitted = b"".join(r[:size].ljust(size, b"\0") for r in run)
             parts.append(np.frombuffer(fitted, dtype=opaque))
             raw.extend(run)
-    return np.concatenate(parts).view(dtype), raw
+    return np.concatenate(parts).view(dtype), (raw if odd_sizes else None)
 
 
 class _Collector:

@@ -222,7 +222,7 @@ def test_blitting_redraws_only_what_changed(obj, worker):
         assert top.labels == ["3", "1", "2"]
         assert held.labels == ["1", "2"]       # ranked again only after 0.3 s
         # What blitting drew is what drawing the whole figure afresh (same layout) draws.
-        blitted = dash._pixels
+        blitted = np.asarray(panels.figure.canvas.buffer_rgba())[..., :3].copy()
         panels.figure.canvas.draw()
         for view in panels.plots:
             for artist in view.animated():

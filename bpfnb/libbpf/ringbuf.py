@@ -142,11 +142,8 @@ class RingBuffer:
             raise BPFError(f"corrupt ring buffer record: length {length} at position "
                            f"{self._cons} runs past the producer ({avail} bytes left)")
         if not header & DISCARD_BIT:
-            record = self._data_mm[start + HEADER_SIZE:start + HEADER_SIZE + length]
-            if runs and isinstance(runs[-1], list):
-                runs[-1].append(record)
-            else:
-                runs.append([record])
+            payload = start + HEADER_SIZE
+            _append_bytes(runs, self._data_mm[payload:payload + length])
         return taken
 
     def _release(self):
@@ -200,7 +197,8 @@ class PerfBuffer:
         # The callbacks must outlive the perf_buffer: held on self until close().
         self._sample_cb = _SAMPLE_FN(self._on_sample)
         self._lost_cb = _LOST_FN(self._on_lost)
-        ptr = lib.perf_buffer__new(self._fd, page_cnt, ctypes.cast(self._sample_cb, c_void_p),
+        ptr = lib.perf_buffer__new(self._fd, page_cnt,
+                                   ctypes.cast(self._sample_cb, c_void_p),
                                    ctypes.cast(self._lost_cb, c_void_p), None, None)
         if not ptr:
             err = last_errno()
@@ -264,10 +262,15 @@ def _group(samples: list[bytes], dtype: np.dtype | None) -> list:
         if fixed:
             runs.append(np.frombuffer(b"".join(fixed), dtype=dtype))
             fixed = []
-        if runs and isinstance(runs[-1], list):
-            runs[-1].append(s)
-        else:
-            runs.append([s])
+        _append_bytes(runs, s)
     if fixed:
         runs.append(np.frombuffer(b"".join(fixed), dtype=dtype))
     return runs
+
+
+def _append_bytes(runs: list, record: bytes):
+    """Add a record of another size: to the last run if it is one of bytes."""
+    if runs and isinstance(runs[-1], list):
+        runs[-1].append(record)
+    else:
+        runs.append([record])

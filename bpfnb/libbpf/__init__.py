@@ -9,9 +9,10 @@ from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenEr
                      PrivilegeError, VerifierError)
 from .map import Map
 from .object import Object, live_objects
-from .program import Link, Program, enable_stats, kernel_ids, perf_event_open
+from .program import (Link, Program, enable_stats, kernel_ids, kernel_prog_info,
+                      perf_event_open)
 
 __all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "Record", "AttachError", "BPFError",
            "LoadError", "ObjectClosedError", "OpenError", "PrivilegeError", "VerifierError",
            "Map", "Object", "live_objects", "Link", "Program", "enable_stats",
-           "kernel_ids", "perf_event_open"]
+           "kernel_ids", "kernel_prog_info", "perf_event_open"]

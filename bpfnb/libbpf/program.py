@@ -296,17 +296,11 @@ class Program:
     # --- introspection ------------------------------------------------------
 
     def info(self) -> dict:
-        """Kernel id, run count and run time (counted while BPF stats are enabled)."""
-        buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
-        size = ctypes.c_uint32(_PROG_INFO_SIZE)
-        rc = lib.bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(size))
-        if rc < 0:
-            raise BPFError(f"cannot read info of program {self.name!r}", last_errno(rc))
-        raw = buf.raw
-        return {"id": struct.unpack_from("<I", raw, 4)[0],
-                "run_time_ns": struct.unpack_from("<Q", raw, 192)[0],
-                "run_cnt": struct.unpack_from("<Q", raw, 200)[0],
-                "verified_insns": struct.unpack_from("<I", raw, 216)[0]}
+        """Kernel id, name, run count and run time (counted while BPF stats are on)."""
+        info = prog_info(self.fd)
+        if info is None:
+            raise BPFError(f"cannot read info of program {self.name!r}", last_errno())
+        return info
 
     @property
     def id(self) -> int:
@@ -345,9 +339,34 @@ def enable_stats() -> bool:
 
 # --- structures and helpers ---------------------------------------------------
 
-# struct bpf_prog_info (uapi): id at 4, run_time_ns at 192, run_cnt at 200,
-# verified_insns at 216. The kernel zero-fills what an older kernel lacks.
+# struct bpf_prog_info (uapi): id at 4, name[16] at 64, run_time_ns at 192, run_cnt at
+# 200, verified_insns at 216. The kernel zero-fills what an older kernel lacks.
 _PROG_INFO_SIZE = 232
+
+
+def prog_info(fd: int) -> dict | None:
+    """id, name, run_cnt, run_time_ns, verified_insns of the program behind ``fd``."""
+    buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    size = ctypes.c_uint32(_PROG_INFO_SIZE)
+    if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)) < 0:
+        return None
+    raw = buf.raw
+    return {"id": struct.unpack_from("<I", raw, 4)[0],
+            "name": raw[64:80].split(b"\0")[0].decode(errors="replace"),
+            "run_time_ns": struct.unpack_from("<Q", raw, 192)[0],
+            "run_cnt": struct.unpack_from("<Q", raw, 200)[0],
+            "verified_insns": struct.unpack_from("<I", raw, 216)[0]}
+
+
+def kernel_prog_info(prog_id: int) -> dict | None:
+    """prog_info() of any program in the kernel by id; None once it is gone."""
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return None
+    try:
+        return prog_info(fd)
+    finally:
+        os.close(fd)
 
 
 class _UprobeOpts(ctypes.Structure):

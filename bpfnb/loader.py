@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 DEFAULT_MAX_ENTRIES = 10240
 DEFAULT_RINGBUF_BYTES = 256 * 1024
 DEFAULT_STACK_DEPTH = 127
+_HTML_ROWS = 20
 
 
 class Map(libbpf.Map):
@@ -21,9 +23,20 @@ class Map(libbpf.Map):
         from . import frames
         return frames.map_to_df(self, percpu=percpu)
 
-    def hist(self):
+    def hist(self, kind: str | None = None, **options):
+        """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
         from . import frames
-        return frames.histogram(self)
+        return frames.histogram(self, kind, **options)
+
+    def _repr_html_(self):
+        """In a notebook a map shows its header and its first rows."""
+        from . import frames
+        head = html.escape(repr(self))
+        if self.object.state != "loaded" or not frames.is_tabular(self):
+            return f"<code>{head}</code>"
+        df = self.to_df()
+        more = f"<p>{len(df)} entries, first {_HTML_ROWS} shown</p>" if len(df) > _HTML_ROWS else ""
+        return f"<code>{head}</code>{df.head(_HTML_ROWS).to_html()}{more}"
 
     def stream(self, type: str | None = None, **options):
         from . import stream

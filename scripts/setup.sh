@@ -76,7 +76,7 @@ pkg_installed() {
 # or when the proof (a command, an absolute path, lib=SONAME known to ldconfig) exists.
 REQUIRED="clang:clang libbpf1:lib=libbpf.so.1 libbpf-dev:/usr/include/bpf/bpf_helpers.h
           make:make iproute2:ip iputils-ping:ping gcc:gcc python3-venv: python3-dev:
-          linux-libc-dev:/usr/include/linux/version.h"
+          linux-libc-dev:/usr/include/linux/version.h chromium:/usr/bin/chromium"
 have_proof() {
     case "$1" in
         "") return 1 ;;

@@ -9,7 +9,6 @@ kept in the test's tmp dir (printed).
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +40,8 @@ int on_getppid(void *ctx)
     u64 id = bpf_get_current_pid_tgid();
     if ((id >> 32) != target_pid)
         return 0;
-    u32 tid = id, one = 1;
+    u32 tid = id;
+    u64 one = 1;
     u64 *v = bpf_map_lookup_elem(&calls, &tid);
     if (v)
         __sync_fetch_and_add(v, 1);
@@ -140,16 +140,21 @@ def lab(tmp_path, need_root):
         log.close()
 
 
-def test_dashboard_moves_in_jupyterlab(no_leaks, lab, tmp_path):   # no_leaks: checks after lab stops
+@pytest.fixture
+def playwright():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    return pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+
+# no_leaks first: its check runs after JupyterLab (and the kernel) stopped.
+def test_dashboard_moves_in_jupyterlab(no_leaks, playwright, lab, tmp_path):
     write_notebook(lab["root"] / "live.ipynb")
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print(f"\nscreenshots and JupyterLab log: {tmp_path}")
 
-    with sync_playwright() as p:
+    with playwright.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1400})

@@ -82,7 +82,8 @@ def run_dashboard(obj, interval, seconds):
     return {"frames": frames, "seconds": round(wall, 2), "fps": round(frames / wall, 2),
             "cpu_percent": round(100 * cpu / wall, 1),
             "ms_per_frame": round(1000 * cpu / max(frames, 1), 2),
-            "full_draws": dash.panels.full_draws, "png_kb": round(len(dash.image.value) / 1024, 1)}
+            "full_draws": dash.panels.full_draws, "cell_draws": dash.panels.cell_draws,
+            "png_kb": round(len(dash.image.value) / 1024, 1)}
 
 
 def naive_frame(panels, now):

@@ -19,6 +19,7 @@ Only this module of bpfnb knows about ipywidgets.
 from __future__ import annotations
 
 import atexit
+import html
 import math
 import struct
 import sys
@@ -37,8 +38,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from . import frames
 from .libbpf import Map, ObjectClosedError
-from .libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY
+from .libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
 from .libbpf.object import Globals
 from .stream import EventStream
 
@@ -50,6 +52,7 @@ BACKGROUND = (255, 255, 255)
 # axes background too (new limits, legend); or lay the figure out again (new labels).
 BLIT, REDRAW, RELAYOUT = 0, 1, 2
 LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
+WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
 
 # --- PNG ------------------------------------------------------------------------
 
@@ -134,10 +137,10 @@ def _value_column(df: pd.DataFrame, value: str | None, keys: list) -> str:
     return numeric[0] if keys else numeric[-1]
 
 
-def _key_columns(dtype: np.dtype) -> int:
+def _key_column_count(dtype: np.dtype) -> int:
     """How many columns map_to_df makes of a key: one per leaf of its (nested) struct."""
     if dtype.names:
-        return sum(_key_columns(dtype.fields[name][0]) for name in dtype.names)
+        return sum(_key_column_count(dtype.fields[name][0]) for name in dtype.names)
     return 1
 
 
@@ -153,7 +156,7 @@ def labels_values(source, key=None, value: str | None = None
     df = _frame(source)
     keys = [key] if isinstance(key, str) else list(key) if key is not None else None
     if keys is None and isinstance(source, Map):
-        keys = list(df.columns[:_key_columns(source.key_dtype)])
+        keys = list(df.columns[:_key_column_count(source.key_dtype)])
     vcol = _value_column(df, value, keys or [])
     if keys is None:
         keys = [c for c in df.columns if c != vcol]
@@ -173,8 +176,7 @@ def labels_values(source, key=None, value: str | None = None
 def _numbers(source, names) -> dict[str, float]:
     """Named numbers from a Globals section, a Map (total of its values) or a callable."""
     if isinstance(source, Globals):
-        chosen = names or [n for n in source if _is_number(getattr(source, n))]
-        return {n: float(getattr(source, n)) for n in chosen}
+        return {n: float(getattr(source, n)) for n in names or _numeric_names(source)}
     if isinstance(source, Map):
         _, values = labels_values(source)
         return {source.name: float(np.nansum(values))}
@@ -201,7 +203,7 @@ def _is_number(x) -> bool:
 def nice_ceiling(x: float) -> float:
     """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= x (x > 0)."""
     power = 10.0 ** math.floor(math.log10(x))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 2, 2.5, 5):
         if step * power >= x * (1 - 1e-12):
             return step * power
     return 10 * power
@@ -211,8 +213,8 @@ class _Scale:
     """An axis limit that moves only when data leaves it (then with room to grow) or
     shrinks below a quarter of it, so the background (ticks, labels) is redrawn rarely."""
 
-    def __init__(self, top: float = 1.0):
-        self.top = top
+    def __init__(self):
+        self.top = 1.0
 
     def fit(self, vmax: float) -> bool:
         if not np.isfinite(vmax) or vmax <= 0:
@@ -267,8 +269,14 @@ class View:
     """
 
     html = False
+    accepts: tuple = (Map,)   # the sources it reads, besides callables
 
     def __init__(self, source, title: str | None = None):
+        if not (isinstance(source, self.accepts) or callable(source)):
+            kinds = " or ".join(["a " + t.__name__ for t in self.accepts]
+                                + ["a callable returning a DataFrame"])
+            raise TypeError(f"{type(self).__name__} reads {kinds}, "
+                            f"not {type(source).__name__}")
         self.title = title or _source_name(source)
         owner = _owner(source)
         # Weak: a dashboard outlives cells, and must not keep a BPF object alive.
@@ -282,7 +290,8 @@ class View:
     @property
     def source(self):
         if self._section:
-            return getattr(self._alive_owner(), self._section)
+            self.check()
+            return getattr(self.owner, self._section)
         return self._source
 
     @property
@@ -290,20 +299,19 @@ class View:
         """The BPF Object this view reads (None for callables and collected objects)."""
         return None if self._owner is None else self._owner()
 
-    def _alive_owner(self):
+    def alive(self) -> bool:
+        """False once the BPF object it reads is destroyed (or collected)."""
         obj = self.owner
-        if self._owner is not None and (obj is None or obj.state == "destroyed"):
-            name = getattr(obj, "name", "")
-            raise ObjectClosedError(f"the BPF object {name!r} of view {self.title!r} "
-                                    f"was destroyed")
-        return obj
+        return self._owner is None or (obj is not None and obj.state != "destroyed")
 
-    @property
-    def objects(self) -> list:
-        obj = self._alive_owner()
-        return [] if obj is None else [obj]
+    def check(self):
+        """Raise ObjectClosedError once the BPF object it reads is destroyed."""
+        if not self.alive():
+            raise ObjectClosedError(f"the BPF object of view {self.title!r} was destroyed")
 
     def setup(self, ax):
+        if self.ax is not None:
+            raise ValueError(f"view {self.title!r} is already in a dashboard: make another")
         self.ax = ax
         ax.set_title(self.title, fontsize=10, loc="left")
 
@@ -329,6 +337,8 @@ class TimeSeries(View):
     DataFrame (its numeric columns summed).
     """
 
+    accepts = (Map, Globals)
+
     def __init__(self, source, names: list[str] | None = None, *, rate: bool = True,
                  window: float = 60.0, title: str | None = None):
         super().__init__(source, title)
@@ -348,7 +358,10 @@ class TimeSeries(View):
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
     def sample(self, now):
-        values = _numbers(self.source, self.names)
+        source = self.source
+        if self.names is None and isinstance(source, Globals):
+            self.names = _numeric_names(source)   # once: decoding every variable costs
+        values = _numbers(source, self.names)
         point = values
         if self.rate:
             if self._last is None:
@@ -437,8 +450,10 @@ class TopN(View):
             current = {k: (v - before.get(k, 0.0)) / dt for k, v in current.items()}
         shown = self.data["label"].tolist()
         if now - self._ranked_at >= self.rerank or len(shown) < min(self.n, len(current)):
-            shown = sorted(current, key=lambda k: -np.nan_to_num(current[k], nan=-np.inf))
-            shown = shown[:self.n]
+            keys = list(current)
+            vals = np.fromiter(current.values(), float, len(keys))
+            order = np.argsort(-np.nan_to_num(vals, nan=-np.inf), kind="stable")[:self.n]
+            shown = [keys[i] for i in order]
             self._ranked_at = now
         self.data = pd.DataFrame({"label": shown,
                                   "value": [float(current.get(k, 0.0)) for k in shown]})
@@ -613,10 +628,11 @@ class KeyLines(View):
 
 
 class Table(View):
-    """The newest ``n`` rows of an event stream, or the first ``n`` rows of a
-    callable's DataFrame, as an HTML table."""
+    """The newest ``n`` rows of an event stream, or the first ``n`` rows of a map's or
+    a callable's DataFrame, as an HTML table."""
 
     html = True
+    accepts = (Map, EventStream)
 
     def __init__(self, source, n: int = 20, *, title: str | None = None,
                  owns_stream: bool = False):
@@ -636,9 +652,9 @@ class Table(View):
 
     def update(self, now):
         body = self.data.to_html(index=False, border=0, max_rows=self.n)
-        html = (f"<div style='font-size:11px'><b>{self.title}</b>{body}</div>")
-        if html != self.widget.value:
-            self.widget.value = html
+        page = f"<div style='font-size:11px'><b>{html.escape(self.title)}</b>{body}</div>"
+        if page != self.widget.value:
+            self.widget.value = page
         return BLIT
 
     def animated(self):
@@ -688,7 +704,8 @@ def view_of(source, kind: str | None = None, **options) -> View:
             kind = "table"
     if kind not in VIEWS:
         raise ValueError(f"unknown view kind {kind!r}; choose one of {', '.join(VIEWS)}")
-    if kind == "table" and isinstance(source, Map):
+    if kind == "table" and isinstance(source, Map) and \
+            source.type in NO_VALUE_TYPES | {PERF_EVENT_ARRAY}:
         return Table(source.stream(), owns_stream=True, **options)
     return VIEWS[kind](source, **options)
 
@@ -718,26 +735,27 @@ class Panels:
         self._cells = {view: (round(i // cols * h / rows), round((i // cols + 1) * h / rows),
                               round(i % cols * w / cols), round((i % cols + 1) * w / cols))
                        for i, view in enumerate(self.plots)}
+        self._paper = np.round(np.array(self.figure.get_facecolor()) * 255).astype(np.uint8)
         self._background = None
         self.full_draws = 0
         self.cell_draws = 0
 
     def sample(self, now: float):
         for view in self.views:
-            objs = view.objects
-            for obj in objs:
-                obj.lock.acquire()
-            try:
-                for obj in objs:
-                    obj._check_open()
+            view.check()
+            obj = view.owner
+            if obj is None:
                 view.sample(now)
-            finally:
-                for obj in objs:
-                    obj.lock.release()
+                continue
+            with obj.lock:   # Object.destroy() waits until this read is over
+                view.check()   # destroyed while we waited for the lock?
+                view.sample(now)
 
-    def render(self, now: float) -> np.ndarray:
+    def render(self, now: float) -> np.ndarray | None:
         """Move every artist to its new data; redraw backgrounds only where needed."""
         needs = {view: view.update(now) for view in self.views}
+        if not self.plots:   # tables only: nothing to draw here
+            return None
         canvas = self.figure.canvas
         redraw = [view for view, need in needs.items() if need == REDRAW]
         if self._background is None or RELAYOUT in needs.values():
@@ -754,7 +772,7 @@ class Panels:
             pixels = np.asarray(canvas.buffer_rgba())
             for view in redraw:
                 top, bottom, left, right = self._cells[view]
-                pixels[top:bottom, left:right] = 255   # the figure's white
+                pixels[top:bottom, left:right] = self._paper   # the figure's colour
                 view.ax.draw(renderer)
             self._background = canvas.copy_from_bbox(self.figure.bbox)
             self.cell_draws += len(redraw)
@@ -814,7 +832,7 @@ class Dashboard(widgets.VBox):
         self.pause_button.observe(self._on_pause, "value")
         self.stop_button.on_click(lambda _: self.stop("stopped"))
         self.slider.observe(self._on_interval, "value")
-        header = [widgets.HTML(f"<b>{title}</b>")] if title else []
+        header = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
         controls = widgets.HBox([self.pause_button, self.stop_button, self.slider])
         shown = [self.image] if self.panels.plots else []
         super().__init__(header + [controls] + shown
@@ -889,21 +907,28 @@ class Dashboard(widgets.VBox):
     def _run(self):
         deadline = time.monotonic()
         while not self._stop.is_set():
-            if not self._paused:
-                try:
+            try:
+                for view in self.views:   # paused or not
+                    view.check()
+                if not self._paused:
                     self.refresh()
-                except ObjectClosedError as e:
-                    self.stop(f"stopped: {e}")
-                    return
-                except Exception as e:   # a view's source failed: show it, stop
-                    self.error = e
-                    self.stop(f"stopped on error: {type(e).__name__}: {e}")
-                    return
-            deadline += self.interval
-            now = time.monotonic()
-            if deadline < now:   # fell behind (slow source, long pause): don't catch up
-                deadline = now
-            self._stop.wait(deadline - now)
+            except ObjectClosedError as e:
+                self.stop(f"stopped: {e}")
+                return
+            except Exception as e:   # a view's source failed: show it, stop
+                self.error = e
+                self.stop(f"stopped on error: {type(e).__name__}: {e}")
+                return
+            deadline = max(deadline + self.interval, time.monotonic())   # no catching up
+            self._wait(deadline)
+
+    def _wait(self, deadline: float):
+        """Sleep until ``deadline``; wake early on stop() or when a BPF object is gone."""
+        while not self._stop.is_set() and all(v.alive() for v in self.views):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, WATCH_S))
 
     # --- frames ----------------------------------------------------------------
 
@@ -923,7 +948,7 @@ class Dashboard(widgets.VBox):
             self._last_frame = end
             self.frame_ms = (end - start) * 1000
             self.frames += 1
-            if not self._paused:
+            if not self._paused and not self._stop.is_set():
                 self._show_status("running")
 
     def _show_status(self, state: str):
@@ -990,12 +1015,12 @@ def object_views(obj, maps: list[str] | None = None) -> list[View]:
 
     Ring buffers are left out: a second consumer would steal the records of a stream
     the notebook already reads; show one with ``bpfnb.live(stream)`` or
-    ``obj.maps.events.live()``.
+    ``obj.maps.events.live()``. Stack trace maps are left out too (no numbers).
     """
     views: list[View] = []
     for m in obj.maps:
-        if (maps is not None and m.name not in maps) or m.type in NO_VALUE_TYPES \
-                or m.type == PERF_EVENT_ARRAY:
+        if (maps is not None and m.name not in maps) or not frames.is_tabular(m) \
+                or m.type == STACK_TRACE:
             continue
         views.append(Histogram(m) if _is_histogram(m) else TopN(m))
     for section in ("bss", "data"):

@@ -64,6 +64,9 @@ for rate in (50, 200):
 '''
 
 DASHBOARD_CELL = "dash = bpfnb.live(obj.maps.calls, obj.bss, interval=0.25)\ndash"
+# Keeps the kernel busy while the screenshots are taken: the dashboard must go on.
+# (Sent once the widget shows: JupyterLab asks the kernel about widgets it renders.)
+BUSY_CODE = "import time; time.sleep(8)"
 
 
 def free_port() -> int:
@@ -174,10 +177,14 @@ def test_dashboard_moves_in_jupyterlab(no_leaks, playwright, lab, tmp_path):
             status = page.locator(".jp-OutputArea-output .widget-html-content").last
             page.wait_for_function("[...document.querySelectorAll('.widget-html-content')]"
                                    ".some(e => /running ·/.test(e.textContent))")
+            kernel = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+            page.evaluate(f"{kernel}.requestExecute({{code: {json.dumps(BUSY_CODE)}}})")
+            page.wait_for_function(f"{kernel}.status === 'busy'")
             time.sleep(1.0)
             first = image.screenshot(path=str(shots / "first.png"))
             time.sleep(3.0)
             second = image.screenshot(path=str(shots / "second.png"))
+            busy = page.evaluate(f"{kernel}.status")
             page.screenshot(path=str(shots / "page.png"), full_page=True)
             text = status.text_content()
             errors = page.locator(".jp-OutputArea-output[data-mime-type="
@@ -187,4 +194,5 @@ def test_dashboard_moves_in_jupyterlab(no_leaks, playwright, lab, tmp_path):
 
     assert errors == 0, f"the notebook printed errors: see {shots / 'page.png'}"
     assert "frames/s" in text and "running" in text
+    assert busy == "busy"   # the screenshots were taken while the kernel ran code
     assert len(first) > 5000 and first != second, "the plot did not change on its own"

@@ -179,7 +179,7 @@ def test_plotted_values_are_the_maps_values(obj, worker):
         assert [b.get_height() for b in hist.bars] == h["count"].tolist()
         assert sum(b.get_height() for b in hist.bars) == 6
 
-        # Time series: rates per second between refreshes (35 calls, then 35 again).
+        # Time series: rates per second between refreshes (60 calls, then 35).
         (t1, r1), (t2, r2) = rates.history
         y = rates.lines["total"].get_ydata()
         assert list(y) == [r1["total"], r2["total"]]
@@ -206,7 +206,7 @@ def test_plotted_values_are_the_maps_values(obj, worker):
 
 def test_blitting_redraws_only_what_changed(obj, worker):
     top = bpfnb.live.TopN(obj.maps.calls, rerank=0)
-    held = bpfnb.live.TopN(obj.maps.calls, n=2, rerank=0.3)
+    held = bpfnb.live.TopN(obj.maps.calls, n=2, rerank=1.5)
     dash = bpfnb.live(top, held, start=False)
     panels = dash.panels
     try:
@@ -220,7 +220,7 @@ def test_blitting_redraws_only_what_changed(obj, worker):
         assert (panels.full_draws, panels.cell_draws) == (1, 1)
         assert [b.get_width() for b in top.bars[:3]] == [200, 11, 5]
         assert top.labels == ["3", "1", "2"]
-        assert held.labels == ["1", "2"]       # ranked again only after 0.3 s
+        assert held.labels == ["1", "2"]       # ranked again only after 1.5 s
         # What blitting drew is what drawing the whole figure afresh (same layout) draws.
         blitted = np.asarray(panels.figure.canvas.buffer_rgba())[..., :3].copy()
         panels.figure.canvas.draw()
@@ -229,7 +229,7 @@ def test_blitting_redraws_only_what_changed(obj, worker):
                 if artist.get_visible():
                     view.ax.draw_artist(artist)
         assert np.array_equal(blitted, np.asarray(panels.figure.canvas.buffer_rgba())[..., :3])
-        time.sleep(0.3)
+        time.sleep(1.5)
         dash.refresh()
         assert held.labels == ["3", "1"]
         assert [b.get_width() for b in held.bars] == [200, 11]
@@ -271,10 +271,50 @@ def test_refreshes_on_its_own_and_stops_with_its_object(no_leaks, worker):
     assert dash.snapshot().startswith(b"\x89PNG")   # the last frame stays
 
 
+def test_destroying_while_it_reads_is_safe(no_leaks, worker):
+    """Re-running a cell: destroy, load again at once, while dashboards read flat out."""
+    before = threading.active_count()
+    dashes = []
+    obj = bpfnb.load(PROGRAM, rodata={"target_tid": worker.tid})
+    try:
+        for _ in range(8):
+            dashes.append(bpfnb.live(obj.maps.calls, obj.maps.offsets, obj.bss,
+                                     interval=0.001))
+            worker.cause(getppid=50, offsets=range(50))
+            time.sleep(0.05)
+            obj.destroy()
+            obj = bpfnb.load(PROGRAM, rodata={"target_tid": worker.tid})
+        assert wait_for(lambda: not any(d.running for d in dashes))
+        assert all("destroyed" in d.reason and d.error is None for d in dashes)
+        assert all(d.frames > 0 for d in dashes)
+    finally:
+        obj.destroy()
+        for d in dashes:
+            d.stop()
+    assert threading.active_count() == before
+
+
+def test_object_and_stream_shortcuts(obj, worker):
+    stream = obj.maps.seeks.stream()
+    whole = obj.live(interval=0.05)
+    events = bpfnb.live(stream, interval=0.05)
+    try:
+        shown = [(type(v).__name__, v.title) for v in whole.views]
+        assert shown == [("Histogram", "offsets"), ("TopN", "calls"), ("TimeSeries", ".bss")]
+        worker.cause(offsets=[5, 6])
+        assert wait_for(lambda: events.views[0].rows == 2)
+        assert wait_for(lambda: whole.frames >= 2 and whole.views[2].rows == 2)  # total, lost
+    finally:
+        whole.stop()
+        events.stop()
+    assert stream.running   # a stream the user opened stays open
+    stream.close()
+
+
 def test_stop_button_and_interval_slider(obj):
     before = threading.active_count()
     one = bpfnb.live(obj.maps.calls, interval=0.05)
-    two = bpfnb.live(bpfnb.live.TimeSeries(lambda: {"t": time.monotonic()}), interval=0.05)
+    two = bpfnb.live(bpfnb.live.TimeSeries(lambda: {"t": time.monotonic()}), interval=0.2)
     try:
         assert wait_for(lambda: one.frames >= 2 and two.frames >= 2)
         one.slider.value = 0.5
@@ -284,7 +324,7 @@ def test_stop_button_and_interval_slider(obj):
         assert two.running
         # A time series of the monotonic clock rises by one second per second.
         assert wait_for(lambda: len(two.views[0].history) >= 2)
-        assert two.views[0].history[-1][1]["t"] == pytest.approx(1.0, rel=0.05)
+        assert two.views[0].history[-1][1]["t"] == pytest.approx(1.0, rel=0.1)
     finally:
         one.stop()
         two.stop()
@@ -295,9 +335,12 @@ def test_a_failing_source_stops_with_the_error_shown():
     def broken():
         raise ValueError("no such column 'pid'")
     dash = bpfnb.live(bpfnb.live.TopN(broken), interval=0.05)
-    assert wait_for(lambda: not dash.running)
-    assert isinstance(dash.error, ValueError)
-    assert "no such column" in dash.status.value and "error" in dash.reason
+    try:
+        assert wait_for(lambda: not dash.running)
+        assert isinstance(dash.error, ValueError)
+        assert "no such column" in dash.status.value and "error" in dash.reason
+    finally:
+        dash.stop()
 
 
 def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
@@ -327,6 +370,21 @@ def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
         dash.stop()
 
 
+def test_the_process_exits_with_dashboards_running(need_root):
+    """Kernel shutdown: the interpreter exits at once, dashboards stopped, no traceback."""
+    code = ("import time, bpfnb, tests.test_live as t\n"
+            "obj = bpfnb.load(t.PROGRAM, rodata={'target_tid': 1})\n"
+            "dash = bpfnb.live(obj.maps.calls, obj.bss, interval=0.01)\n"
+            "other = bpfnb.live(bpfnb.live.TimeSeries(time.monotonic), interval=0.01)\n"
+            "end = time.monotonic() + 20\n"
+            "while (dash.frames < 5 or other.frames < 5) and time.monotonic() < end:\n"
+            "    time.sleep(0.01)\n"
+            "assert dash.running and other.running\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_importing_bpfnb_leaves_widgets_alone():
     code = ("import sys, bpfnb\n"
             "assert 'ipywidgets' not in sys.modules and 'matplotlib' not in sys.modules\n"
@@ -335,8 +393,10 @@ def test_importing_bpfnb_leaves_widgets_alone():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_view_kinds_are_checked(obj):
+def test_views_say_what_they_accept(obj):
     with pytest.raises(ValueError, match="unknown view kind"):
         obj.maps.calls.live(kind="pie")
+    with pytest.raises(TypeError, match="Histogram reads a Map or a callable"):
+        bpfnb.live.Histogram(obj.bss)
     with pytest.raises(ValueError, match="at least one view"):
         bpfnb.live()

@@ -62,6 +62,8 @@ class BPFMagics(Magics):
     @argument("--cflags", default="", help='more clang flags, e.g. --cflags "-O1 -I/path"')
     @argument("--for", type=float, dest="seconds", metavar="SECONDS",
               help="attach for SECONDS, detach, then show every map as a DataFrame")
+    @argument("--plot", action="store_true",
+              help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true", help="show nothing when it works")
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
@@ -74,6 +76,8 @@ class BPFMagics(Magics):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
         if args.seconds is not None and (args.no_load or args.no_attach):
             raise UsageError("--for attaches: it cannot go with --no-load or --no-attach")
+        if args.plot and args.seconds is None:
+            raise UsageError("--plot shows the maps at the end of a --for run: add --for")
         if args.seconds is not None and not args.seconds > 0:
             raise UsageError("--for wants a positive number of seconds")
         if not cell.strip():
@@ -95,7 +99,7 @@ class BPFMagics(Magics):
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
         self.shell.user_ns[name] = obj
         if args.seconds is not None:
-            self._run_for(name, obj, args.seconds)
+            self._run_for(name, obj, args.seconds, args.plot)
         elif not args.quiet:
             display(summarize(obj, name, notes, warnings))
 
@@ -149,8 +153,8 @@ class BPFMagics(Magics):
             raise
         return obj, notes, result.warnings
 
-    def _run_for(self, name, obj, seconds):
-        """Like bpftrace: run for a while, detach, print the maps."""
+    def _run_for(self, name, obj, seconds, plot=False):
+        """Like bpftrace: run for a while, detach, print (or plot) the maps."""
         progress = _Progress(self.shell, name, seconds)
         t0 = time.monotonic()
         interrupted = False
@@ -166,7 +170,11 @@ class BPFMagics(Magics):
             progress.close(elapsed)
         how = "interrupted after" if interrupted else "detached after"
         _heading(f"{name}: {how} {elapsed:.1f} s")
-        _show_data(obj)
+        if plot:
+            from .live import plot_maps
+            display(plot_maps(obj))
+        else:
+            _show_data(obj)
 
     # --- %bpf ---------------------------------------------------------------
 

@@ -237,6 +237,15 @@ def test_for_attaches_waits_detaches_and_shows_maps(ip):
     assert tally.bss.total == 50
 
 
+def test_for_with_plot_ends_with_a_picture(ip):
+    out, outputs = run_ok(ip, COUNTER.format(name="plotted").replace(
+        "{os.getpid()}", "{os.getpid()} --for 0.3 --plot"))
+    assert ip.user_ns["plotted"].state == "loaded"
+    assert any("image/png" in o.data for o in outputs), [list(o.data) for o in outputs]
+    result, out, _ = run(ip, "%%bpf x --plot\nu64 v = 0;\n")
+    assert not result.success and "--plot" in out
+
+
 def test_list_show_stop(ip):
     run_ok(ip, COUNTER.format(name="first"))
     run_ok(ip, COUNTER.format(name="second"))

@@ -158,7 +158,9 @@ class Map:
 
     def _type_str(self, type_id, size):
         btf = self.object.btf
-        return btf.c_name(type_id) if btf is not None and type_id else f"{size} bytes"
+        if btf is not None and type_id:
+            return btf.c_name(type_id)
+        return f"{size} bytes" if size else "-"  # ring buffers have no key or value
 
     @property
     def key_type(self) -> str:

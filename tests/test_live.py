@@ -248,7 +248,7 @@ def test_refreshes_on_its_own_and_stops_with_its_object(no_leaks, worker):
         assert wait_for(lambda: dash.frames >= 3 and events.frames >= 3)
         assert wait_for(lambda: events.views[0].rows == 3)
         assert events.views[0].data["offset"].tolist() == [11, 22, 33]
-        assert "33" in events.views[0].widget.value
+        assert "33" in events.tables[0].value
 
         dash.pause()
         time.sleep(0.1)
@@ -365,7 +365,7 @@ def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
         shot = matplotlib.image.imread(path)
         # The plot on top, the table below it.
         assert shot.shape[0] > dash.panels.figure.bbox.height
-        assert "<table" in table.widget.value
+        assert "<table" in table.page
     finally:
         dash.stop()
 

@@ -1,86 +1,38 @@
-"""Live dashboards: maps, global variables and event streams as plots that refresh
-themselves while the notebook keeps running other cells.
+"""Views: what a dashboard panel reads and how it draws it.
 
-``bpfnb.live(*views, interval=1.0)`` returns a :class:`Dashboard`, an ipywidgets VBox.
 A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
-:class:`KeyLines`, :class:`Table`, or a bare source that picks one: a Map (top-N bars;
-a table of events for a ring buffer), ``obj.bss`` (its variables as rates), an event
-stream (its newest rows) or a callable returning a DataFrame (a table).
-
-Drawing: one matplotlib figure rendered with Agg. Axes, ticks and labels are drawn
-only when they change (new limits, new labels); every other frame restores that
-background and redraws the animated artists in place (blitting), then encodes the
-pixels to PNG for an ``ipywidgets.Image``. A daemon thread per dashboard refreshes it;
-it stops by itself when a BPF object it reads is destroyed.
-
-Only this module of bpfnb knows about ipywidgets.
+:class:`KeyLines`, :class:`Table`, or a bare source that picks one (``view_of``): a Map
+(top-N bars; a table of events for a ring buffer), ``obj.bss`` (its variables as rates),
+an event stream (its newest rows) or a callable returning a DataFrame (a table).
+``object_views`` makes the views of a whole BPF object. No ipywidgets here: a
+Table takes its HTML widget from dashboard.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import html
 import math
-import struct
-import sys
-import threading
-import time
-import types
 import weakref
-import zlib
 from collections import deque
-from pathlib import Path
 
-import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from . import frames
-from .libbpf import Map, ObjectClosedError
-from .libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
-from .libbpf.object import Globals
-from .stream import EventStream
+from .. import frames
+from ..libbpf import Map, ObjectClosedError
+from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
+from ..libbpf.object import Globals
+from ..stream import EventStream
 
 DPI = 72
 WIDTH_IN = 10.0
-ROW_IN = 3.0
-BACKGROUND = (255, 255, 255)
 # What a view's update() asks of the frame: move its artists only (blit); redraw the
 # axes background too (new limits, legend); or lay the figure out again (new labels).
 BLIT, REDRAW, RELAYOUT = 0, 1, 2
 LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
-WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
-
-# --- PNG ------------------------------------------------------------------------
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
-    """An (h, w, 3) uint8 array as PNG bytes.
-
-    Written by hand (filter 0, zlib level 1): about twice as fast as Pillow's adaptive
-    filtering on plot images, which are mostly flat colour anyway.
-    """
-    h, w, _ = rgb.shape
-    rows = np.empty((h, w * 3 + 1), np.uint8)
-    rows[:, 0] = 0
-    rows[:, 1:] = rgb.reshape(h, w * 3)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
-            + _png_chunk(b"IEND", b""))
-
-
-def _pixels(figure: Figure) -> np.ndarray:
-    """The figure's last drawn pixels: a view of Agg's buffer (RGB of its RGBA)."""
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3]
-
 
 # --- reading sources --------------------------------------------------------------
 
@@ -640,7 +592,7 @@ class Table(View):
         self.n = n
         self.data = pd.DataFrame()
         self._owns_stream = owns_stream
-        self.widget = widgets.HTML()
+        self.page = ""   # the HTML the dashboard shows (views know no widgets)
 
     def sample(self, now):
         if isinstance(self.source, EventStream):
@@ -652,9 +604,7 @@ class Table(View):
 
     def update(self, now):
         body = self.data.to_html(index=False, border=0, max_rows=self.n)
-        page = f"<div style='font-size:11px'><b>{html.escape(self.title)}</b>{body}</div>"
-        if page != self.widget.value:
-            self.widget.value = page
+        self.page = f"<div style='font-size:11px'><b>{html.escape(self.title)}</b>{body}</div>"
         return BLIT
 
     def animated(self):
@@ -710,302 +660,6 @@ def view_of(source, kind: str | None = None, **options) -> View:
     return VIEWS[kind](source, **options)
 
 
-# --- drawing -----------------------------------------------------------------------
-
-
-class Panels:
-    """Plot views on one Agg figure, drawn by blitting; HTML views beside it.
-
-    No widgets here: ``render()`` gives pixels; Dashboard and plot_maps display them.
-    """
-
-    def __init__(self, views: list[View], width: float = WIDTH_IN, row: float = ROW_IN):
-        self.views = views
-        self.plots = [v for v in views if not v.html]
-        self.tables = [v for v in views if v.html]
-        n = len(self.plots)
-        cols = 1 if n <= 1 else 2
-        rows = max(1, math.ceil(n / cols))
-        self.figure = Figure(figsize=(width, row * rows), dpi=DPI, layout="constrained")
-        FigureCanvasAgg(self.figure)
-        for i, view in enumerate(self.plots):
-            view.setup(self.figure.add_subplot(rows, cols, i + 1))
-        # Each plot's grid cell in pixels (rows from the top), to redraw it alone.
-        w, h = self.figure.canvas.get_width_height()
-        self._cells = {view: (round(i // cols * h / rows), round((i // cols + 1) * h / rows),
-                              round(i % cols * w / cols), round((i % cols + 1) * w / cols))
-                       for i, view in enumerate(self.plots)}
-        self._paper = np.round(np.array(self.figure.get_facecolor()) * 255).astype(np.uint8)
-        self._background = None
-        self.full_draws = 0
-        self.cell_draws = 0
-
-    def sample(self, now: float):
-        for view in self.views:
-            view.check()
-            obj = view.owner
-            if obj is None:
-                view.sample(now)
-                continue
-            with obj.lock:   # Object.destroy() waits until this read is over
-                view.check()   # destroyed while we waited for the lock?
-                view.sample(now)
-
-    def render(self, now: float) -> np.ndarray | None:
-        """Move every artist to its new data; redraw backgrounds only where needed."""
-        needs = {view: view.update(now) for view in self.views}
-        if not self.plots:   # tables only: nothing to draw here
-            return None
-        canvas = self.figure.canvas
-        redraw = [view for view, need in needs.items() if need == REDRAW]
-        if self._background is None or RELAYOUT in needs.values():
-            # The whole figure, laid out again (as costly as the drawing itself).
-            self.figure.set_layout_engine("constrained")
-            canvas.draw()   # animated artists are left out of the background
-            self.figure.set_layout_engine("none")
-            self._background = canvas.copy_from_bbox(self.figure.bbox)
-            self.full_draws += 1
-        elif redraw:
-            # Only the cells whose limits or labels changed: wipe, draw the axes alone.
-            canvas.restore_region(self._background)
-            renderer = canvas.get_renderer()
-            pixels = np.asarray(canvas.buffer_rgba())
-            for view in redraw:
-                top, bottom, left, right = self._cells[view]
-                pixels[top:bottom, left:right] = self._paper   # the figure's colour
-                view.ax.draw(renderer)
-            self._background = canvas.copy_from_bbox(self.figure.bbox)
-            self.cell_draws += len(redraw)
-        else:
-            canvas.restore_region(self._background)
-        for view in self.plots:
-            for artist in view.animated():
-                if artist.get_visible():
-                    view.ax.draw_artist(artist)
-        return _pixels(self.figure)
-
-
-# --- the dashboard -----------------------------------------------------------------
-
-_running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
-
-
-class Dashboard(widgets.VBox):
-    """A live dashboard: plots that refresh every ``interval`` seconds in a thread.
-
-    Controls: pause/resume, stop, the interval, and a status line (refresh rate, rows,
-    events lost). It stops by itself when a BPF object it reads is destroyed;
-    ``stop()`` ends its thread. ``snapshot(path)`` writes the current view as PNG.
-    """
-
-    _stop: threading.Event | None = None   # set at the end of a successful __init__
-
-    def __init__(self, views, interval: float = 1.0, title: str | None = None,
-                 start: bool = True):
-        self.views = [view_of(v) for v in views]
-        if not self.views:
-            raise ValueError("a dashboard needs at least one view (a map, obj.bss, a stream...)")
-        if interval <= 0:
-            raise ValueError("interval must be > 0 seconds")
-        self.panels = Panels(self.views)
-        self.interval = float(interval)
-        self.frames = 0
-        self.fps = 0.0
-        self.frame_ms = 0.0
-        self.error: BaseException | None = None
-        self.reason = ""
-        self._draw_lock = threading.RLock()
-        self._paused = False
-        self._thread: threading.Thread | None = None
-        self._last_frame = 0.0
-        self._gap = 0.0
-
-        self.image = widgets.Image(format="png")
-        self.pause_button = widgets.ToggleButton(description="Pause", icon="pause",
-                                                 tooltip="pause / resume refreshing")
-        self.stop_button = widgets.Button(description="Stop", icon="stop",
-                                          tooltip="stop this dashboard for good")
-        self.slider = widgets.FloatLogSlider(value=self.interval, base=10, min=-2, max=1,
-                                             step=0.05, description="interval (s)",
-                                             readout_format=".2f", continuous_update=False)
-        self.status = widgets.HTML()
-        self.pause_button.observe(self._on_pause, "value")
-        self.stop_button.on_click(lambda _: self.stop("stopped"))
-        self.slider.observe(self._on_interval, "value")
-        header = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
-        controls = widgets.HBox([self.pause_button, self.stop_button, self.slider])
-        shown = [self.image] if self.panels.plots else []
-        super().__init__(header + [controls] + shown
-                         + [v.widget for v in self.panels.tables] + [self.status])
-        self._stop = threading.Event()
-        self._show_status("ready")
-        if start:
-            self.start()
-
-    # --- lifecycle -------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> "Dashboard":
-        if self._stop.is_set():
-            raise RuntimeError("this dashboard was stopped; make a new one with bpfnb.live()")
-        if not self.running:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"bpfnb-live-{id(self):x}")
-            _running.add(self)
-            self._thread.start()
-        return self
-
-    def stop(self, reason: str = "stopped", timeout: float = 5.0):
-        """Stop refreshing and end the thread (waits for it up to ``timeout`` s)."""
-        if self._stop is None:   # __init__ failed (ipywidgets' __del__ still calls close)
-            return
-        first = not self._stop.is_set()
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        if first:
-            self.reason = reason
-            for view in self.views:
-                view.close()
-            self.pause_button.disabled = self.stop_button.disabled = True
-            self.slider.disabled = True
-            self._show_status(reason)
-        _running.discard(self)
-
-    def close(self):
-        """Stop, and close the widgets (they disappear from the notebook)."""
-        self.stop()
-        boxes = list(self.children)
-        while boxes:
-            w = boxes.pop()
-            boxes.extend(getattr(w, "children", ()))
-            w.close()
-        super().close()
-
-    def pause(self):
-        self._paused = True
-        self.pause_button.value = True
-        self._show_status("paused")
-
-    def resume(self):
-        self._paused = False
-        self.pause_button.value = False
-
-    def _on_pause(self, change):
-        if change["new"] != self._paused:
-            (self.pause if change["new"] else self.resume)()
-        self.pause_button.description = "Resume" if change["new"] else "Pause"
-        self.pause_button.icon = "play" if change["new"] else "pause"
-
-    def _on_interval(self, change):
-        self.interval = float(change["new"])
-
-    def _run(self):
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                for view in self.views:   # paused or not
-                    view.check()
-                if not self._paused:
-                    self.refresh()
-            except ObjectClosedError as e:
-                self.stop(f"stopped: {e}")
-                return
-            except Exception as e:   # a view's source failed: show it, stop
-                self.error = e
-                self.stop(f"stopped on error: {type(e).__name__}: {e}")
-                return
-            deadline = max(deadline + self.interval, time.monotonic())   # no catching up
-            self._wait(deadline)
-
-    def _wait(self, deadline: float):
-        """Sleep until ``deadline``; wake early on stop() or when a BPF object is gone."""
-        while not self._stop.is_set() and all(v.alive() for v in self.views):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._stop.wait(min(left, WATCH_S))
-
-    # --- frames ----------------------------------------------------------------
-
-    def refresh(self):
-        """Read every source and draw one frame (the thread calls this; so may you)."""
-        with self._draw_lock:
-            start = time.monotonic()
-            self.panels.sample(start)
-            pixels = self.panels.render(start)
-            if self.panels.plots:
-                self.image.value = png_bytes(pixels)
-            end = time.monotonic()
-            if self._last_frame:   # a moving average of the gaps, not of 1/gap (biased)
-                gap = end - self._last_frame
-                self._gap = gap if self.frames < 2 else 0.8 * self._gap + 0.2 * gap
-                self.fps = 1.0 / max(self._gap, 1e-6)
-            self._last_frame = end
-            self.frame_ms = (end - start) * 1000
-            self.frames += 1
-            if not self._paused and not self._stop.is_set():
-                self._show_status("running")
-
-    def _show_status(self, state: str):
-        rows = sum(v.rows for v in self.views)
-        lost = sum(v.lost for v in self.views)
-        color = "#b00" if self.error else "#555"
-        lost_html = f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost"
-        self.status.value = (f"<span style='font-size:11px;color:{color}'>{state} · "
-                             f"{self.fps:.1f} frames/s · {self.frame_ms:.0f} ms/frame · "
-                             f"{rows:,} rows · {lost_html}</span>")
-
-    def snapshot(self, path: str | Path | None = None) -> bytes:
-        """The current view (plots, then tables) as PNG bytes; written to ``path`` if given."""
-        with self._draw_lock:
-            if not self.frames:
-                self.refresh()
-            # Agg's buffer holds the last frame: only refresh() draws on this figure.
-            parts = [_pixels(self.panels.figure).copy()] if self.panels.plots else []
-            parts += [_pixels(v.figure()).copy() for v in self.panels.tables]
-        data = png_bytes(_stack(parts))
-        if path is not None:
-            Path(path).write_bytes(data)
-        return data
-
-    def __repr__(self):
-        state = "running" if self.running else (self.reason or "not started")
-        return f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} frames>"
-
-
-def _stack(images: list[np.ndarray]) -> np.ndarray:
-    """Images one above the other on a white background."""
-    width = max(img.shape[1] for img in images)
-    padded = []
-    for img in images:
-        pad = np.empty((img.shape[0], width, 3), np.uint8)
-        pad[:] = BACKGROUND
-        pad[:, :img.shape[1]] = img
-        padded.append(pad)
-    return np.concatenate(padded)
-
-
-def live(*views, interval: float = 1.0, title: str | None = None,
-         start: bool = True) -> Dashboard:
-    """A live dashboard of ``views`` (View objects, or maps, ``obj.bss``, streams,
-    callables returning DataFrames), refreshed every ``interval`` seconds."""
-    return Dashboard(views, interval=interval, title=title, start=start)
-
-
-def stop_all():
-    """Stop every running dashboard (kernel shutdown calls this)."""
-    for dash in list(_running):
-        dash.stop("stopped: shutting down", timeout=1.0)
-
-
-atexit.register(stop_all)
-
-
 # --- whole objects ------------------------------------------------------------------
 
 
@@ -1038,56 +692,3 @@ def _is_histogram(m: Map) -> bool:
 
 def _numeric_names(g: Globals) -> list[str]:
     return [n for n in g if _is_number(getattr(g, n))]
-
-
-class StaticPlot:
-    """A finished figure: shown as PNG by IPython (``_repr_png_``), or ``save(path)``."""
-
-    def __init__(self, figure: Figure, views: list[View]):
-        self.figure = figure
-        self.views = views
-
-    def png(self) -> bytes:
-        self.figure.canvas.draw()
-        return png_bytes(_pixels(self.figure))
-
-    _repr_png_ = png
-
-    def save(self, path: str | Path):
-        Path(path).write_bytes(self.png())
-
-
-def plot_maps(obj, maps: list[str] | None = None) -> StaticPlot:
-    """One figure of an object's maps as they are now, for ``%%bpf --for`` to end with:
-    histogram maps as histograms, other key/value maps as top-N bars, the numeric
-    .bss/.data variables as bars."""
-    views = [v for v in object_views(obj, maps) if not isinstance(v, TimeSeries)]
-    numbers = [(section, name) for section in ("bss", "data") if section in obj.globals
-               for name in _numeric_names(obj.globals[section])]
-    if numbers:
-        def global_variables():
-            return pd.DataFrame({"name": [n for _, n in numbers],
-                                 "value": [float(getattr(getattr(obj, s), n))
-                                           for s, n in numbers]})
-        views.append(TopN(global_variables, n=len(numbers), key="name",
-                          title="global variables"))
-    if not views:
-        raise ValueError(f"object {obj.name!r} has no key/value map or numeric global "
-                         f"variable to plot")
-    panels = Panels(views)
-    now = time.monotonic()
-    panels.sample(now)
-    for view in views:
-        view.update(now)
-        for artist in view.animated():
-            artist.set_animated(False)
-    return StaticPlot(panels.figure, views)
-
-
-# ``bpfnb.live(...)`` calls the module: the package imports it on first use only.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *views, **options) -> Dashboard:
-        return live(*views, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule

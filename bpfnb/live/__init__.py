@@ -1,0 +1,45 @@
+"""Live dashboards: maps, global variables and event streams as plots that refresh
+themselves while the notebook keeps running other cells.
+
+``bpfnb.live(*views, interval=1.0)`` returns a :class:`Dashboard`, an ipywidgets VBox.
+A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
+:class:`KeyLines`, :class:`Table`, or a bare source that picks one: a Map (top-N bars;
+a table of events for a ring buffer), ``obj.bss`` (its variables as rates), an event
+stream (its newest rows) or a callable returning a DataFrame (a table).
+
+Drawing: one matplotlib figure rendered with Agg. Axes, ticks and labels are drawn
+only when they change (new limits, new labels); every other frame restores that
+background and redraws the animated artists in place (blitting), then encodes the
+pixels to PNG for an ``ipywidgets.Image``. A daemon thread per dashboard refreshes it;
+it stops by itself when a BPF object it reads is destroyed.
+
+The package: ``views`` (sources, scales, the View classes), ``draw`` (Agg figure,
+blitting, PNG, ``plot_maps``), ``dashboard`` (the widget, ``live()``, ``stop_all()``).
+Only live/dashboard.py of bpfnb knows about ipywidgets.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from .dashboard import WATCH_S, Dashboard, live, stop_all
+from .draw import BACKGROUND, ROW_IN, Panels, StaticPlot, plot_maps, png_bytes
+from .views import (BLIT, DPI, LABEL_CHARS, REDRAW, RELAYOUT, VIEWS, WIDTH_IN, Histogram,
+                    KeyLines, Table, TimeSeries, TopN, View, bucket_label, labels_values,
+                    nice_ceiling, object_views, view_of)
+
+__all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",
+           "KeyLines", "Table", "VIEWS", "view_of", "object_views", "plot_maps",
+           "StaticPlot", "Panels", "png_bytes", "labels_values", "nice_ceiling",
+           "bucket_label", "DPI", "WIDTH_IN", "ROW_IN", "BACKGROUND", "BLIT", "REDRAW",
+           "RELAYOUT", "LABEL_CHARS", "WATCH_S"]
+
+
+# ``bpfnb.live(...)`` calls the module: the package imports it on first use only.
+class _CallableModule(types.ModuleType):
+    def __call__(self, *views, **options) -> Dashboard:
+        return live(*views, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,237 @@
+"""The Dashboard widget: views drawn by ``Panels`` into an ``ipywidgets.Image``, with
+controls (pause, stop, interval) and a status line.
+
+A daemon thread per dashboard refreshes it; it stops by itself when a BPF object it
+reads is destroyed.
+
+Only this module (live/dashboard.py) of bpfnb knows about ipywidgets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from ..libbpf import ObjectClosedError
+from .draw import Panels, _pixels, _stack, png_bytes
+from .views import view_of
+
+WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
+
+# --- the dashboard -----------------------------------------------------------------
+
+_running: "weakref.WeakSet[Dashboard]" = weakref.WeakSet()
+
+
+class Dashboard(widgets.VBox):
+    """A live dashboard: plots that refresh every ``interval`` seconds in a thread.
+
+    Controls: pause/resume, stop, the interval, and a status line (refresh rate, rows,
+    events lost). It stops by itself when a BPF object it reads is destroyed;
+    ``stop()`` ends its thread. ``snapshot(path)`` writes the current view as PNG.
+    """
+
+    _stop: threading.Event | None = None   # set at the end of a successful __init__
+
+    def __init__(self, views, interval: float = 1.0, title: str | None = None,
+                 start: bool = True):
+        self.views = [view_of(v) for v in views]
+        if not self.views:
+            raise ValueError("a dashboard needs at least one view (a map, obj.bss, a stream...)")
+        if interval <= 0:
+            raise ValueError("interval must be > 0 seconds")
+        self.panels = Panels(self.views)
+        self.interval = float(interval)
+        self.frames = 0
+        self.fps = 0.0
+        self.frame_ms = 0.0
+        self.error: BaseException | None = None
+        self.reason = ""
+        self._draw_lock = threading.RLock()
+        self._paused = False
+        self._thread: threading.Thread | None = None
+        self._last_frame = 0.0
+        self._gap = 0.0
+
+        self.image = widgets.Image(format="png")
+        self.pause_button = widgets.ToggleButton(description="Pause", icon="pause",
+                                                 tooltip="pause / resume refreshing")
+        self.stop_button = widgets.Button(description="Stop", icon="stop",
+                                          tooltip="stop this dashboard for good")
+        self.slider = widgets.FloatLogSlider(value=self.interval, base=10, min=-2, max=1,
+                                             step=0.05, description="interval (s)",
+                                             readout_format=".2f", continuous_update=False)
+        self.status = widgets.HTML()
+        self.pause_button.observe(self._on_pause, "value")
+        self.stop_button.on_click(lambda _: self.stop("stopped"))
+        self.slider.observe(self._on_interval, "value")
+        header = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        controls = widgets.HBox([self.pause_button, self.stop_button, self.slider])
+        shown = [self.image] if self.panels.plots else []
+        self.tables = [widgets.HTML() for _ in self.panels.tables]
+        super().__init__(header + [controls] + shown + self.tables + [self.status])
+        self._stop = threading.Event()
+        self._show_status("ready")
+        if start:
+            self.start()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> "Dashboard":
+        if self._stop.is_set():
+            raise RuntimeError("this dashboard was stopped; make a new one with bpfnb.live()")
+        if not self.running:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"bpfnb-live-{id(self):x}")
+            _running.add(self)
+            self._thread.start()
+        return self
+
+    def stop(self, reason: str = "stopped", timeout: float = 5.0):
+        """Stop refreshing and end the thread (waits for it up to ``timeout`` s)."""
+        if self._stop is None:   # __init__ failed (ipywidgets' __del__ still calls close)
+            return
+        first = not self._stop.is_set()
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if first:
+            self.reason = reason
+            for view in self.views:
+                view.close()
+            self.pause_button.disabled = self.stop_button.disabled = True
+            self.slider.disabled = True
+            self._show_status(reason)
+        _running.discard(self)
+
+    def close(self):
+        """Stop, and close the widgets (they disappear from the notebook)."""
+        self.stop()
+        boxes = list(self.children)
+        while boxes:
+            w = boxes.pop()
+            boxes.extend(getattr(w, "children", ()))
+            w.close()
+        super().close()
+
+    def pause(self):
+        self._paused = True
+        self.pause_button.value = True
+        self._show_status("paused")
+
+    def resume(self):
+        self._paused = False
+        self.pause_button.value = False
+
+    def _on_pause(self, change):
+        if change["new"] != self._paused:
+            (self.pause if change["new"] else self.resume)()
+        self.pause_button.description = "Resume" if change["new"] else "Pause"
+        self.pause_button.icon = "play" if change["new"] else "pause"
+
+    def _on_interval(self, change):
+        self.interval = float(change["new"])
+
+    def _run(self):
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                for view in self.views:   # paused or not
+                    view.check()
+                if not self._paused:
+                    self.refresh()
+            except ObjectClosedError as e:
+                self.stop(f"stopped: {e}")
+                return
+            except Exception as e:   # a view's source failed: show it, stop
+                self.error = e
+                self.stop(f"stopped on error: {type(e).__name__}: {e}")
+                return
+            deadline = max(deadline + self.interval, time.monotonic())   # no catching up
+            self._wait(deadline)
+
+    def _wait(self, deadline: float):
+        """Sleep until ``deadline``; wake early on stop() or when a BPF object is gone."""
+        while not self._stop.is_set() and all(v.alive() for v in self.views):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, WATCH_S))
+
+    # --- frames ----------------------------------------------------------------
+
+    def refresh(self):
+        """Read every source and draw one frame (the thread calls this; so may you)."""
+        with self._draw_lock:
+            start = time.monotonic()
+            self.panels.sample(start)
+            pixels = self.panels.render(start)
+            if self.panels.plots:
+                self.image.value = png_bytes(pixels)
+            for widget, table in zip(self.tables, self.panels.tables):
+                if widget.value != table.page:
+                    widget.value = table.page
+            end = time.monotonic()
+            if self._last_frame:   # a moving average of the gaps, not of 1/gap (biased)
+                gap = end - self._last_frame
+                self._gap = gap if self.frames < 2 else 0.8 * self._gap + 0.2 * gap
+                self.fps = 1.0 / max(self._gap, 1e-6)
+            self._last_frame = end
+            self.frame_ms = (end - start) * 1000
+            self.frames += 1
+            if not self._paused and not self._stop.is_set():
+                self._show_status("running")
+
+    def _show_status(self, state: str):
+        rows = sum(v.rows for v in self.views)
+        lost = sum(v.lost for v in self.views)
+        color = "#b00" if self.error else "#555"
+        lost_html = f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost"
+        self.status.value = (f"<span style='font-size:11px;color:{color}'>{state} · "
+                             f"{self.fps:.1f} frames/s · {self.frame_ms:.0f} ms/frame · "
+                             f"{rows:,} rows · {lost_html}</span>")
+
+    def snapshot(self, path: str | Path | None = None) -> bytes:
+        """The current view (plots, then tables) as PNG bytes; written to ``path`` if given."""
+        with self._draw_lock:
+            if not self.frames:
+                self.refresh()
+            # Agg's buffer holds the last frame: only refresh() draws on this figure.
+            parts = [_pixels(self.panels.figure).copy()] if self.panels.plots else []
+            parts += [_pixels(v.figure()).copy() for v in self.panels.tables]
+        data = png_bytes(_stack(parts))
+        if path is not None:
+            Path(path).write_bytes(data)
+        return data
+
+    def __repr__(self):
+        state = "running" if self.running else (self.reason or "not started")
+        return f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} frames>"
+
+
+
+def live(*views, interval: float = 1.0, title: str | None = None,
+         start: bool = True) -> Dashboard:
+    """A live dashboard of ``views`` (View objects, or maps, ``obj.bss``, streams,
+    callables returning DataFrames), refreshed every ``interval`` seconds."""
+    return Dashboard(views, interval=interval, title=title, start=start)
+
+
+def stop_all():
+    """Stop every running dashboard (kernel shutdown calls this)."""
+    for dash in list(_running):
+        dash.stop("stopped: shutting down", timeout=1.0)
+
+
+atexit.register(stop_all)

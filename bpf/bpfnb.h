@@ -119,11 +119,15 @@ struct bpfnb_hist {
 		__type(value, struct bpfnb_hist);                               \
 	} name SEC(".maps")
 
-#define BPFNB_HIST_KEYED(name, keytype, max_entries_)                           \
+/* The key of a keyed histogram: the user's key and the slot. */
+#define BPFNB_HIST_KEY_(name, keytype)                                          \
 	struct bpfnb_hist_key__##name {                                         \
 		keytype key;                                                    \
 		__u32 slot;                                                     \
-	};                                                                      \
+	}
+
+#define BPFNB_HIST_KEYED(name, keytype, max_entries_)                           \
+	BPFNB_HIST_KEY_(name, keytype);                                         \
 	struct {                                                                \
 		__uint(type, BPF_MAP_TYPE_HASH);                                \
 		__uint(max_entries, max_entries_);                              \
@@ -158,10 +162,7 @@ struct bpfnb_hist {
 
 #define BPFNB_LHIST_KEYED(name, keytype, max_entries_, min, max, step)          \
 	BPFNB_LHIST_VALUE_(name, min, max, step);                               \
-	struct bpfnb_hist_key__##name {                                         \
-		keytype key;                                                    \
-		__u32 slot;                                                     \
-	};                                                                      \
+	BPFNB_HIST_KEY_(name, keytype);                                         \
 	struct {                                                                \
 		__uint(type, BPF_MAP_TYPE_HASH);                                \
 		__uint(max_entries, max_entries_);                              \

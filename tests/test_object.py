@@ -270,3 +270,25 @@ int h(void *ctx) { __sync_fetch_and_add(&hits, 1); return 0; }
         for _ in range(5):
             os.getppid()
         assert obj.bss.hits >= 15
+
+
+def test_perf_event_fd_of_our_own(no_leaks):
+    """A perf event the caller opened (task clock of this thread at 1 kHz) drives a
+    program; the link closes the perf fd with it."""
+    import time
+    from bpfnb.libbpf import perf_event_open
+    src = r"""
+u64 samples = 0;
+SEC("perf_event")
+int on_sample(struct bpf_perf_event_data *ctx) { __sync_fetch_and_add(&samples, 1); return 0; }
+"""
+    with bpfnb.load(src) as obj:
+        pfd = perf_event_open("task-clock", cpu=-1, pid=0, freq=1000)
+        link = obj.progs.on_sample.attach_perf_event_fd(pfd)
+        deadline = time.process_time() + 0.3
+        while time.process_time() < deadline:
+            pass
+        assert obj.bss.samples >= 100  # ~300 expected at 1 kHz of our CPU time
+        link.destroy()
+        with pytest.raises(OSError):
+            os.fstat(pfd)

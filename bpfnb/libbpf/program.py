@@ -204,6 +204,13 @@ class Program:
             raise
         return links
 
+    def attach_perf_event_fd(self, pfd: int) -> Link:
+        """Attach to a perf event the caller opened; the link owns ``pfd`` from now on."""
+        self.fd
+        with _lib.capture() as log:
+            ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
+        return self._link(ptr, f"perf_event/fd{pfd}", log.text)
+
     def attach_xdp(self, interface: str | int) -> Link:
         self.fd
         ifindex = _ifindex(interface)

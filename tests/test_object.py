@@ -292,3 +292,23 @@ int on_sample(struct bpf_perf_event_data *ctx) { __sync_fetch_and_add(&samples, 
         link.destroy()
         with pytest.raises(OSError):
             os.fstat(pfd)
+
+
+@pytest.mark.parametrize("section, body, hint", [
+    ("tracepoint/syscalls/sys_enter_getppid",
+     "u32 k = 0; u64 *v = bpf_map_lookup_elem(&counts, &k); *v += 1;", "NULL check"),
+    ("tracepoint/syscalls/sys_enter_getppid",
+     "u32 i = bpf_get_prandom_u32(); char buf[8] = {}; "
+     "bpf_probe_read_kernel(&buf[i], 1, ctx);", "bound the index"),
+    ("xdp", "struct xdp_md *x = ctx; return *(u8 *)(long)x->data;", "check bounds"),
+])
+def test_verifier_rejections_come_with_a_hint(no_leaks, section, body, hint):
+    src = f"""
+struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8);
+         __type(key, u32); __type(value, u64); }} counts SEC(".maps");
+SEC("{section}")
+int h(void *ctx) {{ {body} return 0; }}
+"""
+    with pytest.raises(bpfnb.VerifierError) as e:
+        bpfnb.load(src)
+    assert hint in str(e.value), e.value.log[-1500:]

@@ -48,7 +48,8 @@ class VerifierError(LoadError):
     def __init__(self, program: str, err: int, verifier_log: str, libbpf_log: str = ""):
         self.program = program
         self.verifier_log = verifier_log
-        super().__init__(f"the verifier rejected program '{program}'", err, libbpf_log)
+        super().__init__(f"the verifier rejected program '{program}'", err, libbpf_log,
+                         verifier_hint(verifier_log))
         self.log = verifier_log
 
     def __str__(self):
@@ -57,9 +58,41 @@ class VerifierError(LoadError):
         out = [f"The verifier rejected program '{self.program}'."]
         if source:
             out.append("Last source line it checked:  " + source[-1].lstrip("; "))
+        if self.hint:
+            out.append("Hint: " + self.hint)
         out.append("Verifier log (last lines; full text in .log):")
         out.extend("  " + ln for ln in lines[-15:])
         return "\n".join(out)
+
+
+# The verifier's usual last words, and what a person does about them.
+_VERIFIER_HINTS = [
+    (r"invalid mem access '\w*_or_null'",
+     "a pointer that may be NULL (from bpf_map_lookup_elem, bpf_ringbuf_reserve, ...) is "
+     "used before a NULL check: add `if (!p) return 0;` first"),
+    (r"invalid access to packet",
+     "check bounds before reading packet bytes: "
+     "`if ((void *)(hdr + 1) > data_end) return XDP_PASS;`"),
+    (r"unbounded|min value is negative|max value is outside|"
+     r"value is outside of the allowed memory range",
+     "bound the index or offset with a check (`if (i >= N) return 0;`) before using it"),
+    (r"invalid (indirect )?read from stack",
+     "initialise the variable (`struct x v = {};`) before reading it or passing it on"),
+    (r"back-edge|infinite loop detected|program is too large|too many states",
+     "loops need a bound the verifier can see: a constant limit, or bpf_loop()"),
+    (r"R0 !read_ok|At program exit the register R0",
+     "the program must return a value"),
+    (r"unknown func|program of this type cannot use helper|helper call is not allowed",
+     "this helper is not available to this program type: pick another hook or helper"),
+    (r"write into map forbidden|cannot write into",
+     "this memory is read-only (.rodata, a const map or the context): write elsewhere"),
+]
+
+
+def verifier_hint(verifier_log: str) -> str:
+    """What usually fixes the rejection a verifier log ends with ("" when unknown)."""
+    tail = "\n".join(verifier_log.rstrip().splitlines()[-6:])
+    return next((hint for pattern, hint in _VERIFIER_HINTS if re.search(pattern, tail)), "")
 
 
 class AttachError(BPFError):

@@ -348,7 +348,7 @@ class TimeSeries(View):
                 top = max(top, float(np.nanmax(y)))
         if self._scale.fit(top):
             self.ax.set_ylim(0, self._scale.top)
-            need = max(need, REDRAW)
+            need = max(need, RELAYOUT)  # tick labels on the left may widen
         return need
 
     def animated(self):
@@ -481,7 +481,7 @@ class Histogram(View):
             bar.set_height(c)
         if self._scale.fit(float(counts.max()) if len(counts) else 0.0):
             self.ax.set_ylim(0, self._scale.top)
-            need = max(need, REDRAW)
+            need = max(need, RELAYOUT)  # tick labels on the left may widen
         return need
 
     def animated(self):
@@ -572,7 +572,7 @@ class KeyLines(View):
                 line.set_data([], [])
         if self._scale.fit(top):
             self.ax.set_ylim(0, self._scale.top)
-            need = max(need, REDRAW)
+            need = max(need, RELAYOUT)  # tick labels on the left may widen
         return need
 
     def animated(self):

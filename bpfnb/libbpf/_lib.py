@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import sys
 import threading
 from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint32,
                     c_uint64, c_void_p)
@@ -26,7 +27,10 @@ def _find() -> str:
     path = os.environ.get("BPFNB_LIBBPF")
     if path:
         return path
-    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+    # A conda environment keeps its libbpf in <prefix>/lib, off the loader's path.
+    in_prefix = os.path.join(sys.prefix, "lib", "libbpf.so.1")
+    for name in (in_prefix if os.path.exists(in_prefix) else None, "libbpf.so.1",
+                 ctypes.util.find_library("bpf")):
         if not name:
             continue
         try:

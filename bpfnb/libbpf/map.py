@@ -39,6 +39,7 @@ class _RawCodec:
     def __init__(self, size: int):
         self.size = size
         self.dtype = np.dtype(f"<u{size}") if size in (1, 2, 4, 8) else np.dtype(f"V{size}")
+        self.plain = size in (1, 2, 4, 8)
 
     def decode(self, buf, offset=0):
         raw = bytes(memoryview(buf)[offset:offset + self.size])
@@ -58,6 +59,9 @@ class _BTFCodec:
     def __init__(self, btf, type_id: int, size: int):
         self.btf, self.type_id, self.size = btf, type_id, size
         self.dtype = btf.dtype(type_id)
+        # ints and floats decode the same through numpy's tolist(), much faster
+        self.plain = btf.type(btf.resolve(type_id)).kind in ("int", "float") and \
+            self.dtype.kind in "iuf"
 
     def decode(self, buf, offset=0):
         return self.btf.decode(self.type_id, buf, offset)
@@ -278,7 +282,10 @@ class Map:
     def items(self) -> list:
         """(key, value) pairs, fetched with batch lookups where the kernel offers them."""
         self._check_kv()
-        kc = self._codec()[0]
+        kc, vc = self._codec()
+        if kc.plain and vc.plain:
+            keys, values = self.lookup_batch()
+            return list(zip(keys.tolist(), values.tolist()))
         # The kernel's bytes as they are: per-CPU values keep their 8-byte padding.
         kb, vb = self._lookup_batch_raw(4096)
         stride = self._stride

@@ -13,7 +13,8 @@ setup:
 lab:
 	@bash scripts/setup.sh --lab
 
-test: setup
+test:
+	@bash scripts/setup.sh --test
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) $(TESTS)
 
 # Each bench/*.py prints JSON lines on stdout; set-up and progress go to stderr.

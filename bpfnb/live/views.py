@@ -279,6 +279,14 @@ class View:
     def close(self):
         """Release what the view owns (a stream it opened itself)."""
 
+    def _fit_y(self, top: float, need: int) -> int:
+        """Move the y limit (``self._scale``) to fit ``top``; a new limit may widen the
+        tick labels on the left, so the layout is redone."""
+        if self._scale.fit(top):
+            self.ax.set_ylim(0, self._scale.top)
+            return max(need, RELAYOUT)
+        return need
+
 
 class TimeSeries(View):
     """Counters or global variables over time, as rates per second (``rate=False``:
@@ -346,10 +354,7 @@ class TimeSeries(View):
             line.set_data(x, y)
             if np.isfinite(y).any():
                 top = max(top, float(np.nanmax(y)))
-        if self._scale.fit(top):
-            self.ax.set_ylim(0, self._scale.top)
-            need = max(need, RELAYOUT)  # tick labels on the left may widen
-        return need
+        return self._fit_y(top, need)
 
     def animated(self):
         return list(self.lines.values())
@@ -479,10 +484,7 @@ class Histogram(View):
             need = RELAYOUT
         for bar, c in zip(self.bars, counts):
             bar.set_height(c)
-        if self._scale.fit(float(counts.max()) if len(counts) else 0.0):
-            self.ax.set_ylim(0, self._scale.top)
-            need = max(need, RELAYOUT)  # tick labels on the left may widen
-        return need
+        return self._fit_y(float(counts.max()) if len(counts) else 0.0, need)
 
     def animated(self):
         return self.bars
@@ -570,10 +572,7 @@ class KeyLines(View):
                     top = max(top, float(np.nanmax(y)))
             else:
                 line.set_data([], [])
-        if self._scale.fit(top):
-            self.ax.set_ylim(0, self._scale.top)
-            need = max(need, RELAYOUT)  # tick labels on the left may widen
-        return need
+        return self._fit_y(top, need)
 
     def animated(self):
         return self.lines

@@ -114,18 +114,20 @@ class Globals:
             raise BPFError(f"cannot read .{self._section}", last_errno(rc))
         return bytearray(buf.raw)
 
-    def __getattr__(self, name):
-        if name not in self._vars:
+    def _var(self, name) -> tuple[int, int, int]:
+        """(type id, offset, size) of a variable of this section."""
+        try:
+            return self._vars[name]
+        except KeyError:
             raise AttributeError(f"no variable {name!r} in .{self._section}; "
-                                 f"there are: {', '.join(self._vars) or 'none'}")
-        tid, off, _ = self._vars[name]
+                                 f"there are: {', '.join(self._vars) or 'none'}") from None
+
+    def __getattr__(self, name):
+        tid, off, _ = self._var(name)
         return self._obj.btf.decode(tid, memoryview(self._buffer(False)), off)
 
     def __setattr__(self, name, value):
-        if name not in self._vars:
-            raise AttributeError(f"no variable {name!r} in .{self._section}; "
-                                 f"there are: {', '.join(self._vars) or 'none'}")
-        tid, off, size = self._vars[name]
+        tid, off, size = self._var(name)
         raw = self._obj.btf.encode(tid, value)
         buf = self._buffer(True)
         memoryview(buf).cast("B")[off:off + size] = raw

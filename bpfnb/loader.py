@@ -25,8 +25,8 @@ class Map(libbpf.Map):
 
     def hist(self, kind: str | None = None, **options):
         """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
-        from . import frames
-        return frames.histogram(self, kind, **options)
+        from . import hist
+        return hist.histogram(self, kind, **options)
 
     def _repr_html_(self):
         """In a notebook a map shows its header and its first rows."""

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb import frames
+from bpfnb import hist
 
 SOURCE = r"""
 struct who { u32 whence; char comm[16]; };
@@ -126,7 +126,7 @@ def test_log2_buckets_hold_exactly_the_values_sent(seeker):
     obj, seek = seeker
     seek(VALUES)
     h = obj.maps.log2h.hist()
-    assert isinstance(h, frames.Histogram) and isinstance(h, pd.DataFrame)
+    assert isinstance(h, hist.Histogram) and isinstance(h, pd.DataFrame)
     assert list(h.columns) == ["low", "high", "count"]
     assert as_dict(h) == expected(log2_slot, VALUES, log2_bounds)
     assert h["count"].sum() == len(VALUES)
@@ -213,12 +213,12 @@ def test_plain_count_arrays_log2_or_linear(seeker):
     assert as_dict(plain.hist()) == {(0.0, 1.0): 1, (1.0, 2.0): 2, (2.0, 4.0): 3,
                                      (4.0, 8.0): 0, (8.0, 16.0): 0, (16.0, 32.0): 0,
                                      (32.0, 64.0): 0, (64.0, 128.0): 1}
-    lin = frames.histogram(plain, kind="linear", min=100, step=5)
+    lin = hist.histogram(plain, kind="linear", min=100, step=5)
     assert as_dict(lin) == {(100.0, 105.0): 1, (105.0, 110.0): 2, (110.0, 115.0): 3,
                             (115.0, 120.0): 0, (120.0, 125.0): 0, (125.0, 130.0): 0,
                             (130.0, 135.0): 0, (135.0, 140.0): 1}
     with pytest.raises(ValueError, match="step"):
-        frames.histogram(plain, kind="linear")
+        hist.histogram(plain, kind="linear")
     with pytest.raises(TypeError, match="not a histogram"):
         obj.maps.not_hist.hist()
 
@@ -258,7 +258,7 @@ def test_histogram_stays_a_dataframe(seeker):
     seek(VALUES)
     h = obj.maps.log2h.hist()
     big = h[h["count"] > 1]
-    assert isinstance(big, frames.Histogram) and big.title == "log2h"
+    assert isinstance(big, hist.Histogram) and big.title == "log2h"
     assert repr(big).startswith("@log2h:")
     assert "low" in repr(h[["low"]]) and "@" not in repr(h[["low"]])
     assert type(h.df) is pd.DataFrame and list(h.df.columns) == ["low", "high", "count"]
@@ -268,7 +268,7 @@ def test_empty_histogram(seeker):
     obj, _ = seeker
     h = obj.maps.by_whence.hist()
     assert len(h) == 0 and list(h.columns) == ["key", "low", "high", "count"]
-    assert repr(h) == "@by_whence: no counts"
+    assert repr(h) == "@by_whence: no counts yet (every slot is 0)"
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     ax = h.plot()

@@ -35,6 +35,7 @@ from .frames import (_column, _kind, _leaves, _names, _opaque, _per_cpu_sum, _re
 from .libbpf.map import ARRAY_TYPES
 
 MAX_LOG2_SLOT = 64      # log2 buckets of 64-bit values end at [2^63, 2^64)
+MAX_BUCKETS = 1_000_000  # rows a histogram frame may have (zeros between counts included)
 NOT_A_HIST = "a histogram's value is a slot array, e.g. `u32 slots[26]`"
 _FRAME_COLUMNS = {"low", "high", "count"}
 
@@ -287,6 +288,10 @@ def _frame(map, layout, slots, counts, gid, labels, order=None) -> "Histogram":
     np.minimum.at(lo, gid, slots)
     np.maximum.at(hi, gid, slots)
     span = hi - lo + 1
+    if span.sum() > MAX_BUCKETS:
+        raise ValueError(f"map {map.name!r}: {int(span.sum())} buckets from the lowest "
+                         f"slot with counts to the highest, more than {MAX_BUCKETS}; "
+                         f"for linear buckets, a larger step")
     start = np.cumsum(span) - span
     row_group = np.repeat(np.arange(ngroups), span)
     out_slot = np.arange(span.sum()) - np.repeat(start, span) + np.repeat(lo, span)

@@ -458,7 +458,7 @@ class Histogram(pd.DataFrame):
             lines += bars(labels[start:end], counts[start:end], self.BAR_WIDTH, lw, cw)
             lines.append("")
         if len(spans) > limit:
-            lines.append(f"... {len(spans) - limit} more histograms of @{self.title}")
+            lines.append(f"... {len(spans) - limit} more")
         else:
             lines.pop()
         return "\n".join(lines)

@@ -13,7 +13,6 @@ from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 DEFAULT_MAX_ENTRIES = 10240
 DEFAULT_RINGBUF_BYTES = 256 * 1024
 DEFAULT_STACK_DEPTH = 127
-_HTML_ROWS = 20
 
 
 class Map(libbpf.Map):
@@ -28,15 +27,28 @@ class Map(libbpf.Map):
         from . import hist
         return hist.histogram(self, kind, **options)
 
-    def _repr_html_(self):
-        """In a notebook a map shows its header and its first rows."""
+    def to_text(self, limit: int | None = None) -> str:
+        """The map as bpftrace prints it: ``@name[key]: value`` lines, largest first,
+        or a histogram's bars; at most ``limit`` lines or histograms."""
+        from . import show
+        return show.map_text(self, limit)
+
+    def _shows_data(self) -> bool:
         from . import frames
-        head = html.escape(repr(self))
-        if self.object.state != "loaded" or not frames.is_tabular(self):
-            return f"<code>{head}</code>"
-        df = self.to_df()
-        more = f"<p>{len(df)} entries, first {_HTML_ROWS} shown</p>" if len(df) > _HTML_ROWS else ""
-        return f"<code>{head}</code>{df.head(_HTML_ROWS).to_html()}{more}"
+        try:
+            return self.object.state == "loaded" and frames.is_tabular(self)
+        except libbpf.ObjectClosedError:
+            return False
+
+    def __repr__(self):
+        """Loaded, a map prints its entries like bpftrace; otherwise its types."""
+        return self.to_text() if self._shows_data() else super().__repr__()
+
+    def _repr_html_(self):
+        """In a notebook: its types, then its entries (a table, largest first, or bars)."""
+        from . import show
+        head = f"<code>{html.escape(libbpf.Map.__repr__(self))}</code>"
+        return head + show.printout(self).html if self._shows_data() else head
 
     def stream(self, type: str | None = None, **options):
         from . import stream

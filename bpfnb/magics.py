@@ -61,10 +61,12 @@ class BPFMagics(Magics):
               help="define a C macro (repeatable)")
     @argument("--cflags", default="", help='more clang flags, e.g. --cflags "-O1 -I/path"')
     @argument("--for", type=float, dest="seconds", metavar="SECONDS",
-              help="attach for SECONDS, detach, then show every map as a DataFrame")
+              help="attach for SECONDS, detach, then print every non-empty map as "
+                   "bpftrace does at exit (histograms as bars, counters largest first)")
     @argument("--plot", action="store_true",
               help="with --for: end with a plot of the maps instead of tables")
-    @argument("-q", "--quiet", action="store_true", help="show nothing when it works")
+    @argument("-q", "--quiet", action="store_true",
+              help="show nothing when it works (with --for: no maps at the end)")
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
@@ -99,7 +101,7 @@ class BPFMagics(Magics):
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
         self.shell.user_ns[name] = obj
         if args.seconds is not None:
-            self._run_for(name, obj, args.seconds, args.plot)
+            self._run_for(name, obj, args.seconds, args.plot, args.quiet)
         elif not args.quiet:
             display(summarize(obj, name, notes, warnings))
 
@@ -153,7 +155,7 @@ class BPFMagics(Magics):
             raise
         return obj, notes, result.warnings
 
-    def _run_for(self, name, obj, seconds, plot=False):
+    def _run_for(self, name, obj, seconds, plot=False, quiet=False):
         """Like bpftrace: run for a while, detach, print (or plot) the maps."""
         progress = _Progress(self.shell, name, seconds)
         t0 = time.monotonic()
@@ -168,13 +170,15 @@ class BPFMagics(Magics):
             elapsed = time.monotonic() - t0
             obj.detach()
             progress.close(elapsed)
+        if quiet:
+            return
         how = "interrupted after" if interrupted else "detached after"
         _heading(f"{name}: {how} {elapsed:.1f} s")
         if plot:
             from .live import plot_maps
             display(plot_maps(obj))
         else:
-            _show_data(obj)
+            _print_maps(name, obj)
 
     # --- %bpf ---------------------------------------------------------------
 
@@ -185,6 +189,8 @@ class BPFMagics(Magics):
                    "of the cached vmlinux.h")
     @argument("name", nargs="?", help="the object's name (for stop and show)")
     @argument("--all", action="store_true", help="with stop: every object")
+    @argument("-q", "--quiet", action="store_true",
+              help="with stop: do not print the maps before tearing down")
     @line_magic("bpf")
     def bpf_line(self, line):
         """Manage the objects made by %%bpf cells, and check the machine."""
@@ -193,10 +199,16 @@ class BPFMagics(Magics):
             return objects_frame()
         if args.command == "stop":
             if args.all:
+                if not args.quiet:
+                    for name in registry.names():
+                        _print_before_stop(name)
                 stopped = registry.stop_all()
                 print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
                 return None
-            if not registry.stop(self._name(args)):
+            name = self._name(args)
+            if registry.get(name) is not None and not args.quiet:
+                _print_before_stop(name)
+            if not registry.stop(name):
                 raise UsageError(f"no %%bpf object named {args.name!r}" + _live_names())
             print(f"stopped {args.name}")
             return None
@@ -257,6 +269,33 @@ def _show_data(obj):
     if rows:
         _heading("globals")
         display(pd.DataFrame(rows, columns=["section", "variable", "value"]))
+
+
+def _print_maps(name, obj):
+    """Every non-empty map as bpftrace prints it at exit, then the .bss/.data variables."""
+    import pandas as pd
+    from . import show
+    printouts = show.object_printouts(obj)
+    for p in printouts:
+        display(p)
+    if not printouts:
+        _heading(f"{name}: every map is empty")
+    rows = show.user_globals(obj)
+    if rows:
+        _heading("globals")
+        display(pd.DataFrame(rows, columns=["section", "variable", "value"]))
+
+
+def _print_before_stop(name):
+    """What %bpf stop shows: detach (the counts stop moving), then print the maps."""
+    obj = registry.get(name)
+    if obj is None or obj.state != "loaded":
+        return
+    try:
+        obj.detach()
+        _print_maps(name, obj)
+    except Exception as e:  # printing must never keep an object from being torn down
+        _heading(f"{name}: could not print its maps ({type(e).__name__}: {e})")
 
 
 def _heading(text: str):

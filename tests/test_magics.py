@@ -230,11 +230,129 @@ def test_for_attaches_waits_detaches_and_shows_maps(ip):
     assert "tally: 1.0 / 1 s" in out  # the text progress line outside a Jupyter kernel
     frames = [o.data["text/plain"] for o in outputs]
     assert frames[0].startswith("tally: detached after 1.")
-    counts = frames[frames.index("counts") + 1]
-    assert str(thread.native_id) in counts and "50" in counts
+    assert f"@counts[{thread.native_id}]: 50" in frames
     assert "total" in frames[frames.index("globals") + 1]
     open_n(5)
     assert tally.bss.total == 50
+
+
+# lseek calls of this process with the marker whence 77 (they fail, after the
+# tracepoint saw them): a libbpf-tools style histogram of their offsets, counts by
+# offset, a ring buffer written through bpfnb.h (so bpfnb_lost exists), an unused map.
+PRINTED = r"""%%bpf {name} --set target_pid={{os.getpid()}} {options}
+const volatile u32 target_pid = 0;
+u64 total = 0;
+struct hist {{ u32 slots[8]; }};
+struct event {{ u64 off; }};
+
+struct {{ __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1);
+         __type(key, u32); __type(value, struct hist); }} sizes SEC(".maps");
+struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64);
+         __type(key, u64); __type(value, u64); }} by_off SEC(".maps");
+struct {{ __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64);
+         __type(key, u32); __type(value, u64); }} unused SEC(".maps");
+struct {{ __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); }} events SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{{
+    if ((bpf_get_current_pid_tgid() >> 32) != target_pid || (int)ctx->args[2] != 77)
+        return 0;
+    u64 off = ctx->args[1], one = 1, *c;
+    u32 zero = 0, slot = bpfnb_log2(off);
+    struct hist *h = bpf_map_lookup_elem(&sizes, &zero);
+    if (h && slot < 8)
+        __sync_fetch_and_add(&h->slots[slot], 1);
+    c = bpf_map_lookup_elem(&by_off, &off);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+    else
+        bpf_map_update_elem(&by_off, &off, &one, BPF_NOEXIST);
+    __sync_fetch_and_add(&total, 1);
+    struct event e = {{ .off = off }};
+    bpfnb_ringbuf_output(&events, &e, sizeof(e));
+    return 0;
+}}
+"""
+SEEKS = [5, 9, 2, 9, 5, 9, 9, 5, 9, 9, 9]   # 9 seven times, 5 three times, 2 once
+PRINTED_MAPS = [
+    "@sizes:\n"
+    "[2, 4)  1 |@@@@@                                   |\n"
+    "[4, 8)  3 |@@@@@@@@@@@@@@@@@                       |\n"
+    "[8, 16) 7 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|",
+    "@by_off[9]: 7\n@by_off[5]: 3\n@by_off[2]: 1"]
+
+
+def seek_marked(offsets):
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        for off in offsets:
+            try:
+                os.lseek(fd, off, 77)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def printed(outputs):
+    """The text of each rich output; maps are those starting with @."""
+    return [o.data["text/plain"] for o in outputs]
+
+
+def test_for_prints_histograms_as_bars_and_counters_largest_first(ip):
+    def worker():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            obj = registry.get("sizes_for")
+            if obj is not None and obj.progs.on_lseek.links:
+                seek_marked(SEEKS)
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    out, outputs = run_ok(ip, PRINTED.format(name="sizes_for", options="--for 0.5"))
+    thread.join(10)
+    texts = printed(outputs)
+    assert texts[0].startswith("sizes_for: detached after 0.")
+    assert [t for t in texts if t.startswith("@")] == PRINTED_MAPS  # not unused, not events
+    html = [o.data["text/html"] for o in outputs if o.data["text/plain"].startswith("@")]
+    assert html[0].startswith("<pre>@sizes:\n[2, 4)  1 |@@@@@")
+    assert "<table" in html[1] and html[1].index(">9<") < html[1].index(">5<")
+    variables = texts[texts.index("globals") + 1]
+    assert "total" in variables and "11" in variables and "bpfnb_lost" not in variables
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    out, outputs = run_ok(ip, PRINTED.format(name="sizes_for", options="--for 0.3 -q"))
+    thread.join(10)
+    assert outputs == [] and ip.user_ns["sizes_for"].bss.total == 11
+
+
+def test_stop_prints_every_non_empty_map_unless_quiet(ip):
+    run_ok(ip, PRINTED.format(name="printed", options="-q"))
+    seek_marked(SEEKS)
+    obj = ip.user_ns["printed"]
+    out, outputs = run_ok(ip, "%bpf stop printed")
+    assert [t for t in printed(outputs) if t.startswith("@")] == PRINTED_MAPS
+    assert "stopped printed" in out and obj.state == "destroyed"
+
+    run_ok(ip, PRINTED.format(name="printed", options="-q"))
+    seek_marked(SEEKS)
+    out, outputs = run_ok(ip, "%bpf stop printed -q")
+    assert outputs == [] and out.strip() == "stopped printed"
+
+    run_ok(ip, PRINTED.format(name="untouched", options="-q"))
+    out, outputs = run_ok(ip, "%bpf stop untouched")
+    assert printed(outputs)[0] == "untouched: every map is empty"
+
+    run_ok(ip, PRINTED.format(name="idle", options="-q"))
+    run_ok(ip, PRINTED.format(name="busy", options="-q"))
+    seek_marked(SEEKS)  # counted by both
+    out, outputs = run_ok(ip, "%bpf stop --all")
+    assert [t for t in printed(outputs) if t.startswith("@")] == PRINTED_MAPS * 2
+    assert "stopped idle, busy" in out
 
 
 def test_for_with_plot_ends_with_a_picture(ip):

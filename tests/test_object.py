@@ -142,7 +142,9 @@ def test_stats_and_repr(no_leaks):
         st = obj.progs.on_open.stats
         assert st["run_cnt"] >= 10 and st["run_time_ns"] > 0
         assert "tracepoint" in repr(obj.progs.on_open)
-        assert "hash" in repr(obj.maps.counts) and "u32" in repr(obj.maps.counts)
+        shown = obj.maps.counts._repr_html_()  # the types, then the entries
+        assert "hash" in shown and "u32" in shown
+        assert repr(obj.maps.counts).startswith(f"@counts[{os.getpid()}]: ")
 
 
 def test_object_from_bytes_and_path(no_leaks, tmp_path):

@@ -391,27 +391,38 @@ class Histogram(pd.DataFrame):
     def _labels(self) -> list[str]:
         return [bucket_label(lo, hi, self.log2) for lo, hi in zip(self["low"], self["high"])]
 
-    def _group_names(self) -> list[str]:
-        """Per row, its histogram's name as bpftrace shows it: ``@name[123, comm bash]``;
-        a scalar key (column ``key``) shows its value alone, other columns their name."""
+    def _group_name(self, row: int) -> str:
+        """The name of the histogram of ``row`` as bpftrace shows it: ``@name[123, comm
+        bash]``; a scalar key (column ``key``) shows its value alone, others their name."""
         base = f"@{self.title}"
         if not self.key_columns:
-            return [base] * len(self)
-        cols = [(c, self[c].tolist()) for c in self.key_columns]
-        return [base + "[" + ", ".join(label_value(v) if c == "key" else
-                                       f"{c} {label_value(v)}"
-                                       for (c, _), v in zip(cols, vals)) + "]"
-                for vals in zip(*(values for _, values in cols))]
+            return base
+        values = [self[c].iat[row] for c in self.key_columns]  # a row would upcast ints
+        return base + "[" + ", ".join(label_value(v) if c == "key" else
+                                      f"{c} {label_value(v)}"
+                                      for c, v in zip(self.key_columns, values)) + "]"
 
-    def _spans(self) -> list[tuple[int, int]]:
-        """(start, end) rows of each histogram, in frame order."""
-        groups = self._group_names()
-        spans, start = [], 0
-        for end in range(1, len(self) + 1):
-            if end == len(self) or groups[end] != groups[start]:
-                spans.append((start, end))
-                start = end
-        return spans
+    def _group_names(self) -> list[str]:
+        """Per row, the name of its histogram (see _group_name)."""
+        starts, ends = self._spans()
+        names = [""] * len(self)
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            names[start:end] = [self._group_name(start)] * (end - start)
+        return names
+
+    def _spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end rows of each histogram: runs of equal label columns."""
+        n = len(self)
+        change = np.zeros(n, bool)
+        if n:
+            change[0] = True
+        for c in self.key_columns:
+            col = np.asarray(self[c].astype(object)) if self[c].dtype.kind not in "iufb" \
+                else self[c].to_numpy()
+            if col.ndim == 1 and n > 1:
+                change[1:] |= col[1:] != col[:-1]
+        starts = np.flatnonzero(change)
+        return starts, np.append(starts[1:], n)
 
     def groups(self) -> pd.DataFrame:
         """One row per histogram: its label columns and ``total`` (the sum of its counts)."""
@@ -447,18 +458,24 @@ class Histogram(pd.DataFrame):
         if not len(self):
             return f"@{self.title}: no counts yet (every slot is 0)"
         limit = self.MAX_GROUPS if limit is None else limit
-        labels, counts = self._labels(), self["count"].tolist()
-        names = self._group_names()
-        spans = self._spans()
-        spans.sort(key=lambda s: -sum(counts[s[0]:s[1]]))   # stable: frame order on ties
-        lw, cw = max(map(len, labels)), max(len(str(c)) for c in counts)
+        counts = self["count"].to_numpy()
+        starts, ends = self._spans()
+        totals = np.add.reduceat(counts, starts)
+        shown = np.argsort(-totals, kind="stable")[:limit]  # largest first, ties in order
+        rows = np.concatenate([np.arange(starts[g], ends[g]) for g in shown])
+        lows, highs = self["low"].to_numpy(), self["high"].to_numpy()
+        labels = {r: bucket_label(lows[r], highs[r], self.log2) for r in rows.tolist()}
+        lw = max(map(len, labels.values()))
+        cw = len(str(counts[rows].max()))
         lines = []
-        for start, end in spans[:limit]:
-            lines.append(f"{names[start]}:")
-            lines += bars(labels[start:end], counts[start:end], self.BAR_WIDTH, lw, cw)
+        for g in shown.tolist():
+            lines.append(f"{self._group_name(starts[g])}:")
+            span = range(starts[g], ends[g])
+            lines += bars([labels[r] for r in span], counts[starts[g]:ends[g]].tolist(),
+                          self.BAR_WIDTH, lw, cw)
             lines.append("")
-        if len(spans) > limit:
-            lines.append(f"... {len(spans) - limit} more")
+        if len(starts) > limit:
+            lines.append(f"... {len(starts) - limit} more")
         else:
             lines.pop()
         return "\n".join(lines)

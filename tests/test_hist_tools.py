@@ -190,6 +190,15 @@ def test_syscall_latency_and_percpu_offsets_exact(no_leaks):
     assert list(offsets.columns) == ["low", "high", "count"]
     assert as_dict(offsets) == want
     assert calls == len(OFFSETS)
+    linear = dict(zip(offsets["low"], offsets["count"]))  # the same slots, read as asked
+    with bpfnb.load(PROGS / "syslat.bpf.c", maps=SIZES) as obj:
+        with child(SEEKS, "seeker", *OFFSETS) as again:
+            go(again)
+        lin = obj.maps.offsets.hist(kind="linear", min=100, step=10)
+    assert lin["low"].tolist() == [100 + 10 * s for s in range(max(expected) + 1)]
+    assert lin["high"].iloc[-1] == float("inf")  # slot 31 holds everything above
+    assert lin["count"].tolist() == [linear.get(lo, 0) for lo in
+                                     [0] + [2 ** s for s in range(1, max(expected) + 1)]]
     assert who.values.tolist() == [[proc.pid, "seeker", len(OFFSETS)]]
 
 

@@ -58,7 +58,7 @@ class _Layout:
             high = np.ldexp(1.0, e)
         else:
             i = slot - 1 if self.tails else slot
-            low = (self.min + i * self.step).astype(np.float64)
+            low = self.min + i.astype(np.float64) * self.step  # no int64 wrap-around
             high = low + self.step
             if self.tails:
                 low = np.where(slot == 0, -np.inf, low)
@@ -266,8 +266,10 @@ def _frame(map, layout, slots, counts, gid, labels, order=None) -> "Histogram":
     nz = counts > 0
     slots, counts, gid = slots[nz], counts[nz], gid[nz]
     top = layout.max_slot()
-    bad = (slots < 0) | (slots > top) if top is not None else slots < 0
-    if bad.any():
+    if len(slots) and slots.min() < 0:
+        raise TypeError(f"map {map.name!r}: negative slot numbers (down to "
+                        f"{int(slots.min())}) hold counts: not a histogram's slots")
+    if top is not None and len(slots) and slots.max() > top:
         raise TypeError(f"map {map.name!r}: slot numbers up to {int(slots.max())} hold "
                         f"counts, beyond log2 slots (0..{top}); for linear buckets, "
                         f".hist(kind='linear', min=..., step=...)")

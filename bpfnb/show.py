@@ -51,9 +51,9 @@ def printout(map, limit: int | None = None) -> Printout:
             text = h.to_text(limit)
             return Printout(map.name, text, f"<pre>{html.escape(text)}</pre>", not len(h))
         return _counters(map, LIMIT if limit is None else limit)
-    except BPFError as e:
-        text = f"@{map.name}: cannot read it: {e}".splitlines()[0]
-        return Printout(map.name, text, f"<pre>{html.escape(text)}</pre>", True)
+    except (BPFError, TypeError, ValueError) as e:  # one map never stops the others
+        text = f"@{map.name}: not printed: {e}".splitlines()[0]
+        return Printout(map.name, text, f"<pre>{html.escape(text)}</pre>", False)
 
 
 def map_text(map, limit: int | None = None) -> str:

@@ -14,6 +14,7 @@ enum worker_state { IDLE = 0, BUSY = 1 };
 struct hist { u32 slots[6]; char comm[16]; };
 struct flow { u32 saddr; u16 port; };
 struct stats { u64 packets; u64 bytes; };
+struct bcc_key { u32 whence; u64 slot; };
 
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64);
          __type(key, u32); __type(value, struct hist); } hists SEC(".maps");
@@ -32,6 +33,8 @@ struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8);
 struct { __uint(type, BPF_MAP_TYPE_STACK_TRACE); __uint(max_entries, 8);
          __uint(key_size, 4); __uint(value_size, 8 * 8); } stacks SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } rb SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8);
+         __type(key, struct bcc_key); __type(value, u64); } bcc SEC(".maps");
 u64 total = 0;
 
 SEC("raw_tp/sys_enter")
@@ -127,6 +130,11 @@ def test_object_printouts_leave_out_empty_stack_ring_and_internals(obj):
     names = [name for _, name, _ in show.user_globals(obj)]
     assert "total" in names and not [n for n in names if n.startswith("bpfnb_")]
     assert "bpfnb_lost" in obj.bss._asdict()  # there, but not shown
+    obj.maps.bcc[{"whence": 0, "slot": 1000}] = 1  # no log2 slot: said, the rest printed
+    assert [p.text for p in show.object_printouts(obj)] == [
+        "@counts[1]: 5", "@one: 1",
+        "@bcc: not printed: map 'bcc': slot numbers up to 1000 hold counts, beyond log2 "
+        "slots (0..64); for linear buckets, .hist(kind='linear', min=..., step=...)"]
 
 
 def test_maps_not_loaded_print_their_types(need_root):

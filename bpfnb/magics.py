@@ -278,7 +278,7 @@ def _print_maps(name, obj):
     printouts = show.object_printouts(obj)
     for p in printouts:
         display(p)
-    if not printouts:
+    if not printouts and any(show.printable(m) for m in obj.maps):
         _heading(f"{name}: every map is empty")
     rows = show.user_globals(obj)
     if rows:

@@ -25,8 +25,25 @@ class Map(libbpf.Map):
 
     def hist(self, kind: str | None = None, **options):
         """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
-        from . import frames
+        from . import aggregate, frames
+        if kind is None and not options and aggregate.kind(self) == "histk":
+            return aggregate.histogram(self)
         return frames.histogram(self, kind, **options)
+
+    def folded(self, **options) -> str:
+        """Folded stacks (``comm;outer;...;inner count`` lines) of a map counting stacks."""
+        from . import flame
+        return flame.folded_of(self, **options)
+
+    def flame(self, **options):
+        """A flame graph (matplotlib Figure) of a map counting stacks."""
+        from . import flame
+        return flame.flame(self, **options)
+
+    def to_bpftrace_json(self, **options) -> str:
+        """The JSON line ``bpftrace -f json`` prints for this map ("" when empty)."""
+        from . import aggregate
+        return aggregate.to_bpftrace_json(self, **options)
 
     def _repr_html_(self):
         """In a notebook a map shows its header and its first rows."""

@@ -8,8 +8,9 @@ hist(v, k), tseries) as tidy DataFrames, histograms and bpftrace's JSON output.
 combined (counts and sums added; min of the mins and max of the maxes of the CPUs that
 saw the key). Key columns as ``frames.map_to_df`` names them, then tidied: no column
 for ``bpfnb_nokey``; a ``struct bpfnb_comm``/``bpfnb_str`` member ``sender.comm`` is
-just ``sender``; a ``bpfnb_kstack``/``bpfnb_ustack`` id becomes ``kstack``/``ustack``,
-the stack's frame names (innermost first). Value columns:
+just ``sender``; a ``bpfnb_kstack``/``bpfnb_ustack`` id becomes the stack's frame
+names (innermost first), in a column named as the member (``kstack``/``ustack`` for a
+key that is the stack alone). Value columns:
 
     count -> count            sum -> sum          min -> min      max -> max
     avg   -> avg (float)      stats -> count, sum, min, max, avg
@@ -170,9 +171,8 @@ def _key_columns(map, keys, *, stack_map=None, symbolizer=None) -> pd.DataFrame:
                 user_col=id_col if which == "ustack" else "", pid_col=pid_col,
                 symbolizer=symbolizer)
             at = df.columns.get_loc(id_col)
-            frames_col = resolved[which]
             df = df.drop(columns=[id_col])
-            df.insert(at, f"{dot}{which}", frames_col)
+            df.insert(at, dot[:-1] or which, resolved[which])
     return df
 
 

@@ -101,7 +101,8 @@ def flame(source, *, title: str | None = None, min_share: float = 0.001, legend:
     legend of numbered narrow frames. ``ax`` draws into an existing Axes."""
     text = folded_of(source, stack_map=stack_map, symbolizer=symbolizer, **options)
     root = _tree(text)
-    if ax is None:
+    own = ax is None
+    if own:
         fig, ax = _figure(figsize)
     else:
         fig = ax.figure
@@ -151,10 +152,18 @@ def flame(source, *, title: str | None = None, min_share: float = 0.001, legend:
                     fontsize=_FONT_PT - 1, clip_on=True)
         handles.append(matplotlib.patches.Patch(
             color=_colour(frame), label=f"{i}: {frame} ({count}, {100 * count / total:.1f}%)"))
-    if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.18),
-                  ncol=2, fontsize=_FONT_PT, frameon=False, title="narrow frames",
-                  title_fontsize=_FONT_PT)
+    if handles and own:  # below the graph, in room the figure grows by
+        rows = (len(handles) + 1) // 2
+        extra = 0.3 + 0.17 * rows
+        height = fig.get_figheight()
+        fig.set_figheight(height + extra)
+        fig.subplots_adjust(bottom=(extra + 0.45) / (height + extra))
+        fig.legend(handles=handles, loc="lower left", ncol=2, fontsize=_FONT_PT,
+                   frameon=False, title="narrow frames", title_fontsize=_FONT_PT,
+                   bbox_to_anchor=(ax.get_position().x0, 0.0), alignment="left")
+    elif handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=_FONT_PT,
+                  title="narrow frames", title_fontsize=_FONT_PT)
     _hover(fig, ax, boxes, total)
     return fig
 

@@ -14,11 +14,13 @@ box names itself on hover in an interactive backend (ipympl's ``%matplotlib widg
 
 from __future__ import annotations
 
+import io
 import zlib
 
 import matplotlib
 import matplotlib.patches
 import pandas as pd
+from matplotlib.figure import Figure
 
 from . import aggregate, symbols
 from .libbpf.map import STACK_TRACE
@@ -82,14 +84,23 @@ def _fit(name: str, chars: float) -> str:
     return name[:int(chars) - 1] + "…" if chars >= 4 else ""
 
 
+class FlameFigure(Figure):
+    """A Figure that shows itself as a PNG in IPython, whether or not pyplot set up the
+    display of figures there."""
+
+    def _repr_png_(self):
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def _figure(figsize):
     backend = matplotlib.get_backend().lower()
     if "inline" in backend or backend == "agg":
         # Not through pyplot: a returned figure is shown once, not twice.
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=figsize)
+        fig = FlameFigure(figsize=figsize)
         return fig, fig.add_subplot()
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # interactive: a canvas that sends mouse events
     return plt.subplots(figsize=figsize)
 
 

@@ -92,7 +92,7 @@ def _combine(kind_: str, values: np.ndarray) -> dict:
         out["count"] = counts.sum(axis=1)
     if kind_ == "sum":
         out["sum"] = values["sum"].astype(np.int64).sum(axis=1)
-    if kind_ in ("stats",):
+    if kind_ == "stats":
         out["count"] = counts.sum(axis=1)
         out["sum"] = values["sum"].astype(np.int64).sum(axis=1)
     for field, pick, empty in (("min", np.min, np.iinfo(np.int64).max),

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -209,6 +210,9 @@ BPFNB_HISTK(coarse, bpfnb_nokey, 0);
 BPFNB_HISTK(fine, u32, 2);
 BPFNB_LHIST(linear, 0, 1000, 100);
 BPFNB_TSERIES(rate, 100000000, 32);
+BPFNB_COUNT(by_cpu, u32);
+struct tid_key { u32 tid; struct bpfnb_comm comm; };
+BPFNB_COUNT(by_tid, struct tid_key);
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int on_write(struct trace_event_raw_sys_enter *ctx)
@@ -227,6 +231,8 @@ int on_write(struct trace_event_raw_sys_enter *ctx)
     bpfnb_histk(&fine, 7, n);
     bpfnb_lhist(&linear, n);
     bpfnb_tseries(&rate, 1);
+    bpfnb_count(&by_cpu, bpfnb_cpu());
+    bpfnb_count(&by_tid, ((struct tid_key){bpfnb_tid(), bpfnb_comm()}));
     return 0;
 }
 """
@@ -260,11 +266,25 @@ def writes(no_leaks):
             os.write(fd, b"x" * size)
             if i == len(SIZES) // 2:
                 time.sleep(0.25)  # the time series gets two intervals at least
+        os.sched_setaffinity(0, cpus)
         yield obj
     finally:
         os.sched_setaffinity(0, cpus)
         os.close(fd)
         obj.destroy()
+
+
+def test_cpu_and_struct_keys(writes):
+    cpus = sorted(os.sched_getaffinity(0))
+    expected = {}
+    for i in range(len(SIZES)):  # the CPUs the fixture pinned each write to
+        cpu = cpus[i * len(cpus) // len(SIZES)]
+        expected[cpu] = expected.get(cpu, 0) + 1
+    df = writes.maps.by_cpu.to_df()
+    assert dict(zip(df["key"], df["count"])) == expected
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert writes.maps.by_tid.to_df().to_dict("list") == {
+        "tid": [threading.get_native_id()], "comm": [comm], "count": [len(SIZES)]}
 
 
 def _json(m):

@@ -213,6 +213,12 @@ BPFNB_TSERIES(rate, 100000000, 32);
 BPFNB_COUNT(by_cpu, u32);
 struct tid_key { u32 tid; struct bpfnb_comm comm; };
 BPFNB_COUNT(by_tid, struct tid_key);
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16);
+    __type(key, u32);
+    __type(value, u64);
+} last_size SEC(".maps");
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int on_write(struct trace_event_raw_sys_enter *ctx)
@@ -233,6 +239,9 @@ int on_write(struct trace_event_raw_sys_enter *ctx)
     bpfnb_tseries(&rate, 1);
     bpfnb_count(&by_cpu, bpfnb_cpu());
     bpfnb_count(&by_tid, ((struct tid_key){bpfnb_tid(), bpfnb_comm()}));
+    u32 pid = bpfnb_pid();
+    u64 last = n;
+    bpf_map_update_elem(&last_size, &pid, &last, BPF_ANY);
     return 0;
 }
 """
@@ -285,6 +294,12 @@ def test_cpu_and_struct_keys(writes):
     comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
     assert writes.maps.by_tid.to_df().to_dict("list") == {
         "tid": [threading.get_native_id()], "comm": [comm], "count": [len(SIZES)]}
+    with pytest.raises(TypeError, match="no stack in its key"):
+        writes.maps.by_tid.flame()
+
+
+def test_plain_map_as_bpftrace_json(writes):
+    assert _json(writes.maps.last_size) == ("map", {str(os.getpid()): SIZES[-1]})
 
 
 def _json(m):

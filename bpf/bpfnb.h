@@ -259,7 +259,7 @@ static __always_inline void bpfnb_hist_key_add_(void *map, const void *key)
  *	BPFNB_COUNT(syscalls, struct bpfnb_comm);   bpfnb_count(&syscalls, bpfnb_comm());
  *	BPFNB_SUM(bytes, u32);                      bpfnb_sum(&bytes, bpfnb_pid(), ret);
  *	BPFNB_MIN / BPFNB_MAX / BPFNB_AVG / BPFNB_STATS (name, keytype)
- *	                                            bpfnb_min(&m, key, v) ... bpfnb_stats(&m, key, v)
+ *	                                  bpfnb_min(&m, key, v) ... bpfnb_stats(&m, key, v)
  *	BPFNB_HISTK(lat, bpfnb_nokey, 2);           bpfnb_histk(&lat, 0, delta);  (hist(v, 2))
  *	BPFNB_TSERIES(rate, 100000000, 64);         bpfnb_tseries(&rate, 1);      (100 ms x 64)
  *	lhist(v, min, max, step): BPFNB_LHIST / BPFNB_LHIST_KEYED above.

@@ -133,7 +133,8 @@ def test_read_sizes(cell):
     assert int(bucket["count"].iloc[0]) >= n  # other processes read too
     assert "[64, 128)" in repr(h)
     data = json.loads(obj.maps.bytes.to_bpftrace_json())
-    assert {"min": 64, "max": 127, "count": int(bucket["count"].iloc[0])} in data["data"]["@bytes"]
+    count = int(bucket["count"].iloc[0])
+    assert {"min": 64, "max": 127, "count": count} in data["data"]["@bytes"]
 
 
 def test_runqueue_latency(cell):

@@ -322,7 +322,11 @@ def test_not_a_stack_map(no_leaks):
 
 AGG_PROFILE = r"""
 const volatile u32 target_tgid = 0;
-struct sample_key { struct bpfnb_ustack ustack; struct bpfnb_kstack kstack; struct bpfnb_comm comm; };
+struct sample_key {
+    struct bpfnb_ustack ustack;
+    struct bpfnb_kstack kstack;
+    struct bpfnb_comm comm;
+};
 BPFNB_STACKS(stacks);
 BPFNB_COUNT(samples, struct sample_key);
 
@@ -378,7 +382,8 @@ def test_stack_keys_resolve_to_frames(agg_profile):
 
 def test_folded_and_flame_of_a_stack_count(agg_profile):
     lines = agg_profile["folded"].splitlines()
-    assert sum(int(line.rsplit(" ", 1)[1]) for line in lines) == agg_profile["df"]["count"].sum()
+    total = sum(int(line.rsplit(" ", 1)[1]) for line in lines)
+    assert total == agg_profile["df"]["count"].sum()
     assert all(line.startswith("bpfnb_aggst;") for line in lines)
     fig = agg_profile["flame"]
     texts = [t.get_text() for t in fig.axes[0].texts]

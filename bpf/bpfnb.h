@@ -252,4 +252,290 @@ static __always_inline void bpfnb_hist_key_add_(void *map, const void *key)
 	bpfnb_hist_keyed_add_(map, k, bpfnb_lhist_slot_(map, v))
 /* --- end histograms --- */
 
+/* --- aggregations --- */
+/* bpftrace's map functions in one line each. Declare at file scope, update in a
+ * program:
+ *
+ *	BPFNB_COUNT(syscalls, struct bpfnb_comm);   bpfnb_count(&syscalls, bpfnb_comm());
+ *	BPFNB_SUM(bytes, u32);                      bpfnb_sum(&bytes, bpfnb_pid(), ret);
+ *	BPFNB_MIN / BPFNB_MAX / BPFNB_AVG / BPFNB_STATS (name, keytype)
+ *	                                  bpfnb_min(&m, key, v) ... bpfnb_stats(&m, key, v)
+ *	BPFNB_HISTK(lat, bpfnb_nokey, 2);           bpfnb_histk(&lat, 0, delta);  (hist(v, 2))
+ *	BPFNB_TSERIES(rate, 100000000, 64);         bpfnb_tseries(&rate, 1);      (100 ms x 64)
+ *	lhist(v, min, max, step): BPFNB_LHIST / BPFNB_LHIST_KEYED above.
+ *
+ * Keys are any value of the declared key type: a number, bpfnb_comm(), bpfnb_pid(),
+ * bpfnb_tid(), bpfnb_cpu(), bpfnb_kstack(ctx, &stacks), bpfnb_ustack(ctx, &stacks),
+ * bpfnb_str_user(ptr) / bpfnb_str_kernel(ptr), or a struct of several (a compound
+ * literal: (struct k){bpfnb_pid(), sig}). bpfnb_nokey is the key of a map without one
+ * (bpftrace's @x = count()): pass 0. A hash map hashes the key's padding too, so give
+ * struct keys no holes (order members by size).
+ *
+ * The maps are per-CPU hashes (max_entries 0: sized at load, 10240 by default,
+ * bpfnb.load(maps={name: n}) for more), as bpftrace's are: each CPU updates its own
+ * copy without atomics, so there is no cache-line bouncing on a hot key and no lost
+ * update, and min/max need no compare-and-swap retry loop (which the verifier would
+ * have to bound). Python adds the CPUs' counts and sums and takes the min of mins, the
+ * max of maxes, over the CPUs whose count is non-zero. The one race left is a program
+ * interrupted on its CPU by another updating the same entry (a perf_event sample in
+ * NMI over a tracepoint): bpftrace has the same.
+ *
+ * Values are read as signed 64-bit. The value types (struct bpfnb_count ...) name the
+ * aggregation, so Map.to_df() knows how to combine and show it. */
+typedef __u32 bpfnb_nokey;
+
+struct bpfnb_count { __u64 count; };
+struct bpfnb_sum { __s64 sum; };
+struct bpfnb_min { __u64 count; __s64 min; };
+struct bpfnb_max { __u64 count; __s64 max; };
+struct bpfnb_avg { __u64 count; __s64 sum; };
+struct bpfnb_stats { __u64 count; __s64 sum; __s64 min; __s64 max; };
+
+#define BPFNB_AGG_MAP_(name, keytype, valuetype)                                \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                         \
+		__uint(max_entries, 0);                                         \
+		__type(key, keytype);                                           \
+		__type(value, valuetype);                                       \
+	} name SEC(".maps")
+
+#define BPFNB_COUNT(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_count)
+#define BPFNB_SUM(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_sum)
+#define BPFNB_MIN(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_min)
+#define BPFNB_MAX(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_max)
+#define BPFNB_AVG(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_avg)
+#define BPFNB_STATS(name, keytype) BPFNB_AGG_MAP_(name, keytype, struct bpfnb_stats)
+
+/* This CPU's value for key, created zeroed when missing. */
+static __always_inline void *bpfnb_agg_get_(void *map, const void *key, const void *zero)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* The key is copied into a zeroed variable of the map's key type (a number widens
+ * or narrows to it; a struct must be of that type). */
+#define bpfnb_agg_value_(map, k) ({                                             \
+	typeof(*(map)->key) bpfnb_k_;                                           \
+	typeof(*(map)->value) bpfnb_z_;                                         \
+	__builtin_memset(&bpfnb_k_, 0, sizeof(bpfnb_k_));                       \
+	__builtin_memset(&bpfnb_z_, 0, sizeof(bpfnb_z_));                       \
+	bpfnb_k_ = (k);                                                         \
+	(typeof(*(map)->value) *)bpfnb_agg_get_((map), &bpfnb_k_, &bpfnb_z_);   \
+})
+
+#define bpfnb_count(map, k) ({                                                  \
+	typeof(*(map)->value) *bpfnb_v_ = bpfnb_agg_value_(map, k);             \
+	if (bpfnb_v_)                                                           \
+		bpfnb_v_->count++;                                              \
+})
+
+#define bpfnb_sum(map, k, v) ({                                                 \
+	__s64 bpfnb_x_ = (v);                                                   \
+	typeof(*(map)->value) *bpfnb_v_ = bpfnb_agg_value_(map, k);             \
+	if (bpfnb_v_)                                                           \
+		bpfnb_v_->sum += bpfnb_x_;                                      \
+})
+
+#define bpfnb_avg(map, k, v) ({                                                 \
+	__s64 bpfnb_x_ = (v);                                                   \
+	typeof(*(map)->value) *bpfnb_v_ = bpfnb_agg_value_(map, k);             \
+	if (bpfnb_v_) {                                                         \
+		bpfnb_v_->count++;                                              \
+		bpfnb_v_->sum += bpfnb_x_;                                      \
+	}                                                                       \
+})
+
+#define bpfnb_min(map, k, v) ({                                                 \
+	__s64 bpfnb_x_ = (v);                                                   \
+	typeof(*(map)->value) *bpfnb_v_ = bpfnb_agg_value_(map, k);             \
+	if (bpfnb_v_ && (!bpfnb_v_->count++ || bpfnb_x_ < bpfnb_v_->min))       \
+		bpfnb_v_->min = bpfnb_x_;                                       \
+})
+
+#define bpfnb_max(map, k, v) ({                                                 \
+	__s64 bpfnb_x_ = (v);                                                   \
+	typeof(*(map)->value) *bpfnb_v_ = bpfnb_agg_value_(map, k);             \
+	if (bpfnb_v_ && (!bpfnb_v_->count++ || bpfnb_x_ > bpfnb_v_->max))       \
+		bpfnb_v_->max = bpfnb_x_;                                       \
+})
+
+static __always_inline void bpfnb_stats_add_(struct bpfnb_stats *s, __s64 v)
+{
+	if (!s)
+		return;
+	if (!s->count || v < s->min)
+		s->min = v;
+	if (!s->count || v > s->max)
+		s->max = v;
+	s->count++;
+	s->sum += v;
+}
+
+#define bpfnb_stats(map, k, v) ({                                               \
+	__s64 bpfnb_x_ = (v);                                                   \
+	bpfnb_stats_add_(bpfnb_agg_value_(map, k), bpfnb_x_);                   \
+})
+
+/* Keys. Each is a value, usable alone or as a member of a struct key. */
+struct bpfnb_comm { char comm[16]; };
+#define bpfnb_comm() ({                                                         \
+	struct bpfnb_comm bpfnb_c_ = {};                                        \
+	bpf_get_current_comm(bpfnb_c_.comm, sizeof(bpfnb_c_.comm));             \
+	bpfnb_c_;                                                               \
+})
+#define bpfnb_pid() ((__u32)(bpf_get_current_pid_tgid() >> 32))
+#define bpfnb_tid() ((__u32)bpf_get_current_pid_tgid())
+#define bpfnb_cpu() ((__u32)bpf_get_smp_processor_id())
+
+/* A string key, bpftrace's str(): 64 bytes, as bpftrace's default. */
+struct bpfnb_str { char str[64]; };
+#define bpfnb_str_user(ptr) ({                                                  \
+	struct bpfnb_str bpfnb_s_ = {};                                         \
+	bpf_probe_read_user_str(bpfnb_s_.str, sizeof(bpfnb_s_.str), (const void *)(ptr)); \
+	bpfnb_s_;                                                               \
+})
+#define bpfnb_str_kernel(ptr) ({                                                \
+	struct bpfnb_str bpfnb_s_ = {};                                         \
+	bpf_probe_read_kernel_str(bpfnb_s_.str, sizeof(bpfnb_s_.str), (const void *)(ptr)); \
+	bpfnb_s_;                                                               \
+})
+
+/* Stacks: ids into a stack-trace map, which Map.to_df() resolves to frame names.
+ * BPFNB_STACKS(stacks) leaves depth and size to the loader (127 frames, 10240
+ * stacks). A user stack carries its pid: user addresses mean something only in the
+ * process they come from. A negative id is bpf_get_stackid()'s error (-EFAULT: no
+ * stack of that kind, e.g. no kernel stack for a sample in user mode). */
+#define BPFNB_STACKS(name)                                                      \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_STACK_TRACE);                         \
+		__uint(max_entries, 0);                                         \
+		__uint(key_size, sizeof(__u32));                                \
+	} name SEC(".maps")
+
+struct bpfnb_kstack { __s32 kstack_id; };
+struct bpfnb_ustack { __s32 ustack_id; __u32 pid; };
+#define bpfnb_kstack(ctx, stacks)                                               \
+	((struct bpfnb_kstack){ (__s32)bpf_get_stackid((ctx), (stacks), 0) })
+#define bpfnb_ustack(ctx, stacks)                                               \
+	((struct bpfnb_ustack){ (__s32)bpf_get_stackid((ctx), (stacks), BPF_F_USER_STACK), \
+				bpfnb_pid() })
+
+/* bpftrace's hist(v, k): log2 buckets, each power of two split into 2^k linear
+ * ones (k = 0..5), with bpftrace's bucket numbers: slot 0 counts negative values,
+ * slots 1 .. 2^(k+1) the values 0 .. 2^(k+1) - 1 one each, and from there on slot
+ * ((p - k + 1) << k) + m + 1 counts [2^(p-k) * (2^k + m), 2^(p-k) * (2^k + m + 1))
+ * for a value whose highest bit is p and whose k bits below it are m. The map is
+ * keyed by {key, slot}; k travels in the value type's BTF, like lhist's bounds. */
+#define BPFNB_HISTK(name, keytype, k)                                           \
+	_Static_assert((k) >= 0 && (k) <= 5, "BPFNB_HISTK(" #name "): k is 0..5"); \
+	BPFNB_HIST_KEY_(name, keytype);                                         \
+	struct bpfnb_histk__##name {                                             \
+		__u64 count;                                                    \
+		char bpfnb_k[0][k];                                             \
+	};                                                                      \
+	BPFNB_AGG_MAP_(name, struct bpfnb_hist_key__##name, struct bpfnb_histk__##name)
+
+static __always_inline __u32 bpfnb_log2k_slot(__s64 v, __u32 k)
+{
+	__u32 p;
+
+	if (v < 0)
+		return 0;
+	if (v < (2LL << k))
+		return v + 1;
+	p = bpfnb_log2(v);
+	return ((p - k + 1) << k) + ((__u64)v >> (p - k) & ((1U << k) - 1)) + 1;
+}
+
+#define bpfnb_histk(map, k, v) ({                                                \
+	__s64 bpfnb_x_ = (v);                                                   \
+	typeof(*(map)->key) bpfnb_hk_;                                          \
+	typeof(*(map)->value) bpfnb_z_, *bpfnb_v_;                              \
+	__builtin_memset(&bpfnb_hk_, 0, sizeof(bpfnb_hk_));                     \
+	__builtin_memset(&bpfnb_z_, 0, sizeof(bpfnb_z_));                       \
+	bpfnb_hk_.key = (k);                                                    \
+	bpfnb_hk_.slot = bpfnb_log2k_slot(bpfnb_x_, sizeof(bpfnb_z_.bpfnb_k[0])); \
+	bpfnb_v_ = bpfnb_agg_get_((map), &bpfnb_hk_, &bpfnb_z_);                \
+	if (bpfnb_v_)                                                           \
+		bpfnb_v_->count++;                                              \
+})
+
+/* bpftrace's tseries: values summed per time interval of interval_ns, the last n
+ * intervals kept. Slot (now / interval) % n of a per-CPU array holds the interval's
+ * number and its sum; a slot still holding an older interval is restarted. Python
+ * adds the CPUs' sums per interval and drops intervals older than n. The interval
+ * travels in the value type's BTF (as two 32-bit halves). */
+#define BPFNB_TSERIES(name, interval_ns, n)                                     \
+	_Static_assert((interval_ns) > 0 && (n) > 0,                            \
+		       "BPFNB_TSERIES(" #name "): need interval_ns > 0 and n > 0"); \
+	struct bpfnb_tseries__##name {                                          \
+		__u64 interval;                                                 \
+		__s64 value;                                                    \
+		char bpfnb_ns_hi[0][(__u64)(interval_ns) >> 32];                \
+		char bpfnb_ns_lo[0][(__u64)(interval_ns) & 0xffffffffULL];      \
+	};                                                                      \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                        \
+		__uint(max_entries, n);                                         \
+		__type(key, __u32);                                             \
+		__type(value, struct bpfnb_tseries__##name);                    \
+	} name SEC(".maps")
+
+#define bpfnb_tseries_ns_(map)                                                  \
+	((sizeof(((typeof(*(map)->value) *)0)->bpfnb_ns_hi[0]) << 32) |         \
+	 sizeof(((typeof(*(map)->value) *)0)->bpfnb_ns_lo[0]))
+
+#define bpfnb_tseries(map, v) ({                                                \
+	__s64 bpfnb_x_ = (v);                                                   \
+	__u64 bpfnb_i_ = bpf_ktime_get_ns() / bpfnb_tseries_ns_(map);           \
+	__u32 bpfnb_slot_ = bpfnb_i_ % bpfnb_max_entries_(map);                 \
+	typeof(*(map)->value) *bpfnb_v_ = bpf_map_lookup_elem((map), &bpfnb_slot_); \
+	if (bpfnb_v_) {                                                         \
+		if (bpfnb_v_->interval != bpfnb_i_) {                           \
+			bpfnb_v_->interval = bpfnb_i_;                          \
+			bpfnb_v_->value = 0;                                    \
+		}                                                               \
+		bpfnb_v_->value += bpfnb_x_;                                    \
+	}                                                                       \
+})
+
+/* Latency pairs (bpftrace's @start[tid] = nsecs ... nsecs - @start[tid]):
+ * bpfnb_start() stores now under key; bpfnb_elapsed() returns the ns since then and
+ * forgets the key, or -1 when nothing was started under it. */
+#define BPFNB_START(name, keytype)                                              \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_HASH);                                \
+		__uint(max_entries, 0);                                         \
+		__type(key, keytype);                                           \
+		__type(value, __u64);                                           \
+	} name SEC(".maps")
+
+#define bpfnb_start(map, k) ({                                                  \
+	typeof(*(map)->key) bpfnb_k_;                                           \
+	__u64 bpfnb_now_ = bpf_ktime_get_ns();                                  \
+	__builtin_memset(&bpfnb_k_, 0, sizeof(bpfnb_k_));                       \
+	bpfnb_k_ = (k);                                                         \
+	bpf_map_update_elem((map), &bpfnb_k_, &bpfnb_now_, BPF_ANY);            \
+})
+
+#define bpfnb_elapsed(map, k) ({                                                \
+	typeof(*(map)->key) bpfnb_k_;                                           \
+	__s64 bpfnb_d_ = -1;                                                    \
+	__u64 *bpfnb_t_;                                                        \
+	__builtin_memset(&bpfnb_k_, 0, sizeof(bpfnb_k_));                       \
+	bpfnb_k_ = (k);                                                         \
+	bpfnb_t_ = bpf_map_lookup_elem((map), &bpfnb_k_);                       \
+	if (bpfnb_t_) {                                                         \
+		bpfnb_d_ = bpf_ktime_get_ns() - *bpfnb_t_;                      \
+		bpf_map_delete_elem((map), &bpfnb_k_);                          \
+	}                                                                       \
+	bpfnb_d_;                                                               \
+})
+/* --- end aggregations --- */
+
 #endif /* __BPFNB_H__ */

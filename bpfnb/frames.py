@@ -196,6 +196,9 @@ def map_to_df(map, percpu: str = "sum") -> pd.DataFrame:
     if map.type == STACK_TRACE:
         from .symbols import stack_map_to_df
         return stack_map_to_df(map)
+    from . import aggregate
+    if percpu == "sum" and aggregate.kind(map) in aggregate.TIDY_KINDS:
+        return aggregate.to_df(map)
     if percpu not in PERCPU_MODES:
         raise ValueError(f"percpu={percpu!r}: choose one of {', '.join(PERCPU_MODES)}")
     if not is_tabular(map):

@@ -220,11 +220,17 @@ def histogram(map, kind: str | None = None, *, min: int = 0,
     else:  # BCC: {fields..., slot}; the other fields tell the histograms apart
         groups, group_tid, drop = _opaque(keys).copy().view(keys.dtype), kt, "slot"
         groups["slot"] = 0
-    group_dtype = groups.dtype
+    return grouped_frame(map, layout, slots, counts, groups, group_tid, drop)
+
+
+def grouped_frame(map, layout, slots, counts, groups, group_tid, drop=None) -> "Histogram":
+    """One histogram per distinct ``groups`` record (of type ``group_tid``; its field
+    ``drop`` left out of the labels), ordered as the map's keys sort."""
+    btf = map.object.btf
     raw = _opaque(groups)
     _, first, inverse = np.unique(raw.view(f"S{raw.dtype.itemsize}"),
                                   return_index=True, return_inverse=True)
-    reps = raw[first].view(group_dtype)
+    reps = raw[first].view(groups.dtype)
     leaves = [leaf for leaf in _record_leaves(btf, group_tid, reps) if leaf.name != drop]
     labels = list(zip(_names(leaves, "key", _FRAME_COLUMNS), leaves))
     order = _sort_order([leaf for leaf in _leaves(btf, group_tid, reps) if leaf.name != drop])

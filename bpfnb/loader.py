@@ -24,7 +24,9 @@ class Map(libbpf.Map):
 
     def hist(self, kind: str | None = None, **options):
         """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
-        from . import hist
+        from . import aggregate, hist
+        if kind is None and not options and aggregate.kind(self) == "histk":
+            return aggregate.histogram(self)
         return hist.histogram(self, kind, **options)
 
     def to_text(self, limit: int | None = None) -> str:
@@ -43,6 +45,21 @@ class Map(libbpf.Map):
     def __repr__(self):
         """Loaded, a map prints its entries like bpftrace; otherwise its types."""
         return self.to_text() if self._shows_data() else super().__repr__()
+
+    def folded(self, **options) -> str:
+        """Folded stacks (``comm;outer;...;inner count`` lines) of a map counting stacks."""
+        from . import flame
+        return flame.folded_of(self, **options)
+
+    def flame(self, **options):
+        """A flame graph (matplotlib Figure) of a map counting stacks."""
+        from . import flame
+        return flame.flame(self, **options)
+
+    def to_bpftrace_json(self, **options) -> str:
+        """The JSON line ``bpftrace -f json`` prints for this map ("" when empty)."""
+        from . import aggregate
+        return aggregate.to_bpftrace_json(self, **options)
 
     def _repr_html_(self):
         """In a notebook: its types, then its entries (a table, largest first, or bars)."""

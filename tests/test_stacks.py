@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import gc
+import json
 import os
 import re
 import shutil
@@ -315,3 +316,95 @@ def test_not_a_stack_map(no_leaks):
     with bpfnb.load(src, attach=False) as obj:
         with pytest.raises(TypeError, match="not a stack_trace map"):
             stack_map_to_df(obj.maps.plain)
+
+
+# --- bpfnb.h stack aggregations, flame graphs --------------------------------------
+
+AGG_PROFILE = r"""
+const volatile u32 target_tgid = 0;
+struct sample_key {
+    struct bpfnb_ustack ustack;
+    struct bpfnb_kstack kstack;
+    struct bpfnb_comm comm;
+};
+BPFNB_STACKS(stacks);
+BPFNB_COUNT(samples, struct sample_key);
+
+SEC("perf_event")
+int on_sample(struct bpf_perf_event_data *ctx)
+{
+    if (bpfnb_pid() == target_tgid)
+        bpfnb_count(&samples, ((struct sample_key){bpfnb_ustack(ctx, &stacks),
+                                                   bpfnb_kstack(ctx, &stacks), bpfnb_comm()}));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def agg_profile(tmp_path_factory):
+    """The child sampled at 999 Hz by a BPFNB_COUNT keyed by both stacks and comm."""
+    if os.geteuid() != 0:
+        pytest.skip("loading BPF programs needs root (or CAP_BPF + CAP_PERFMON)")
+    from bpfnb import aggregate
+    exe = _cc(tmp_path_factory.mktemp("aggstacks"), "bpfnb_aggst", CHILD)
+    child = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.read(1) == b"r"
+        sym = Symbolizer().snapshot(child.pid)
+        with bpfnb.load(AGG_PROFILE, rodata={"target_tgid": child.pid}) as obj:
+            obj.progs.on_sample.attach_perf_event(freq=999)
+            child.stdin.write(b"g")
+            child.stdin.close()
+            assert child.wait(timeout=20) == 0
+            samples = obj.maps.samples
+            yield {"df": aggregate.to_df(samples, symbolizer=sym),
+                   "folded": samples.folded(symbolizer=sym),
+                   "flame": samples.flame(symbolizer=sym),
+                   "json": samples.to_bpftrace_json(symbolizer=sym)}
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def test_stack_keys_resolve_to_frames(agg_profile):
+    df = agg_profile["df"]
+    assert list(df.columns) == ["ustack", "ustack.pid", "kstack", "comm", "count"]
+    assert set(df["comm"]) == {"bpfnb_aggst"}
+    total = int(df["count"].sum())
+    assert total >= 100
+    spinning = df["ustack"].map(lambda frames: SPIN in frames)
+    assert int(df.loc[spinning, "count"].sum()) > total / 2
+    assert df["kstack"].map(lambda fs: any(SYSCALL_FRAME.search(f) for f in fs)).any()
+
+
+def test_folded_and_flame_of_a_stack_count(agg_profile):
+    lines = agg_profile["folded"].splitlines()
+    total = sum(int(line.rsplit(" ", 1)[1]) for line in lines)
+    assert total == agg_profile["df"]["count"].sum()
+    assert all(line.startswith("bpfnb_aggst;") for line in lines)
+    fig = agg_profile["flame"]
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert SPIN in texts and "main" in texts and "bpfnb_aggst" in texts
+    data = json.loads(agg_profile["json"])["data"]["@samples"]
+    assert any(SPIN in key for key in data)  # bpftrace's stack text in the key
+
+
+def test_flame_labels_wide_frames_and_lists_narrow_ones():
+    from matplotlib.figure import Figure
+
+    from bpfnb.flame import flame
+    text = ("app;main;a_rather_long_function_name_that_is_wide 900\n"
+            "app;main;tiny_one 5\napp;main;tiny_two 3\napp;main;invisible 1\n")
+    fig = flame(text, title="demo", min_share=0.002)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert {"app", "main", "a_rather_long_function_name_that_is_wide"} <= set(texts)
+    assert ax.get_title() == "@demo: 909 samples"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["1: tiny_one (5, 0.6%)", "2: tiny_two (3, 0.3%)"]  # by width
+    assert not any("invisible" in t for t in texts + legend)  # under min_share
+    assert len(ax.patches) == 5  # app, main, the wide one, the two tiny ones

@@ -88,9 +88,9 @@ static __always_inline void *__bpfnb_ringbuf_reserve(void *ringbuf, __u64 size)
 /* --- end events --- */
 
 /* --- semantic types --- */
-/* Typedefs that tell Python what a number means. A field or global declared with
- * one of them becomes a decoded DataFrame column (and to_df()/to_dict() values),
- * with the number kept beside it in <name>_raw (see bpfnb/decode.py):
+/* Typedefs that tell Python what a number means. A map key or value, or an event
+ * field, declared with one of them becomes a decoded DataFrame column, the number
+ * kept in a <name>_raw column (see bpfnb/decode.py):
  *
  *	struct event { bpfnb_ipv4_t daddr; bpfnb_port_t dport; bpfnb_errno_t ret; };
  *	-> daddr "127.0.0.1", dport 8080, ret "ENOENT" (daddr_raw, dport_raw, ret_raw)

@@ -4,7 +4,8 @@ A DataFrame column is decoded when its C type is one of bpf/bpfnb.h's semantic
 typedefs (``bpfnb_ipv4_t daddr;``), or when asked by column name, for programs
 written without them: ``map.to_df(decode={"daddr": "ipv4", "ret": "errno"})``,
 ``map.stream(decode=...)``, ``stream.to_df(decode=...)``. The decoded column keeps
-the name; the original numbers follow it as ``<name>_raw``.
+the name and place; the original numbers come as ``<name>_raw``, after the record's
+own columns.
 
 ==========  ======================================  ==================================
 decoder     typedef / raw value                     decoded
@@ -106,7 +107,7 @@ def columns(pairs: list, decode: dict | None, plain) -> dict:
     """
     asked = check(decode, (name for name, _ in pairs))
     by_name = dict(pairs)
-    out = {}
+    out, raws = {}, {}
     for name, leaf in pairs:
         how = asked.get(name) or leaf.decoder
         size, count = _siblings(name, by_name)
@@ -119,8 +120,10 @@ def columns(pairs: list, decode: dict | None, plain) -> dict:
         else:
             out[name] = _decode(name, leaf.raw, how)
             if name + RAW_SUFFIX not in by_name:
-                out[name + RAW_SUFFIX] = plain(leaf)
-    return out
+                raws[name + RAW_SUFFIX] = plain(leaf)
+    # The raw twins go last: the frame's leading columns stay those of the record
+    # (views count a map's key columns by position).
+    return {**out, **raws}
 
 
 def _siblings(name: str, by_name: dict):

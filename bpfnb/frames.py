@@ -11,8 +11,9 @@ numpy arrays of the BTF dtype, then turns each field into a column, vectorised:
   ``<name>_size``/``_len``/``_count`` field: the list of its NUL-separated strings
   (execsnoop's ``args``). Fields typed with bpf/bpfnb.h's semantic typedefs
   (``bpfnb_ipv4_t``, ``bpfnb_errno_t``...), or named in ``decode=``, are decoded,
-  their numbers kept in ``<name>_raw`` (see bpfnb/decode.py). Enums -> ``pandas.Categorical``
-  whose categories are all the enumerator names; a value no enumerator has stays
+  their numbers kept in ``<name>_raw`` columns after the others (see
+  bpfnb/decode.py).
+* Enums -> ``pandas.Categorical`` whose categories are all the enumerator names; a value no enumerator has stays
   visible as the category ``"<number>"`` rather than turning into NaN. Bitfields
   -> ints (or enum / bool), in declaration order. Other arrays -> an object column
   holding one numpy array per row (arrays of enums stay ints).

@@ -83,9 +83,11 @@ def test_connect_addresses_and_ports_by_typedef(semantic):
     assert v4["dport_raw"] == int.from_bytes(port4.to_bytes(2, "big"), "little")
     assert (v6["family"], v6["daddr6"], v6["dport"]) == (socket.AF_INET6, "::1", port6)
     assert list(v6["daddr6_raw"]) == list(socket.inet_pton(socket.AF_INET6, "::1"))
-    # columns: the decoded one, then its raw twin
-    cols = list(df.columns)
-    assert cols[cols.index("daddr") + 1] == "daddr_raw"
+    # the record's columns in place, then the raw twins in the same order
+    assert list(df.columns) == ["ts", "cgroup", "ret", "pid", "hook", "sig", "family",
+                                "dport", "daddr", "daddr6", "ts_raw", "cgroup_raw",
+                                "ret_raw", "sig_raw", "dport_raw", "daddr_raw",
+                                "daddr6_raw"]
 
 
 def test_openat_return_values_as_errno_names(semantic):
@@ -230,8 +232,8 @@ def test_tcpconnect_flows_decoded_by_column(no_leaks):
         v6 = obj.maps.ipv6_count.to_df(decode={"saddr": "ipv6", "daddr": "ipv6",
                                                "dport": "port"})
     assert list(plain.columns) == ["saddr", "daddr", "dport", "value"]
-    assert list(v4.columns) == ["saddr", "saddr_raw", "daddr", "daddr_raw", "dport",
-                                "dport_raw", "value"]
+    assert list(v4.columns) == ["saddr", "daddr", "dport", "value", "saddr_raw",
+                                "daddr_raw", "dport_raw"]
     assert v4[["saddr", "daddr", "dport", "value"]].values.tolist() == [
         ["127.0.0.1", "127.0.0.1", port4, 3]]
     assert v4["dport_raw"].tolist() == plain["dport"].tolist()

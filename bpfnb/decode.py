@@ -50,6 +50,7 @@ import os
 import platform
 import re
 import signal as _signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,12 @@ def _siblings(name: str, by_name: dict):
 # --- numbers -------------------------------------------------------------------------
 
 def _decode(name: str, raw: np.ndarray, how: str):
-    if how in ("ipv4", "ipv6"):
-        width = 4 if how == "ipv4" else 16
-        return _mapped(_row_bytes(name, raw, width, how), _IP_FORMAT[how])
+    if how == "ipv4":  # the 4 bytes as one native u32: hashed, not sorted as bytes
+        words = _row_bytes(name, raw, 4, how).view(np.uint32)
+        return _mapped(words, lambda v: ".".join(map(str, v.to_bytes(4, sys.byteorder))))
+    if how == "ipv6":  # numpy 'S' drops trailing NULs: pad back to 16 bytes
+        return _mapped(_row_bytes(name, raw, 16, how),
+                       lambda b: ipaddress.IPv6Address(b.ljust(16, b"\0")).compressed)
     if raw.ndim != 1 or raw.dtype.kind not in "iu":
         raise TypeError(f"column {name!r} ({_describe(raw)}) cannot be decoded as {how}: "
                         f"it needs one integer per row")
@@ -169,17 +173,14 @@ def _row_bytes(name: str, raw: np.ndarray, width: int, how: str) -> np.ndarray:
 
 def _mapped(raw: np.ndarray, name_of) -> np.ndarray:
     """``name_of`` applied to each distinct value once, mapped back to every row."""
-    uniq, inverse = np.unique(raw, return_inverse=True)
+    if raw.dtype.kind in "iu":  # a hash table: ~5x faster than np.unique's sort
+        import pandas as pd
+        inverse, uniq = pd.factorize(raw)
+    else:
+        uniq, inverse = np.unique(raw, return_inverse=True)
     names = np.empty(len(uniq), dtype=object)
     names[:] = [name_of(v) for v in uniq.tolist()]
     return names[inverse.reshape(-1)]
-
-
-_IP_FORMAT = {
-    # numpy 'S' drops trailing NULs: pad back to the address's width.
-    "ipv4": lambda b: ".".join(str(x) for x in b.ljust(4, b"\0")),
-    "ipv6": lambda b: ipaddress.IPv6Address(b.ljust(16, b"\0")).compressed,
-}
 
 
 def _errno_namer():
@@ -202,16 +203,7 @@ def _signal_namer():
 
 def _ksym_namer():
     from .symbols import default_symbolizer
-    table = default_symbolizer().kallsyms
-
-    def name(addr):
-        found = table.lookup(addr)
-        if found is None:
-            return f"{addr:#x}"
-        sym, off, module = found
-        text = f"{sym}+{off:#x}" if off else sym
-        return f"{text} [{module}]" if module else text
-    return name
+    return default_symbolizer().kernel
 
 
 def _cgroup_namer():

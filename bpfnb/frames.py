@@ -20,8 +20,8 @@ numpy arrays of the BTF dtype, then turns each field into a column, vectorised:
 * Hash maps are sorted by key (numeric order, strings bytewise), so a snapshot looks
   the same from one run to the next; array maps come in index order.
 * Per-CPU maps: ``percpu="sum"`` adds numeric fields over the CPUs (ints widen to 64
-  bits; strings, enums, bools and pointers come from the first CPU where the field is
-  non-zero); ``"columns"`` gives each value column per CPU, ``count[0]``,
+  bits; strings, enums, bools, pointers and semantic types come from the first CPU
+  where the field is non-zero); ``"columns"`` gives each value column per CPU, ``count[0]``,
   ``count[1]`` ...; ``"rows"`` gives one row per entry and CPU with a ``cpu`` column.
 
 ``histogram(map)`` reads the histogram maps of ``bpf/bpfnb.h`` (BPFNB_HIST,

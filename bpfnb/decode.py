@@ -112,7 +112,8 @@ def columns(pairs: list, decode: dict | None, plain) -> dict:
     for name, leaf in pairs:
         how = asked.get(name) or leaf.decoder
         size, count = _siblings(name, by_name)
-        if not how and leaf.kind == "str" and (size is not None or count is not None):
+        if (not how and leaf.kind == "str" and leaf.raw.ndim == 1
+                and (size is not None or count is not None)):
             how = "strings"
         if not how:
             out[name] = plain(leaf)
@@ -128,10 +129,13 @@ def columns(pairs: list, decode: dict | None, plain) -> dict:
 
 
 def _siblings(name: str, by_name: dict):
-    """Raw values of ``<name>_size``/``_len`` and of ``<name>_count``, when present."""
-    size = next((by_name[name + s].raw for s in SIZE_SUFFIXES if name + s in by_name), None)
-    count = by_name.get(name + COUNT_SUFFIX)
-    return size, count.raw if count is not None else None
+    """Raw values of integer fields ``<name>_size``/``_len`` and ``<name>_count``."""
+    def ints(field):
+        leaf = by_name.get(field)
+        ok = leaf is not None and leaf.raw.ndim == 1 and leaf.raw.dtype.kind in "iu"
+        return leaf.raw if ok else None
+    size = next((ints(name + s) for s in SIZE_SUFFIXES if ints(name + s) is not None), None)
+    return size, ints(name + COUNT_SUFFIX)
 
 
 # --- numbers -------------------------------------------------------------------------

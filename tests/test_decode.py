@@ -262,6 +262,31 @@ def test_execsnoop_args_are_the_argv_lists(no_leaks):
     assert df["args_size"].tolist() == [len(b) for b in as_bytes]
 
 
+def test_char_array_rules(no_leaks):
+    """A length sibling bounds the strings, a count sibling numbers them, a char array
+    alone is one string unless asked; a cut-off last string still counts."""
+    data = b"one\0two\0\0four"  # an empty string, and no NUL after the last one
+    fd = os.open("/dev/null", os.O_WRONLY)
+    try:
+        with bpfnb.load(PROGS / "writes.bpf.c", rodata={"target_tgid": os.getpid()}) as obj:
+            os.pwrite(fd, data, 2)        # the offset is the count of strings
+            os.pwrite(fd, b"x" * 80, 0)   # longer than the array: cut at 64 bytes
+            m = obj.maps.writes
+            df = m.to_df()
+            asked = m.to_df(decode={"plain": "strings", "data": "bytes"})
+            plain_bytes = m.to_df(decode={"plain": "bytes"})["plain"].tolist()
+    finally:
+        os.close(fd)
+    assert df["data"].tolist() == [["one", "two", "", "four"], ["x" * 64]]
+    assert df["data_len"].tolist() == [len(data), 64]
+    assert df["words"].tolist() == [["one", "two"], []]
+    assert df["plain"].tolist() == ["one", "x" * 64]
+    assert asked["plain"].tolist() == [["one", "two", "", "four"], ["x" * 64]]
+    assert asked["data"].tolist() == [data, b"x" * 64]
+    assert plain_bytes == [data + b"\0", b"x" * 64]
+    assert "data_raw" not in asked.columns  # "bytes" is the raw form
+
+
 def test_decode_mistakes_fail_in_one_line(no_leaks):
     with bpfnb.load(PROGS / "tcpconnect.bpf.c") as obj:
         m = obj.maps.ipv4_count

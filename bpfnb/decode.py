@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .libbpf.names import is_internal
+
 TYPEDEFS = {f"bpfnb_{name}_t": name for name in
             ("ipv4", "ipv6", "port", "errno", "syscall", "signal", "ksym", "ktime", "dev",
              "cgroup")}
@@ -105,7 +107,9 @@ def columns(pairs: list, decode: dict | None, plain) -> dict:
 
     A leaf has ``raw`` (numpy values, one row each), ``kind`` ("num", "str", ...) and
     ``decoder`` (from its typedef, or ""); ``plain(leaf)`` is its undecoded column.
+    Fields with internal names (bpfnb/libbpf/names.py) make no column.
     """
+    pairs = [(name, leaf) for name, leaf in pairs if not is_internal(name)]
     asked = check(decode, (name for name, _ in pairs))
     by_name = dict(pairs)
     out, raws = {}, {}

@@ -87,6 +87,29 @@ static __always_inline void *__bpfnb_ringbuf_reserve(void *ringbuf, __u64 size)
 })
 /* --- end events --- */
 
+/* --- semantic types --- */
+/* Typedefs that tell Python what a number means. A map key or value, or an event
+ * field, declared with one of them becomes a decoded DataFrame column, the number
+ * kept in a <name>_raw column (see bpfnb/decode.py):
+ *
+ *	struct event { bpfnb_ipv4_t daddr; bpfnb_port_t dport; bpfnb_errno_t ret; };
+ *	-> daddr "127.0.0.1", dport 8080, ret "ENOENT" (daddr_raw, dport_raw, ret_raw)
+ *
+ * Each is the plain type the kernel uses, so assignments need no cast. Typedef
+ * names survive in BTF and DWARF: that is all Python needs. */
+typedef __be32 bpfnb_ipv4_t;     /* IPv4 address as the kernel keeps it (network order:
+				    sin_addr.s_addr, iph->daddr, skc_daddr) -> "10.0.0.1" */
+typedef __u8 bpfnb_ipv6_t[16];   /* IPv6 address (in6_addr bytes) -> "::1" */
+typedef __be16 bpfnb_port_t;     /* port in network order (sin_port, skc_dport) -> 8080 */
+typedef __s64 bpfnb_errno_t;     /* a return value: -ENOENT -> "ENOENT", 3 -> "3" */
+typedef __s64 bpfnb_syscall_t;   /* syscall number (raw_syscalls id) -> "openat" */
+typedef __s32 bpfnb_signal_t;    /* signal number -> "SIGUSR1" */
+typedef __u64 bpfnb_ksym_t;      /* kernel address -> "pipe_read+0x10" (kallsyms) */
+typedef __u64 bpfnb_ktime_t;     /* bpf_ktime_get_ns() -> wall-clock pandas Timestamp */
+typedef __u32 bpfnb_dev_t;       /* kernel dev_t (sb->s_dev: major << 20 | minor) -> "8:0" */
+typedef __u64 bpfnb_cgroup_t;    /* cgroup id (bpf_get_current_cgroup_id()) -> its path */
+/* --- end semantic types --- */
+
 /* --- histograms --- */
 /* Log2 and linear histograms, as BCC's BPF_HISTOGRAM + bpf_log2l and bpftrace's
  * hist()/lhist(). Map.hist() in Python recognises these maps by their value type

@@ -7,16 +7,21 @@ numpy arrays of the BTF dtype, then turns each field into a column, vectorised:
   column ``key`` / ``value``; struct fields keep their C names, nested ones joined
   with ``.`` (``where.x``). A name found on both sides becomes ``key.<name>`` and
   ``value.<name>``.
-* ``char[N]`` -> ``str`` (up to the first NUL). Enums -> ``pandas.Categorical``
-  whose categories are all the enumerator names; a value no enumerator has stays
+* ``char[N]`` -> ``str`` (up to the first NUL), except a char array with a sibling
+  ``<name>_size``/``_len``/``_count`` field: the list of its NUL-separated strings
+  (execsnoop's ``args``). Fields typed with bpf/bpfnb.h's semantic typedefs
+  (``bpfnb_ipv4_t``, ``bpfnb_errno_t``...), or named in ``decode=``, are decoded,
+  their numbers kept in ``<name>_raw`` columns after the others (see
+  bpfnb/decode.py).
+* Enums -> ``pandas.Categorical`` whose categories are all the enumerator names; a value no enumerator has stays
   visible as the category ``"<number>"`` rather than turning into NaN. Bitfields
   -> ints (or enum / bool), in declaration order. Other arrays -> an object column
   holding one numpy array per row (arrays of enums stay ints).
 * Hash maps are sorted by key (numeric order, strings bytewise), so a snapshot looks
   the same from one run to the next; array maps come in index order.
 * Per-CPU maps: ``percpu="sum"`` adds numeric fields over the CPUs (ints widen to 64
-  bits; strings, enums, bools and pointers come from the first CPU where the field is
-  non-zero); ``"columns"`` gives each value column per CPU, ``count[0]``,
+  bits; strings, enums, bools, pointers and semantic types come from the first CPU
+  where the field is non-zero); ``"columns"`` gives each value column per CPU, ``count[0]``,
   ``count[1]`` ...; ``"rows"`` gives one row per entry and CPU with a ``cpu`` column.
 """
 
@@ -27,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from . import decode as decoders
 from .libbpf.map import (ARRAY, ARRAY_TYPES, HASH, LRU_HASH, LRU_PERCPU_HASH,
                          PERCPU_ARRAY, PERCPU_HASH, PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE)
 
@@ -52,6 +58,7 @@ class _Leaf(NamedTuple):
     raw: np.ndarray
     kind: str                  # "num", "enum", "str", "bool", "ptr", "bytes"
     enum: tuple = ()           # ((name, value), ...) of an enum
+    decoder: str = ""          # a bpfnb.h semantic typedef's decoder (see decode.py)
 
 
 def _kind(btf, type_id, dtype) -> tuple[str, tuple]:
@@ -82,7 +89,7 @@ def _leaves(btf, type_id, arr, prefix="", offset=0) -> list:
             return out
     # numpy already moved array dimensions into arr.shape: (rows, [cpus,] *dims)
     kind, enum = _kind(btf, type_id, arr.dtype)
-    return [_Leaf(prefix[:-1], offset, arr, kind, enum)]
+    return [_Leaf(prefix[:-1], offset, arr, kind, enum, decoders.semantic_type(btf, type_id))]
 
 
 def _opaque(arr: np.ndarray) -> np.ndarray:
@@ -162,7 +169,7 @@ def _column(leaf: _Leaf):
 
 def _per_cpu_sum(leaf: _Leaf) -> _Leaf:
     raw = leaf.raw
-    if leaf.kind == "num":
+    if leaf.kind == "num" and not leaf.decoder:  # addresses, times... do not add up
         return leaf._replace(raw=raw.sum(axis=1))
     n, ncpu = raw.shape[:2]
     if n == 0:
@@ -191,8 +198,11 @@ def _sort_order(leaves: list) -> np.ndarray | None:
     return np.lexsort(cols[::-1]) if cols else None
 
 
-def map_to_df(map, percpu: str = "sum") -> pd.DataFrame:
-    """A snapshot of ``map`` as a DataFrame (see the module docstring for the rules)."""
+def map_to_df(map, percpu: str = "sum", decode: dict | None = None) -> pd.DataFrame:
+    """A snapshot of ``map`` as a DataFrame (see the module docstring for the rules).
+
+    ``decode`` ({column: decoder}, e.g. ``{"daddr": "ipv4"}``) decodes columns the
+    way bpf/bpfnb.h's semantic typedefs do (see bpfnb/decode.py)."""
     if map.type == STACK_TRACE:
         from .symbols import stack_map_to_df
         return stack_map_to_df(map)
@@ -225,26 +235,28 @@ def map_to_df(map, percpu: str = "sum") -> pd.DataFrame:
     key_set = {leaf.name for leaf in key_leaves}
     value_set = {leaf.name for leaf in value_leaves}
     taken = (key_set & value_set) | ({"cpu"} if mode == "rows" else set())
-    columns = dict(zip(_names(key_leaves, "key", taken),
-                       (_column(leaf) for leaf in key_leaves)))
+    pairs = list(zip(_names(key_leaves, "key", taken), key_leaves))
     if mode == "rows":
-        columns["cpu"] = np.tile(np.arange(ncpu, dtype=np.int64), len(keys) // ncpu)
+        cpus = np.tile(np.arange(ncpu, dtype=np.int64), len(keys) // ncpu)
+        pairs.append(("cpu", _Leaf("cpu", 0, cpus, "num")))
     for name, leaf in zip(_names(value_leaves, "value", taken), value_leaves):
         if mode == "columns":
-            for cpu in range(ncpu):
-                columns[f"{name}[{cpu}]"] = _column(leaf._replace(raw=leaf.raw[:, cpu]))
+            pairs += [(f"{name}[{cpu}]", leaf._replace(raw=leaf.raw[:, cpu]))
+                      for cpu in range(ncpu)]
         else:
-            columns[name] = _column(leaf)
-    return pd.DataFrame(columns)
+            pairs.append((name, leaf))
+    return pd.DataFrame(decoders.columns(pairs, decode, _column))
 
 
-def records_to_df(records: np.ndarray, btf, type_id: int) -> pd.DataFrame:
+def records_to_df(records: np.ndarray, btf, type_id: int,
+                  decode: dict | None = None) -> pd.DataFrame:
     """Records of BTF type ``type_id`` (a structured array, e.g. ring buffer events)
-    as a DataFrame, one row each, with the column rules of ``map_to_df``.
+    as a DataFrame, one row each, with the column rules (and ``decode``) of
+    ``map_to_df``.
 
     Numeric columns are views of ``records`` (no copy: a DataFrame would otherwise
     copy each field), so hand over an array nothing else writes to."""
     leaves = _record_leaves(btf, type_id, records)
-    names = _names(leaves, "value", set())
-    return pd.DataFrame({name: _column(leaf) for name, leaf in zip(names, leaves)},
+    pairs = list(zip(_names(leaves, "value", set()), leaves))
+    return pd.DataFrame(decoders.columns(pairs, decode, _column),
                         index=pd.RangeIndex(len(records)), copy=False)

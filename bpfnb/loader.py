@@ -18,9 +18,11 @@ DEFAULT_STACK_DEPTH = 127
 class Map(libbpf.Map):
     """A map with the data-frame side: ``to_df()``, ``hist()``, ``stream()``."""
 
-    def to_df(self, percpu: str = "sum"):
+    def to_df(self, percpu: str = "sum", decode: dict | None = None):
+        """The map as a DataFrame; ``decode={"daddr": "ipv4", ...}`` decodes columns
+        (decoders: see bpfnb/decode.py)."""
         from . import frames
-        return frames.map_to_df(self, percpu=percpu)
+        return frames.map_to_df(self, percpu=percpu, decode=decode)
 
     def hist(self, kind: str | None = None, **options):
         """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
@@ -106,14 +108,18 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
 
     ``rodata``/``data`` set global variables; ``maps`` sets max_entries by map name;
     ``autoload`` turns programs on or off by name. Where a program ships both a tp_btf
-    and a raw_tp variant of one hook, only the ``prefer`` family is loaded.
+    and a raw_tp variant of one hook, only the ``prefer`` family is loaded. The
+    object's ``name`` defaults to the file's (``opensnoop.bpf.c`` -> ``opensnoop``),
+    or ``cell`` for C text.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         obj = Object(bytes(source), name=name)
     else:
         if isinstance(source, str) and _is_c_text(source):
-            path = build.compile(source, cflags=cflags, filename=f"<{name or 'cell'}>")
+            name = name or "cell"
+            path = build.compile(source, cflags=cflags, filename=f"<{name}>")
         else:
+            name = name or file_object_name(source)
             path = build.compile(Path(source), cflags=cflags)
         obj = Object(path, name=name)
     try:
@@ -145,6 +151,15 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
         obj.destroy()
         raise
     return obj
+
+
+def file_object_name(path: str | os.PathLike) -> str:
+    """An object's name from its file, libbpf-tools style: ``opensnoop.bpf.c`` and
+    ``opensnoop.bpf.o`` -> ``opensnoop`` (not the compile cache's hash)."""
+    name = Path(path).name
+    for suffix in (".c", ".o", ".bpf"):
+        name = name.removesuffix(suffix)
+    return name or Path(path).name
 
 
 def _size_runtime_maps(obj: Object, sizes: dict):

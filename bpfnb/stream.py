@@ -2,6 +2,7 @@
 
     s = obj.maps.events.stream()          # the record type is guessed from BTF
     s = obj.maps.events.stream("struct event", max_rows=100_000)
+    s = obj.maps.events.stream(decode={"daddr": "ipv4"})   # see bpfnb/decode.py
     ... the program runs ...
     s.to_df(); s.tail(10); len(s); s.lost
     s.close()                              # or `with ... as s:`
@@ -45,7 +46,7 @@ class EventStream:
     """
 
     def __init__(self, map, type: str | None = None, *, max_rows: int = DEFAULT_MAX_ROWS,
-                 page_cnt: int = 64):
+                 page_cnt: int = 64, decode: dict | None = None):
         if map.type not in (RINGBUF, PERF_EVENT_ARRAY):
             raise TypeError(f"map {map.name!r} is a {map.type_name}, not a ring buffer or "
                             f"perf event array: read it with .to_df()")
@@ -58,6 +59,12 @@ class EventStream:
         self.dtype = self.btf.dtype(self.type_id) if self.type_id is not None else None
         self.type = self.btf.c_name(self.type_id) if self.type_id is not None else None
         self.max_rows = max_rows
+        self.decode = dict(decode or {})
+        if self.decode:  # a wrong column or decoder fails now, not at the first to_df()
+            if self.type_id is None:
+                raise ValueError(f"decode=: the records of {map.name!r} have no type to "
+                                 f"decode: name it, e.g. .stream('struct event', decode=...)")
+            self._frame([], self.decode)
         self._obj = weakref.ref(obj)
         self._bss = obj.globals.get("bss")
         if map.type == RINGBUF:
@@ -119,28 +126,34 @@ class EventStream:
             raise BPFError(f"collecting from {self.map_name!r} stopped: "
                            f"{self._collector.error}") from self._collector.error
 
-    def to_df(self):
-        """Every row held, oldest first, as a DataFrame (struct fields as columns)."""
-        self._check()
-        return self._frame(self._collector.snapshot())
+    def to_df(self, decode: dict | None = None):
+        """Every row held, oldest first, as a DataFrame (struct fields as columns).
 
-    def tail(self, n: int = 10):
+        ``decode`` ({column: decoder}) adds to the stream's own ``decode=``."""
+        self._check()
+        return self._frame(self._collector.snapshot(), decode)
+
+    def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()
-        return self._frame(self._collector.snapshot(n))
+        return self._frame(self._collector.snapshot(n), decode)
 
     def clear(self):
         """Forget the rows held and start the loss counters over."""
         self._collector.clear()
         self._lost_base = self._kernel_counter()
 
-    def _frame(self, runs: list):
+    def _frame(self, runs: list, decode: dict | None = None):
         import pandas as pd
         from . import frames
         if self.type_id is None:
+            if decode:
+                raise ValueError(f"decode=: the records of {self.map_name!r} have no type "
+                                 f"to decode (they stay raw bytes)")
             return pd.DataFrame({"raw": [r for run in runs for r in run]}, dtype=object)
         records, raw = _typed_records(runs, self.dtype)
-        df = frames.records_to_df(records, self.btf, self.type_id)
+        df = frames.records_to_df(records, self.btf, self.type_id,
+                                  {**self.decode, **(decode or {})})
         if raw is not None:
             df["raw"] = pd.Series(raw, index=df.index, dtype=object)
         return df

@@ -1,13 +1,17 @@
 """What a ``%%bpf`` cell shows: programs with their hooks, maps, globals; text and HTML.
 
 A :class:`Summary` is a snapshot taken when the cell ran. It holds no reference to
-the Object, so a cell's output never keeps a torn-down object alive.
+the Object, so a cell's output never keeps a torn-down object alive. Internal names
+never show and types read as a person writes them (``u32``, not ``__u32``): see
+bpfnb/libbpf/names.py.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+
+from .libbpf.names import type_label
 
 PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id")
 MAP_COLUMNS = ("map", "type", "key", "value", "max_entries")
@@ -65,12 +69,15 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
             pstate = "attached" if p.links else obj.state
             pid = p.id if loaded else ""
         programs.append((p.name, p.type_name, p.hook, pstate, pid))
-    maps = [(m.name, m.type_name, m.key_type, m.value_type, m.max_entries) for m in obj.maps]
+    btf = obj.btf
+    maps = [(m.name, m.type_name, type_label(m.key_type, btf, m.key_type_id),
+             type_label(m.value_type, btf, m.value_type_id), m.max_entries)
+            for m in obj.maps]
     globals_ = []
-    for section, g in obj.globals.items():
+    for section, g in obj.globals.items():  # internal variables are not listed
         types, values = g._types(), g._asdict()
         for var, ctype in types.items():
-            globals_.append((section, var, ctype, _short(values[var])))
+            globals_.append((section, var, type_label(ctype), _short(values[var])))
     return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from . import _lib
 from ._lib import lib
 from .errors import BPFError, ObjectClosedError, last_errno
+from .names import type_label
 
 # enum bpf_map_type (uapi/linux/bpf.h)
 HASH, ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY, PERCPU_HASH, PERCPU_ARRAY, STACK_TRACE = range(1, 8)
@@ -410,5 +411,8 @@ class Map:
             entries = self.max_entries
         except ObjectClosedError:
             return f"<Map {self.name!r} (destroyed)>"
-        return (f"<Map {self.name!r} {self.type_name} key={self.key_type} "
-                f"value={self.value_type} max_entries={entries}>")
+        btf = self.object.btf
+        key = type_label(self.key_type, btf, self.key_type_id)
+        value = type_label(self.value_type, btf, self.value_type_id)
+        return (f"<Map {self.name!r} {self.type_name} key={key} value={value} "
+                f"max_entries={entries}>")

@@ -21,6 +21,7 @@ from .btf import BTF
 from .errors import (BPFError, LoadError, ObjectClosedError, OpenError, VerifierError,
                      last_errno, make, verifier_logs)
 from .map import Map
+from .names import shown
 from .program import Program
 
 OPENED, LOADED, DESTROYED = "opened", "loaded", "destroyed"
@@ -73,7 +74,9 @@ class Globals:
     """Global variables of one data section (.bss, .data, .rodata, .kconfig).
 
     Before load, values go to the initial image libbpf will load. After load, reads and
-    writes go to an mmap of the kernel map: no syscall.
+    writes go to an mmap of the kernel map: no syscall. Internal variables
+    (``bpfnb_lost``, bpf_printk's ``____fmt``: see names.py) are reachable by name but
+    never listed (dir, iteration, repr).
     """
 
     def __init__(self, obj: "Object", section: str, map_: Map, variables):
@@ -82,6 +85,7 @@ class Globals:
         object.__setattr__(self, "_map", map_)
         object.__setattr__(self, "_vars", {name: (tid, off, size)
                                            for name, tid, off, size in variables})
+        object.__setattr__(self, "_shown", shown(self._vars))
         object.__setattr__(self, "_mem", None)
 
     def _buffer(self, writing: bool):
@@ -120,7 +124,7 @@ class Globals:
             return self._vars[name]
         except KeyError:
             raise AttributeError(f"no variable {name!r} in .{self._section}; "
-                                 f"there are: {', '.join(self._vars) or 'none'}") from None
+                                 f"there are: {', '.join(self._shown) or 'none'}") from None
 
     def __getattr__(self, name):
         tid, off, _ = self._var(name)
@@ -140,19 +144,22 @@ class Globals:
     __setitem__ = __setattr__
 
     def __dir__(self):
-        return list(self._vars)
+        return list(self._shown)
 
     def __iter__(self):
-        return iter(self._vars)
+        return iter(self._shown)
 
     def __len__(self):
-        return len(self._vars)
+        return len(self._shown)
+
+    def __contains__(self, name):
+        return name in self._vars
 
     def _asdict(self) -> dict:
-        return {name: getattr(self, name) for name in self._vars}
+        return {name: getattr(self, name) for name in self._shown}
 
     def _types(self) -> dict:
-        return {name: self._obj.btf.c_name(tid) for name, (tid, _, _) in self._vars.items()}
+        return {name: self._obj.btf.c_name(self._vars[name][0]) for name in self._shown}
 
     def __repr__(self):
         try:
@@ -264,7 +271,7 @@ class Object:
                     setattr(g, key, value)
                     break
             else:
-                known = [v for g in self._globals.values() for v in g._vars]
+                known = [v for g in self._globals.values() for v in g._shown]
                 raise AttributeError(f"no global variable {key!r}; there are: "
                                      f"{', '.join(known) or 'none'}")
         return self

@@ -23,9 +23,9 @@ from . import hist
 from .frames import _names, _record_leaves, is_tabular
 from .libbpf import BPFError
 from .libbpf.map import ARRAY_TYPES, STACK_TRACE
+from .libbpf.names import is_internal
 
 LIMIT = 20              # counter lines printed before "... N more"
-INTERNAL_PREFIX = "bpfnb_"
 
 
 @dataclass
@@ -64,7 +64,7 @@ def printable(map) -> bool:
     """Key/value maps a person reads: not stack maps (their ids print in other maps),
     nor bpfnb's internals."""
     return (is_tabular(map) and map.type != STACK_TRACE
-            and not map.name.startswith(INTERNAL_PREFIX))
+            and not is_internal(map.name))
 
 
 def object_printouts(obj, limit: int | None = None) -> list[Printout]:
@@ -80,7 +80,7 @@ def user_globals(obj) -> list[tuple[str, str, object]]:
         g = obj.globals.get(section)
         if g is not None:
             rows += [(section, var, value) for var, value in g._asdict().items()
-                     if not var.startswith(INTERNAL_PREFIX)]
+                     if not is_internal(var)]
     return rows
 
 

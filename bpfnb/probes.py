@@ -398,7 +398,7 @@ def _raw_struct_fields(name: str) -> tuple:
         if m.name == "ent" or m.name == "__data" or m.bitfield_size:
             continue
         size = btf.size(m.type_id)
-        out.append(Arg(_c_type(m.type_id), m.name, m.offset // 8, size))
+        out.append(Arg(_c_type(m.type_id), m.name, m.bit_offset // 8, size))
     return tuple(out)
 
 

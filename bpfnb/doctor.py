@@ -287,7 +287,9 @@ def program_type(kind: str) -> Check:
     missing = [name for name in ("CAP_BPF", "CAP_PERFMON") if not caps >> CAPABILITIES[name] & 1]
     if missing:
         return Check("program types", kind, False, f"not tried: {' and '.join(missing)} "
-                     f"missing", _CAP_FIX[missing[0]])
+                     f"missing", "loading a tracing program needs CAP_BPF and CAP_PERFMON: "
+                     "run as root, or `sudo setcap cap_bpf,cap_perfmon+ep $(readlink -f "
+                     "$(which python3))`")
     try:
         return _probe(kind)
     except build.ClangNotFound as e:

@@ -180,8 +180,13 @@ def vmlinux_btf() -> BTF:
 
 
 @functools.lru_cache(maxsize=None)
-def _named_ids(kind: str) -> dict:
-    """{name: type id} of every named BTF type of ``kind`` (first id wins)."""
+def btf_names(kind: str, prefix: str = "") -> dict:
+    """{name without ``prefix``: type id} of the kernel's named BTF types of ``kind``
+    whose name starts with ``prefix`` (the first id of a name wins)."""
+    if prefix:
+        n = len(prefix)
+        return {name[n:]: tid for name, tid in btf_names(kind).items()
+                if name.startswith(prefix)}
     btf = vmlinux_btf()
     # The BTF class keeps its name and kind arrays private; a per-name find() would
     # take seconds for the 56,000 functions.
@@ -192,12 +197,6 @@ def _named_ids(kind: str) -> dict:
     for i, off in zip(idx.tolist(), name_offs[idx].tolist()):
         out.setdefault(_name(off), i + first)
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def _prefixed(kind: str, prefix: str) -> dict:
-    n = len(prefix)
-    return {name[n:]: tid for name, tid in _named_ids(kind).items() if name.startswith(prefix)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -285,17 +284,17 @@ def btf_params(proto_id: int, skip: int = 0) -> tuple:
 @functools.lru_cache(maxsize=None)
 def func_args(name: str) -> tuple:
     """A kernel function's arguments (from its BTF FUNC), () when unknown."""
-    tid = _named_ids("func").get(name)
+    tid = btf_names("func").get(name)
     return () if tid is None else btf_params(_raw(tid).target)
 
 
 @functools.lru_cache(maxsize=None)
 def raw_tp_args(name: str) -> tuple:
     """A raw tracepoint's arguments after the hidden ``void *`` (tp_btf, raw_tp)."""
-    stub = _named_ids("func").get("__probestub_" + name)
+    stub = btf_names("func").get("__probestub_" + name)
     if stub is not None:
         return btf_params(_raw(stub).target, skip=1)
-    tid = _prefixed("typedef", "btf_trace_").get(name)
+    tid = btf_names("typedef", "btf_trace_").get(name)
     if tid is None:
         return ()
     btf = vmlinux_btf()
@@ -320,13 +319,13 @@ def _select(kind: str, names, spec: Spec, prefix: str) -> list[str]:
 def _list_raw(kind: str, spec: Spec) -> list[Probe]:
     prefix = _BPFTRACE[kind]
     return [(f"{kind}/{n}", kind, raw_tp_args(n), "")
-            for n in _select(kind, _prefixed("typedef", "btf_trace_"), spec, prefix)]
+            for n in _select(kind, btf_names("typedef", "btf_trace_"), spec, prefix)]
 
 
 def _list_funcs(kind: str, spec: Spec) -> list[Probe]:
     prefix = _BPFTRACE[kind]
     return [(f"{kind}/{n}", kind, func_args(n), "")
-            for n in _select(kind, _named_ids("func"), spec, prefix)]
+            for n in _select(kind, btf_names("func"), spec, prefix)]
 
 
 _BPFTRACE = {"tp_btf": "rawtracepoint", "raw_tp": "rawtracepoint", "kprobe": "kprobe",
@@ -368,7 +367,7 @@ def tracepoint_fields(category: str, name: str) -> tuple:
         with open(os.path.join(TRACEFS_EVENTS, category, name, "format")) as f:
             text = f.read()
     except OSError:
-        return _raw_struct_fields(name)
+        return raw_struct_fields(name)
     out = []
     for line in text.splitlines():
         m = _FIELD.match(line)
@@ -385,10 +384,11 @@ def tracepoint_fields(category: str, name: str) -> tuple:
 
 def raw_struct(name: str) -> int | None:
     """The BTF id of struct trace_event_raw_<name>, if the kernel has one."""
-    return _prefixed("struct", "trace_event_raw_").get(name)
+    return btf_names("struct", "trace_event_raw_").get(name)
 
 
-def _raw_struct_fields(name: str) -> tuple:
+def raw_struct_fields(name: str) -> tuple:
+    """The members of struct trace_event_raw_<name> as Args (offsets in bytes)."""
     tid = raw_struct(name)
     if tid is None:
         return ()
@@ -407,8 +407,8 @@ def _list_tracepoints(kind: str, spec: Spec) -> list[Probe]:
     why = ""
     if events is None:
         why = tracefs_unreadable()
-        tps = _prefixed("typedef", "btf_trace_")
-        events = tuple((UNKNOWN_CATEGORY, n) for n in _prefixed("struct", "trace_event_raw_")
+        tps = btf_names("typedef", "btf_trace_")
+        events = tuple((UNKNOWN_CATEGORY, n) for n in btf_names("struct", "trace_event_raw_")
                        if n in tps)
     if spec.parts == ("*",):
         keep = events

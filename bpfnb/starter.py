@@ -24,7 +24,8 @@ import keyword
 import re
 from typing import NamedTuple
 
-from . import probes as _probes
+from .probes import (Arg, btf_names, find, kind_verdict, raw_struct, raw_struct_fields,
+                     vmlinux_btf)
 
 COMM_LEN = 16
 STR_LEN = 128          # bytes kept of a string argument
@@ -87,11 +88,11 @@ def starter(probe, count_by: str | None = None, hist: str | None = None,
 
 
 def _one(probe: str):
-    rows = _probes.find(probe)
+    rows = find(probe)
     if len(rows) == 1:
         return rows[0]
     if not rows:
-        near = _probes.find(f"*{_identifier(probe.rsplit('/', 1)[-1].rsplit(':', 1)[-1])}*")
+        near = find(f"*{_identifier(probe.rsplit('/', 1)[-1].rsplit(':', 1)[-1])}*")
         hint = (f"; near: {', '.join(r.probe for r in near[:5])}" if near else
                 "; list them with bpfnb.probes(pattern)")
         raise ValueError(f"no probe {probe!r} on this machine{hint}")
@@ -130,10 +131,10 @@ def make_hook(p, suffix: str = "") -> Hook:
         args = tuple(_portable(a, kind) for a in p.args[:MAX_REG_ARGS])
         macro = "BPF_KPROBE" if kind == "kprobe" else "BPF_UPROBE"
     elif kind in ("kretprobe", "uretprobe"):
-        args = (_probes.Arg("long", "ret"),)
+        args = (Arg("long", "ret"),)
         macro = "BPF_KRETPROBE" if kind == "kretprobe" else "BPF_URETPROBE"
     elif kind == "fexit":
-        args = tuple(_portable(a, kind) for a in p.args) + (_probes.Arg("long", "ret"),)
+        args = tuple(_portable(a, kind) for a in p.args) + (Arg("long", "ret"),)
         macro = "BPF_PROG"
     elif kind == "usdt":
         args, macro, includes = p.args, "BPF_USDT", ("#include <bpf/usdt.bpf.h>",)
@@ -179,7 +180,7 @@ def _tracepoint_hook(p, prog: str) -> Hook:
         values["ret"] = Value("ret", "long", "{dst} = ctx->ret;", True)
     else:
         struct = _context_struct(event, p.args)
-        members = {m.name: m for m in _probes._raw_struct_fields(struct[len(
+        members = {m.name: m for m in raw_struct_fields(struct[len(
             "trace_event_raw_"):])} if struct else {}
         for a in fields:
             if a.type.startswith("__data_loc"):
@@ -198,7 +199,7 @@ def _syscall_type(t: str) -> str:
     bare = t.replace("const ", "").strip()
     if t.endswith("*"):
         return t if re.match(r"(const )?(unsigned )?char \*$", t) else "unsigned long"
-    if bare in _C_BUILTINS or bare in _probes._named_ids("typedef"):
+    if bare in _C_BUILTINS or bare in btf_names("typedef"):
         return t
     return "long"
 
@@ -208,10 +209,10 @@ def _context_struct(event: str, fields) -> str | None:
     (events of one class share it: sched_wakeup uses sched_wakeup_template)."""
     want = ["__data_loc_" + a.name if a.type.startswith("__data_loc") else a.name
             for a in fields if a.offset is not None]
-    if _probes.raw_struct(event) is not None:
+    if raw_struct(event) is not None:
         return "trace_event_raw_" + event
-    for cls in _probes._prefixed("struct", "trace_event_raw_"):
-        if [m.name for m in _probes._raw_struct_fields(cls)] == want:
+    for cls in btf_names("struct", "trace_event_raw_"):
+        if [m.name for m in raw_struct_fields(cls)] == want:
             return "trace_event_raw_" + cls
     return None
 
@@ -270,7 +271,7 @@ def _core_chain(hook: Hook, field: str) -> Value:
     if arg is None or hook.kind == "tracepoint" or not arg.type.endswith("*"):
         raise ValueError(f"{field!r}: {root!r} is not a pointer argument of {hook.section} "
                          f"(pointer chains need tp_btf, raw_tp, fentry or kprobe arguments)")
-    btf = _probes.vmlinux_btf()
+    btf = vmlinux_btf()
     tid = _pointer_target(btf, arg.type)
     ctype = ""
     for i, member in enumerate(path):
@@ -316,7 +317,7 @@ def _code_decl(a) -> str:
 
 
 def _member(ctype: str, name: str) -> str:
-    return _code_decl(_probes.Arg(ctype, name)) + ";"
+    return _code_decl(Arg(ctype, name)) + ";"
 
 
 class _Cell:
@@ -342,7 +343,7 @@ class _Cell:
                  f"// {' to '.join(h.section for h in hooks)}: {'; '.join(self.what)}.",
                  f"// Then: {', '.join(self.read)}."]
         for p in found:
-            verdict = _probes.kind_verdict(p.kind)
+            verdict = kind_verdict(p.kind)
             if not verdict[0]:
                 lines.append(f"// It cannot attach on this machine: {verdict[1]}")
         if self.hook.args:

@@ -205,23 +205,15 @@ def _name(off: int) -> str:
     return vmlinux_btf()._str(off)
 
 
-class _Raw(NamedTuple):
-    kind: str
-    name_off: int
-    target: int        # size_or_type: the referenced type of ptr/typedef/qualifiers/func
-    vlen: int
-    kflag: int
-    words: int         # offset of what follows the 12-byte header
-
-
-def _raw(tid: int) -> _Raw:
-    """A type's header read from the words. BTF.type() would parse whole structs (and
-    every member's type), which makes rendering 56,000 prototypes take seconds."""
+def _raw(tid: int) -> tuple:
+    """(kind, name offset, referenced type or size, vlen, kind_flag, offset of what follows
+    the header) of a type, read from the words. BTF.type() would parse whole structs (and
+    every member's type): rendering 56,000 prototypes through it takes seconds."""
     btf = vmlinux_btf()
     o = btf._offs[tid - btf._id_base]
     w = btf._w
     info = w[o + 1]
-    return _Raw(KINDS[(info >> 24) & 0x1F], w[o], w[o + 2], info & 0xFFFF, info >> 31, o + 3)
+    return KINDS[(info >> 24) & 0x1F], w[o], w[o + 2], info & 0xFFFF, info >> 31, o + 3
 
 
 _TAGGED = {"struct": "struct", "union": "union", "enum": "enum", "enum64": "enum"}
@@ -238,20 +230,20 @@ def _c_type(tid: int) -> str:
         if t == 0:
             base = "void"
             break
-        r = _raw(t)
-        if r.kind == "ptr" and not quals:
-            stars, t = stars + 1, r.target
-        elif r.kind in _QUALS:
-            quals.append(r.kind)
-            t = r.target
-        elif r.kind == "type_tag":
-            t = r.target
-        elif r.kind in ("int", "float", "typedef"):
-            base = _name(r.name_off)
+        kind, name_off, target, _, kflag, _ = _raw(t)
+        if kind == "ptr" and not quals:
+            stars, t = stars + 1, target
+        elif kind in _QUALS:
+            quals.append(kind)
+            t = target
+        elif kind == "type_tag":
+            t = target
+        elif kind in ("int", "float", "typedef"):
+            base = _name(name_off)
             break
-        elif r.kind in _TAGGED or r.kind == "fwd":
-            tag = ("union" if r.kflag else "struct") if r.kind == "fwd" else _TAGGED[r.kind]
-            name = btf._str(r.name_off) if r.name_off else ""
+        elif kind in _TAGGED or kind == "fwd":
+            tag = ("union" if kflag else "struct") if kind == "fwd" else _TAGGED[kind]
+            name = _name(name_off) if name_off else ""
             if not name:
                 return btf.c_name(tid)
             base = f"{tag} {name}"
@@ -266,13 +258,12 @@ def _c_type(tid: int) -> str:
 
 def btf_params(proto_id: int, skip: int = 0) -> tuple:
     """A FUNC_PROTO's parameters as Args, after the first ``skip``."""
-    btf = vmlinux_btf()
-    r = _raw(proto_id)
-    if r.kind != "func_proto":
+    kind, _, _, vlen, _, words = _raw(proto_id)
+    if kind != "func_proto":
         return ()
-    w, out = btf._w, []
-    for i in range(skip, r.vlen):
-        name_off, ptid = w[r.words + 2 * i], w[r.words + 2 * i + 1]
+    w, out = vmlinux_btf()._w, []
+    for i in range(skip, vlen):
+        name_off, ptid = w[words + 2 * i], w[words + 2 * i + 1]
         if ptid == 0 and not name_off:
             out.append(Arg("...", ""))
         else:
@@ -285,7 +276,7 @@ def btf_params(proto_id: int, skip: int = 0) -> tuple:
 def func_args(name: str) -> tuple:
     """A kernel function's arguments (from its BTF FUNC), () when unknown."""
     tid = btf_names("func").get(name)
-    return () if tid is None else btf_params(_raw(tid).target)
+    return () if tid is None else btf_params(_raw(tid)[2])
 
 
 @functools.lru_cache(maxsize=None)
@@ -293,13 +284,12 @@ def raw_tp_args(name: str) -> tuple:
     """A raw tracepoint's arguments after the hidden ``void *`` (tp_btf, raw_tp)."""
     stub = btf_names("func").get("__probestub_" + name)
     if stub is not None:
-        return btf_params(_raw(stub).target, skip=1)
+        return btf_params(_raw(stub)[2], skip=1)
     tid = btf_names("typedef", "btf_trace_").get(name)
     if tid is None:
         return ()
-    btf = vmlinux_btf()
-    ptr = _raw(btf.resolve(tid))
-    return btf_params(ptr.target, skip=1) if ptr.kind == "ptr" else ()
+    kind, _, target, *_ = _raw(vmlinux_btf().resolve(tid))
+    return btf_params(target, skip=1) if kind == "ptr" else ()
 
 
 def _select(kind: str, names, spec: Spec, prefix: str) -> list[str]:

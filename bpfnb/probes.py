@@ -21,8 +21,9 @@ kprobe, fentry); uprobes and USDT need a binary.
 Sources: tracefs (``available_events`` and each event's ``format``, read only for the
 rows a pattern matches), else the BTF ``trace_event_raw_<name>`` structs; tp_btf and
 raw_tp from the ``btf_trace_<name>`` typedefs (argument names from ``__probestub_<name>``);
-kprobe and fentry from the BTF FUNC entries; uprobes and USDT from the binary's ELF
-(bpfnb.probes_elf). Everything is read once per process.
+kprobe and fentry from the BTF FUNC entries (where tracefs's available_filter_functions
+is readable, a function missing there cannot attach); uprobes and USDT from the binary's
+ELF (bpfnb.probes_elf). Everything is read once per process.
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def probes(pattern: str = "*"):
     import pandas as pd
     rows = _rows(pattern)
     verdicts = {kind: kind_verdict(kind) for kind in {r[1] for r in rows}}
+    traceable = ftrace_functions() if any(
+        verdicts[k][0] for k in verdicts if k in _FUNC_KINDS) else None
+    if traceable is not None:
+        rows = [(p, k, a, w or (_NOT_TRACEABLE if k in _FUNC_KINDS and p.split("/", 1)[1]
+                                not in traceable else "")) for p, k, a, w in rows]
     data = {"probe": [r[0] for r in rows], "kind": [r[1] for r in rows],
             "args": [_args_text(r[2]) for r in rows],
             "arg_list": [r[2] for r in rows],
@@ -119,6 +125,21 @@ def _rows(pattern: str) -> list[tuple]:
     for kind, spec in parse(pattern):
         rows.extend(sorted(_LISTERS[kind](kind, spec)))
     return rows
+
+
+_FUNC_KINDS = ("kprobe", "kretprobe", "fentry", "fexit")
+_NOT_TRACEABLE = ("not in tracefs available_filter_functions (inlined, notrace or init "
+                  "code): neither kprobes nor fentry can hook it")
+
+
+@functools.lru_cache(maxsize=None)
+def ftrace_functions() -> frozenset | None:
+    """The functions ftrace can hook (available_filter_functions), None if unreadable."""
+    try:
+        with open(os.path.join(sysfs.TRACEFS, "available_filter_functions")) as f:
+            return frozenset(line.split()[0] for line in f if line.strip())
+    except OSError:
+        return None
 
 
 def kind_verdict(kind: str) -> tuple[bool, str]:

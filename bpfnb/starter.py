@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import textwrap
 from typing import NamedTuple
 
 from .probes import (Arg, btf_names, find, kind_verdict, raw_struct, raw_struct_fields,
@@ -32,6 +33,7 @@ STR_LEN = 128          # bytes kept of a string argument
 MAX_ENTRIES = 10240
 STACK_DEPTH = 127      # PERF_MAX_STACK_DEPTH: a macro, so not in vmlinux.h
 HIST_SLOTS = 64
+COMMENT_WIDTH = 92
 MAX_REG_ARGS = 5       # BPF_KPROBE/BPF_UPROBE read at most PT_REGS_PARM5
 SPECIAL = ("comm", "pid", "tid", "cpu", "stack", "ustack")
 # Names the generated code declares: an argument so named is renamed NAME_arg.
@@ -231,8 +233,10 @@ def _arg_value(a, expr: str, user: bool) -> Value:
     if bare.endswith("*"):
         if re.match(r"(unsigned )?char \*$", bare):
             reader = "bpf_probe_read_user_str" if user else "bpf_probe_read_kernel_str"
+            # BTF of a gcc-built kernel does not mark __user pointers: say what to change.
+            note = "" if user else "  /* a __user pointer? bpf_probe_read_user_str */"
             return Value(name, f"char[{STR_LEN}]", f"{reader}(&{{dst}}, sizeof({{dst}}), "
-                                                   f"(const void *){expr});", False)
+                                                   f"(const void *){expr});{note}", False)
         return Value(name, "u64", f"{{dst}} = (u64){expr};", True)
     return Value(name, bare, f"{{dst}} = {expr};", True)
 
@@ -339,15 +343,18 @@ class _Cell:
         if events:
             self._events([f for f in str(events).split(",") if f.strip()])
         hooks = [h for h in (self.hook, self.exit_hook) if h]
-        lines = [f"%%bpf {self.name}",
-                 f"// {' to '.join(h.section for h in hooks)}: {'; '.join(self.what)}.",
-                 f"// Then: {', '.join(self.read)}."]
+        notes = [f"{' to '.join(h.section for h in hooks)}: {'; '.join(self.what)}.",
+                 f"Then: {', '.join(self.read)}."]
         for p in found:
             verdict = kind_verdict(p.kind)
             if not verdict[0]:
-                lines.append(f"// It cannot attach on this machine: {verdict[1]}")
+                notes.append(f"It cannot attach on this machine: {verdict[1]}")
         if self.hook.args:
-            lines.append(f"// Arguments: {', '.join(a.decl for a in self.hook.args)}")
+            notes.append(f"Arguments: {', '.join(a.decl for a in self.hook.args)}")
+        lines = [f"%%bpf {self.name}"] + [
+            line for note in notes for line in textwrap.wrap(
+                note, COMMENT_WIDTH, initial_indent="// ", subsequent_indent="//   ",
+                break_long_words=False, break_on_hyphens=False)]
         includes = sorted({i for h in hooks for i in h.includes})
         out = "\n".join(lines + includes) + "\n"
         if self.decls:

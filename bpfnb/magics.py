@@ -199,7 +199,10 @@ class BPFMagics(Magics):
               help="with new: the %%%%bpf cell's name (default: from the probe)")
     @line_magic("bpf")
     def bpf_line(self, line):
-        """Manage the objects made by %%bpf cells, and check the machine."""
+        """Manage the objects made by %%bpf cells, find probes, and check the machine."""
+        if line.strip() in ("--help", "-h"):  # the parser has no -h (IPython's choice)
+            print(self.bpf_line.parser.format_help())
+            return None
         args = parse_argstring(self.bpf_line, line)
         if args.command == "list":
             return objects_frame()

@@ -107,7 +107,7 @@ def probes(pattern: str = "*"):
         rows = [(p, k, a, w or (_NOT_TRACEABLE if k in _FUNC_KINDS and p.split("/", 1)[1]
                                 not in traceable else "")) for p, k, a, w in rows]
     data = {"probe": [r[0] for r in rows], "kind": [r[1] for r in rows],
-            "args": [_args_text(r[2]) for r in rows],
+            "args": _args_texts(rows),
             "arg_list": [r[2] for r in rows],
             "attachable": [not r[3] and verdicts[r[1]][0] for r in rows],
             "why": [r[3] or verdicts[r[1]][1] for r in rows]}
@@ -166,7 +166,7 @@ def parse(pattern: str) -> list[tuple[str, Spec]]:
     m = re.match(r"([^:/]*)([:/])(.*)$", pattern, re.S)
     if m is None:
         return [(k, Spec((pattern,), True)) for k in KERNEL_KINDS]
-    head, sep, rest = m.groups()
+    head, _, rest = m.groups()
     if head in ALIASES:
         kind = ALIASES[head]
     elif any(c in head for c in "*?["):
@@ -285,12 +285,16 @@ def btf_params(proto_id: int, skip: int = 0) -> tuple:
     w, out = vmlinux_btf()._w, []
     for i in range(skip, vlen):
         name_off, ptid = w[words + 2 * i], w[words + 2 * i + 1]
-        if ptid == 0 and not name_off:
-            out.append(Arg("...", ""))
-        else:
-            name = _name(name_off) if name_off else f"arg{i - skip}"
-            out.append(Arg(_c_type(ptid), name))
+        out.append(_param(ptid, name_off, i - skip))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _param(type_id: int, name_off: int, index: int) -> Arg:
+    # One Arg per distinct parameter: "struct file * file" is shared by thousands.
+    if type_id == 0 and not name_off:
+        return Arg("...", "")
+    return Arg(_c_type(type_id), _name(name_off) if name_off else f"arg{index}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -450,6 +454,13 @@ _LISTERS = {"tracepoint": _list_tracepoints, "tp_btf": _list_raw, "raw_tp": _lis
             "usdt": _list_user}
 
 
-@functools.lru_cache(maxsize=None)
-def _args_text(args: tuple) -> str:
-    return ", ".join(a.decl for a in args)
+def _args_texts(rows) -> list[str]:
+    """The args column. Rows of one function share its args tuple (kprobe and fentry
+    alike): render each tuple once, by identity while ``rows`` holds them alive."""
+    memo, out = {}, []
+    for r in rows:
+        text = memo.get(id(r[2]))
+        if text is None:
+            text = memo[id(r[2])] = ", ".join(a.decl for a in r[2])
+        out.append(text)
+    return out

@@ -307,6 +307,23 @@ def test_uprobe_starter_counts_calls_by_argument(no_leaks, target):
     assert dict(zip(df.a, df.value)) == {0: 10, 1: 10, 2: 10}
 
 
+def test_usdt_starter_counts_python_function_calls(no_leaks):
+    if not os.path.exists(PYTHON311) or not bpfnb.probes(f"usdt:{PYTHON311}:*").size:
+        pytest.skip(f"{PYTHON311} with USDT notes is not installed")
+    cell = bpfnb.starter(f"usdt:{PYTHON311}:python:function__entry", count_by="comm")
+    assert "#include <bpf/usdt.bpf.h>" in cell
+    assert "int BPF_USDT(on_function__entry, unsigned long arg0, unsigned long arg1, " \
+           "int arg2)" in cell
+    comm, n = comm_of_this_test(), 200
+    with bpfnb.load(body(cell)) as obj:
+        # CPython 3.11 passes its function__entry probe only while a profile (or trace)
+        # function is set; the profile function's own calls do not count.
+        run_as(comm, "import sys\nsys.setprofile(lambda *a: None)\ndef f():\n    pass\n"
+                     f"for _ in range({n}):\n    f()", python=PYTHON311)
+        df = obj.maps.counts.to_df()
+    assert dict(zip(df.comm, df.value))[comm] == n
+
+
 def test_kprobe_and_fentry_starters_compile_and_say_why_not_here():
     for probe in ("kprobe/do_sys_openat2", "fentry/do_sys_openat2"):
         cell = bpfnb.starter(probe, count_by="comm", events="filename,dfd")
@@ -333,6 +350,7 @@ def test_starter_errors_name_the_problem():
 def test_magic_new_sets_the_next_input_and_probes_lists():
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "bpfnb")
     try:
@@ -345,5 +363,8 @@ def test_magic_new_sets_the_next_input_and_probes_lists():
             ip.run_line_magic("bpf", "new t:syscalls:nosuch_event")
         with pytest.raises(UsageError, match="which probe"):
             ip.run_line_magic("bpf", "new")
+        with capture_output() as cap:
+            ip.run_line_magic("bpf", "--help")
+        assert "probes PATTERN" in cap.stdout and "--count-by" in cap.stdout
     finally:
         ip.run_line_magic("unload_ext", "bpfnb")

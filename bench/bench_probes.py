@@ -17,9 +17,18 @@ sys.path.insert(0, str(REPO))
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 AVAILABLE_EVENTS = "/sys/kernel/tracing/available_events"
-CHILD = ("import time; t0 = time.perf_counter(); import bpfnb; t1 = time.perf_counter(); "
-         "n = len(bpfnb.probes('*')); t2 = time.perf_counter(); "
-         "print(n, t1 - t0, t2 - t1)")
+# A fresh process: the phases of a first bpfnb.probes("*") after `import bpfnb`.
+CHILD = """
+import json, time
+t0 = time.perf_counter(); import bpfnb; t1 = time.perf_counter()
+import pandas; t2 = time.perf_counter()
+from bpfnb.probes import KERNEL_KINDS, kind_verdict
+for kind in KERNEL_KINDS:
+    kind_verdict(kind)
+t3 = time.perf_counter(); n = len(bpfnb.probes("*")); t4 = time.perf_counter()
+print(json.dumps({"n": n, "import": t1 - t0, "pandas": t2 - t1, "doctor": t3 - t2,
+                  "listing": t4 - t3}))
+"""
 
 # What bpfnb.starter(OPENAT, count_by="comm") writes, as a person would write it.
 HAND = r"""
@@ -88,20 +97,30 @@ def baseline_listing():
 def main():
     name, base, base_count = baseline_listing()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cold, imports, n = [], [], 0
-    for _ in range(2):
-        out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                             check=True, env=env).stdout.split()
-        n, imports, cold = int(out[0]), imports + [float(out[1])], cold + [float(out[2])]
-    emit("probes_all_cold_fresh_process", statistics.median(cold), "s", base, name,
-         probes=n, baseline_probes=base_count, import_s=round(statistics.median(imports), 4),
-         note="bpfnb.probes('*') in a new process after `import bpfnb`: BTF parse, tracefs "
-              "format files, the doctor's tries (compile cache warm)")
-
+    phases = [json.loads(subprocess.run([sys.executable, "-c", CHILD], capture_output=True,
+                                        text=True, check=True, env=env).stdout)
+              for _ in range(2)]
+    med = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+    emit("probes_all_cold_fresh_process", med["pandas"] + med["doctor"] + med["listing"], "s",
+         base, name, probes=int(med["n"]), baseline_probes=base_count,
+         listing_s=round(med["listing"], 4), doctor_s=round(med["doctor"], 4),
+         pandas_import_s=round(med["pandas"], 4), import_bpfnb_s=round(med["import"], 4),
+         note="first bpfnb.probes('*') in a new process after `import bpfnb`: pandas import, "
+              "the doctor's tries of 5 program types (compile cache warm), BTF parse and "
+              "every tracefs format file; the baseline lists tracepoint names only")
     import bpfnb
     bpfnb.probes("*")
-    emit("probes_all_warm", timed(lambda: bpfnb.probes("*")), "s", base, name, probes=n)
+    emit("probes_all_warm", timed(lambda: bpfnb.probes("*")), "s", base, name,
+         probes=int(med["n"]))
     emit("probes_one_warm", timed(lambda: bpfnb.probes(OPENAT), RUNS * 4), "s", base, name)
+    if shutil.which("bpftool"):
+        def funcs():
+            out = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux",
+                                  "format", "raw"], capture_output=True, text=True, check=True)
+            return out.stdout.count("] FUNC '")
+        emit("probes_kprobe_all_warm", timed(lambda: bpfnb.probes("kprobe:*")), "s",
+             timed(funcs), "bpftool btf dump format raw (FUNC names, no C prototypes)",
+             probes=len(bpfnb.probes("kprobe:*")), baseline_probes=funcs())
 
     def attach(source):
         bpfnb.load(source).destroy()

@@ -12,6 +12,7 @@ hist       FIELD -> a log2 histogram of the field (bpf/bpfnb.h BPFNB_HIST);
            latency -> entry-to-exit time per thread: sys_enter_X with sys_exit_X,
            kprobe/fentry/uprobe with their return probe, or a given (entry, exit) pair
 events     "f1,f2" -> a ring buffer ``events`` of a struct with those fields, pid, comm
+(none of them: count_by="comm"; any combination goes into one program)
 
 A FIELD is an argument of the probe (bpfnb.probes() lists them), ``args.NAME`` when its
 name is one of comm/pid/tid/cpu, or a pointer chain read with CO-RE
@@ -25,8 +26,8 @@ import re
 import textwrap
 from typing import NamedTuple
 
-from .probes import (Arg, btf_names, find, kind_verdict, raw_struct, raw_struct_fields,
-                     vmlinux_btf)
+from .probes import (UNKNOWN_CATEGORY, Arg, btf_names, find, kind_verdict, raw_struct,
+                     raw_struct_fields, vmlinux_btf)
 
 COMM_LEN = 16
 STR_LEN = 128          # bytes kept of a string argument
@@ -92,14 +93,17 @@ def starter(probe, count_by: str | None = None, hist: str | None = None,
 def _one(probe: str):
     rows = find(probe)
     if len(rows) == 1:
+        if f"/{UNKNOWN_CATEGORY}/" in rows[0].probe:
+            event = rows[0].probe.rsplit("/", 1)[-1]
+            raise ValueError(f"{rows[0].why} Write the cell for tp_btf/{event} instead.")
         return rows[0]
     if not rows:
         near = find(f"*{_identifier(probe.rsplit('/', 1)[-1].rsplit(':', 1)[-1])}*")
         hint = (f"; near: {', '.join(r.probe for r in near[:5])}" if near else
                 "; list them with bpfnb.probes(pattern)")
         raise ValueError(f"no probe {probe!r} on this machine{hint}")
-    raise ValueError(f"{probe!r} matches {len(rows)} probes ({', '.join(r.probe for r in rows[:5])}"
-                     f"{', ...' if len(rows) > 5 else ''}): name one")
+    some = ", ".join(r.probe for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    raise ValueError(f"{probe!r} matches {len(rows)} probes ({some}): name one")
 
 
 def _exit_of(p) -> str:

@@ -192,7 +192,7 @@ def test_patterns_that_make_no_sense_say_so():
     assert bpfnb.probes("tracepoint:syscalls:no_such_event_x").empty
 
 
-def test_unprivileged_listing_works_and_says_why_tracepoints_cannot_attach(tmp_path):
+def test_unprivileged_listing_works_and_says_why_tracepoints_cannot_attach():
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to become nobody")
     # The venv's interpreter may live where nobody cannot enter (/root): then run the
@@ -210,9 +210,8 @@ def test_unprivileged_listing_works_and_says_why_tracepoints_cannot_attach(tmp_p
             "print(bpfnb.probes('tp_btf:sched_switch').why[0])\n")
     out = subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-         python, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": f"{repo}:{site}",
-             "BPFNB_CACHE": str(tmp_path / "cache")})
+         python, "-c", code], capture_output=True, text=True, timeout=120, cwd="/",
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": f"{repo}:{site}"})
     assert out.returncode == 0, out.stderr
     count, tracepoint, why, tp_btf_why = out.stdout.splitlines()
     assert int(count) == len(bpfnb.probes("tp_btf:sched*"))
@@ -273,6 +272,17 @@ def test_latency_starter_pairs_enter_and_exit(no_leaks):
             os.close(os.open("/etc/hostname", os.O_RDONLY))
         hist = obj.maps.latency_ns.hist()
     assert hist["count"].sum() >= 50
+
+
+def test_latency_of_a_given_pair(no_leaks):
+    cell = bpfnb.starter("tp_btf/sys_enter,tp_btf/sys_exit", hist="latency", name="lat")
+    assert "int BPF_PROG(on_sys_exit, struct pt_regs *regs, long int ret)" in cell
+    with bpfnb.load(body(cell)) as obj:
+        for _ in range(50):
+            os.getppid()
+        assert obj.maps.latency_ns.hist()["count"].sum() >= 50
+    with pytest.raises(ValueError, match="which probe ends it"):
+        bpfnb.starter("tp_btf/sched_switch", hist="latency")
 
 
 def test_stack_starter_counts_kernel_stacks(no_leaks):

@@ -353,12 +353,12 @@ class _Cell:
             verdict = kind_verdict(p.kind)
             if not verdict[0]:
                 notes.append(f"It cannot attach on this machine: {verdict[1]}")
-        if self.hook.args:
-            notes.append(f"Arguments: {', '.join(a.decl for a in self.hook.args)}")
         lines = [f"%%bpf {self.name}"] + [
             line for note in notes for line in textwrap.wrap(
                 note, COMMENT_WIDTH, initial_indent="// ", subsequent_indent="//   ",
                 break_long_words=False, break_on_hyphens=False)]
+        if self.hook.args:
+            lines += _wrap_items("// Arguments: ", [a.decl for a in self.hook.args], "//   ")
         includes = sorted({i for h in hooks for i in h.includes})
         out = "\n".join(lines + includes) + "\n"
         if self.decls:
@@ -371,7 +371,12 @@ class _Cell:
     @staticmethod
     def _program(hook: Hook, body: list[str]) -> str:
         text = "\n".join(f"    {line}" if line else "" for line in body + ["return 0;"])
-        return f'\nSEC("{hook.section}")\n{hook.head}\n{{\n{text}\n}}\n'
+        head = hook.head
+        if len(head) > COMMENT_WIDTH and "(*" not in head:  # one parameter list: wrap it
+            call, _, params = head[:-1].partition("(")
+            head = "\n".join(_wrap_items(call + "(", params.split(", "),
+                                          " " * (len(call) + 1))) + ")"
+        return f'\nSEC("{hook.section}")\n{head}\n{{\n{text}\n}}\n'
 
     def _struct(self, tag: str, values: list[Value]) -> str:
         members = "\n".join(f"    {_member(v.ctype, v.name)}" for v in values)
@@ -443,6 +448,18 @@ class _Cell:
                       *self._fill(values, "e->"), "bpf_ringbuf_submit(e, 0);"]
         self.what.append(f"stream {', '.join(v.name for v in values)}")
         self.read.append(f"{self.name}.maps.events.stream().to_df()")
+
+
+def _wrap_items(first: str, items: list[str], indent: str) -> list[str]:
+    """``first`` + items joined by ", ", broken between items at COMMENT_WIDTH."""
+    lines, line = [], first
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "")
+        if line not in (first, indent) and len(line) + 1 + len(piece) > COMMENT_WIDTH:
+            lines.append(line)
+            line = indent
+        line += piece if line in (first, indent) else " " + piece
+    return lines + [line]
 
 
 def _unique(values: list[Value]) -> list[Value]:

@@ -7,9 +7,13 @@ from .build import CompileError, compile
 from .libbpf import (AttachError, BPFError, LoadError, ObjectClosedError,
                      PrivilegeError, Program, VerifierError)
 from .loader import Map, Object, load, open
+# The functions shadow their modules as attributes of bpfnb: import from the modules
+# by name (from bpfnb.probes import Arg), not as bpfnb.probes.
+from .probes import probes
+from .starter import starter
 
-__all__ = ["load", "open", "compile", "CompileError", "Object", "Map", "Program",
-           "BPFError", "LoadError", "VerifierError", "AttachError", "PrivilegeError",
+__all__ = ["load", "open", "compile", "probes", "starter", "CompileError", "Object", "Map",
+           "Program", "BPFError", "LoadError", "VerifierError", "AttachError", "PrivilegeError",
            "ObjectClosedError"]
 
 

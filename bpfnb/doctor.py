@@ -7,6 +7,7 @@ repr for a notebook. ``python -m bpfnb doctor`` and ``%bpf doctor`` show it.
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import platform
@@ -268,6 +269,31 @@ def _attach(kind: str, prog) -> str:
     else:
         prog.attach()
     return prog.hook
+
+
+@functools.lru_cache(maxsize=None)
+def program_type(kind: str) -> Check:
+    """The check of one program type (one of ``PROGRAM_TYPES``), tried once per process.
+
+    What bpfnb.probes() says of a probe's kind. Without CAP_BPF or CAP_PERFMON nothing
+    is tried (a tracing program cannot load): the check names the missing privilege.
+    """
+    if kind not in PROBES:
+        raise ValueError(f"unknown program type {kind!r}: one of {', '.join(PROGRAM_TYPES)}")
+    try:
+        caps = effective_capabilities()
+    except OSError:
+        caps = 0
+    missing = [name for name in ("CAP_BPF", "CAP_PERFMON") if not caps >> CAPABILITIES[name] & 1]
+    if missing:
+        return Check("program types", kind, False, f"not tried: {' and '.join(missing)} "
+                     f"missing", "loading a tracing program needs CAP_BPF and CAP_PERFMON: "
+                     "run as root, or `sudo setcap cap_bpf,cap_perfmon+ep $(readlink -f "
+                     "$(which python3))`")
+    try:
+        return _probe(kind)
+    except build.ClangNotFound as e:
+        return Check("program types", kind, False, "not tried: no BPF C compiler", str(e))
 
 
 def _probe(kind: str) -> Check:

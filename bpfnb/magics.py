@@ -183,17 +183,32 @@ class BPFMagics(Magics):
     # --- %bpf ---------------------------------------------------------------
 
     @magic_arguments("bpf")
-    @argument("command", choices=["list", "stop", "show", "doctor", "vmlinux"],
+    @argument("command", choices=["list", "stop", "show", "doctor", "vmlinux", "probes", "new"],
               help="list: live objects; stop NAME | stop --all: destroy; show NAME: its "
                    "maps as DataFrames; doctor: what this machine allows; vmlinux: path "
-                   "of the cached vmlinux.h")
-    @argument("name", nargs="?", help="the object's name (for stop and show)")
+                   "of the cached vmlinux.h; probes PATTERN: the probes, their arguments "
+                   "and whether they attach here (bpftrace -l patterns: '*openat*', "
+                   "'t:syscalls:*', 'u:/path/bin:func*'); new PROBE: a starter %%%%bpf cell "
+                   "for PROBE in the next input cell")
+    @argument("name", nargs="?", help="the object's name (for stop and show), the pattern "
+                                      "(probes) or the probe (new)")
     @argument("--all", action="store_true", help="with stop: every object")
     @argument("-q", "--quiet", action="store_true",
               help="with stop: do not print the maps before tearing down")
+    @argument("--count-by", metavar="KEY[,KEY]",
+              help="with new: count by comm, pid, tid, cpu, stack, ustack or an argument")
+    @argument("--hist", metavar="FIELD", help="with new: a log2 histogram of an argument, "
+                                              "or latency (entry to exit)")
+    @argument("--events", metavar="F1,F2", help="with new: stream these arguments (and "
+                                                "pid, comm) through a ring buffer")
+    @argument("--name", dest="cell_name", metavar="NAME",
+              help="with new: the %%%%bpf cell's name (default: from the probe)")
     @line_magic("bpf")
     def bpf_line(self, line):
-        """Manage the objects made by %%bpf cells, and check the machine."""
+        """Manage the objects made by %%bpf cells, find probes, and check the machine."""
+        if line.strip() in ("--help", "-h"):  # the parser has no -h (IPython's choice)
+            print(self.bpf_line.parser.format_help())
+            return None
         args = parse_argstring(self.bpf_line, line)
         if args.command == "list":
             return objects_frame()
@@ -221,7 +236,27 @@ class BPFMagics(Magics):
         if args.command == "doctor":
             from . import doctor
             return doctor.run()
+        if args.command == "probes":
+            from .probes import probes
+            try:
+                return probes(args.name or "*")
+            except (ValueError, OSError) as e:
+                raise UsageError(f"%bpf probes: {e}") from None
+        if args.command == "new":
+            self.shell.set_next_input(self._starter(args), replace=False)
+            return None
         return str(build.vmlinux_h())
+
+    @staticmethod
+    def _starter(args) -> str:
+        if not args.name:
+            raise UsageError("%bpf new PROBE: which probe? List them with %bpf probes PATTERN")
+        from .starter import starter
+        try:
+            return starter(args.name, count_by=args.count_by, hist=args.hist,
+                           events=args.events, name=args.cell_name)
+        except (ValueError, OSError) as e:
+            raise UsageError(f"%bpf new: {e}") from None
 
     @staticmethod
     def _name(args) -> str:

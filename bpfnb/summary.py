@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id")
 MAP_COLUMNS = ("map", "type", "key", "value", "max_entries")
 GLOBAL_COLUMNS = ("section", "variable", "type", "value")
+SKIPPED_COLUMNS = ("skipped", "hook", "why")
 _MAX_VALUE = 60  # characters of a global's value shown; arrays can be long
 
 
@@ -24,11 +25,13 @@ class Summary:
     globals: list = field(default_factory=list)   # rows of GLOBAL_COLUMNS
     notes: list = field(default_factory=list)     # e.g. timings
     warnings: str = ""                             # clang's
+    skipped: list = field(default_factory=list)   # rows of SKIPPED_COLUMNS
 
     def _tables(self):
         return [(cols, rows) for cols, rows in ((PROGRAM_COLUMNS, self.programs),
                                                 (MAP_COLUMNS, self.maps),
-                                                (GLOBAL_COLUMNS, self.globals)) if rows]
+                                                (GLOBAL_COLUMNS, self.globals),
+                                                (SKIPPED_COLUMNS, self.skipped)) if rows]
 
     def __repr__(self):
         out = [self.headline()]
@@ -57,21 +60,34 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
     loaded = obj.state == "loaded"
     attached = any(p.links for p in obj.progs)
     state = "attached" if attached else obj.state
+    var = name if name and name.isidentifier() else "obj"
+    skipped = getattr(obj, "skipped", {})
     programs = []
     for p in obj.progs:
+        pid = p.id if loaded and p.autoload else ""
         if not p.autoload:
-            pstate, pid = "autoload off", ""
+            pstate = "skipped" if p.name in skipped else "autoload off"
+        elif p.name in skipped:
+            pstate = "not attached"
+        elif p.links:
+            pstate = "attached"
+        elif loaded and p.attach_call:
+            pstate = f"needs a target: {var}.progs.{p.name}.{p.attach_call}"
         else:
-            pstate = "attached" if p.links else obj.state
-            pid = p.id if loaded else ""
+            pstate = obj.state
         programs.append((p.name, p.type_name, p.hook, pstate, pid))
+    skipped_rows = [(prog, obj.progs[prog].section, why) for prog, why in skipped.items()]
+    if skipped_rows:
+        notes = [*notes, f"{len(skipped_rows)} of {len(obj.progs)} programs skipped "
+                         f"(hooks this kernel lacks)"]
     maps = [(m.name, m.type_name, m.key_type, m.value_type, m.max_entries) for m in obj.maps]
     globals_ = []
     for section, g in obj.globals.items():
         types, values = g._types(), g._asdict()
         for var, ctype in types.items():
             globals_.append((section, var, ctype, _short(values[var])))
-    return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings)
+    return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings,
+                   skipped_rows)
 
 
 def _short(value) -> str:

@@ -39,7 +39,10 @@ class OpenError(BPFError):
 
 
 class LoadError(BPFError):
-    """The object could not be loaded into the kernel."""
+    """The object could not be loaded into the kernel. ``program``: the one that failed,
+    when libbpf said which."""
+
+    program: str | None = None
 
 
 class VerifierError(LoadError):

@@ -69,6 +69,9 @@ from typing import Iterable, Sequence
 REPO_BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 PRELUDE_NAME = "bpfnb_prelude.h"
+# Put before every source (cells get it through bpfnb.h too): what libbpf >= 1.2
+# headers define and older ones lack, each only when missing.
+COMPAT_H = REPO_BPF_DIR / "bpfnb_compat.h"
 _KEY_VERSION = "bpfnb-build-1"  # bump to invalidate every cached object
 
 PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
@@ -353,7 +356,7 @@ def _prelude_hash(flags: Sequence[str]) -> str:
     the kernel key)."""
     h = hashlib.sha256(_prelude_text().encode())
     dirs = _include_dirs(flags)
-    names = list(PRELUDE_HEADERS) + (["bpfnb.h"] if ensure_bpfnb_h() else [])
+    names = list(PRELUDE_HEADERS) + (["bpfnb.h", COMPAT_H.name] if ensure_bpfnb_h() else [])
     for name in names:
         for d in dirs:
             p = os.path.join(d, name)
@@ -573,7 +576,8 @@ def build(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),
             raise
     prelude_hash = _prelude_hash(flags) if use_prelude else None
     key = _sha(_KEY_VERSION, text, filename, str(real_path or ""), flags, use_prelude,
-               add_license, clang_version(clang), kernel_key(), prelude_hash)[:32]
+               add_license, clang_version(clang), kernel_key(), prelude_hash,
+               _file_sha(COMPAT_H))[:32]
     cache = cache_dir()
     obj_path = cache / "obj" / f"{key}.o"
     meta_path = obj_path.with_suffix(".json")
@@ -608,6 +612,8 @@ def build(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),
                  else ["-include", str(prelude_h())] if use_prelude else [])
         if add_license:
             extra += ["-include", str(_license_h())]
+        if COMPAT_H.exists():
+            extra += ["-include", str(COMPAT_H)]
         tmp_o = _tmp_name(obj_path.parent, ".o")
         tmp_d = tmp_o[:-2] + ".d"
         cmd = [clang, *flags, *extra, "-MD", "-MF", tmp_d, "-c", str(src_path),

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from .libbpf import BPFError, LoadError, PrivilegeError, VerifierError, sysfs
+from .libbpf import AttachError, BPFError, LoadError, PrivilegeError, VerifierError, sysfs
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 KALLSYMS = "/proc/kallsyms"
@@ -41,8 +41,9 @@ _SYSCALL_PREFIX = {"x86_64": "__x64_", "aarch64": "__arm64_", "s390x": "__s390x_
 _memo: dict = {}
 
 
-class UnavailableError(LoadError):
-    """Programs of an object cannot run on this kernel. ``skipped``: {program: reason}."""
+class UnavailableError(LoadError, AttachError):
+    """Programs of an object cannot run on this kernel: their hooks are missing (so it
+    is an AttachError too, raised before load). ``skipped``: {program: reason}."""
 
     def __init__(self, message: str, skipped: dict, hint: str = ""):
         self.skipped = dict(skipped)
@@ -147,7 +148,10 @@ def unavailable(section: str) -> str | None:
         ok, note = sysfs.ensure_tracefs()
         if not ok:
             return note
-        if name and not os.path.isdir(f"{sysfs.TRACEFS}/events/{category}/{name}"):
+        events = f"{sysfs.TRACEFS}/events"
+        if not os.access(events, os.R_OK | os.X_OK):
+            return None  # tracefs is root's (mode 0700): the attach will say so
+        if name and not os.path.isdir(f"{events}/{category}/{name}"):
             return (f"no tracepoint {category}:{name} in this kernel "
                     f"(not in {sysfs.TRACEFS}/events/{category}/)")
     elif section.startswith(RAW_TP):

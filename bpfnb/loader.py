@@ -52,24 +52,26 @@ class Map(libbpf.Map):
 class Object(libbpf.Object):
     """An Object whose maps turn into DataFrames and event streams.
 
-    ``load()`` first turns off the programs whose hooks this kernel lacks (see
-    bpfnb.hooks) and records why in ``skipped``; ``attach()`` records, rather than
-    raises, hooks that refuse at attach time. ``strict = True`` raises instead.
+    With ``strict = False`` (what bpfnb.load sets), ``load()`` first turns off the
+    programs whose hooks this kernel lacks (see bpfnb.hooks) and records why in
+    ``skipped``, and ``attach()`` records, rather than raises, hooks that refuse at
+    attach time. ``strict = True`` raises one error naming all of them instead;
+    ``None`` (the default) checks nothing and lets libbpf and the kernel speak.
     """
 
     map_class = Map
-    strict = False
+    strict: bool | None = None
 
     def load(self) -> "Object":
-        if self.state == "opened":
+        if self.state == "opened" and self.strict is not None:
             hooks.turn_off_unavailable(self, strict=self.strict)
         return super().load()
 
     def attach(self, on_error=None) -> "Object":
-        if on_error is None and not self.strict:
+        if on_error is None and self.strict is False:
             on_error = hooks.attach_failure
         super().attach(on_error)
-        if not self.strict:
+        if self.strict is False:
             hooks.check_something_left(self)
         return self
 
@@ -100,13 +102,14 @@ def _compile(source, name, cflags):
 def open(source: str | os.PathLike | bytes, *, name: str | None = None,
          rodata: dict | None = None, data: dict | None = None,
          maps: dict | None = None, autoload: dict | None = None,
-         prefer: str = "tp_btf", cflags=(), strict: bool = False) -> Object:
+         prefer: str = "tp_btf", cflags=(), strict: bool | None = None) -> Object:
     """Compile (when given C) and open an object, ready for ``load()``.
 
     ``rodata``/``data`` set global variables; ``maps`` sets max_entries by map name;
     ``autoload`` turns programs on or off by name. Where a program ships both a tp_btf
-    and a raw_tp variant of one hook, only the ``prefer`` family is loaded. ``strict``:
-    fail on programs whose hooks this kernel lacks instead of turning them off.
+    and a raw_tp variant of one hook, only the ``prefer`` family is loaded. ``strict``
+    (see :class:`Object`): False turns off programs whose hooks this kernel lacks at
+    ``load()``, True fails naming them all, None (default) checks nothing.
     """
     return _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
                  maps=maps, autoload=autoload, prefer=prefer, strict=strict)

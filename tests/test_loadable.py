@@ -116,7 +116,7 @@ def test_a_program_that_needs_a_target_says_which_call(no_leaks):
 
 
 def test_program_repr_states(no_leaks):
-    obj = bpfnb.open(MISSING, autoload={"sample": False})
+    obj = bpfnb.open(MISSING, autoload={"sample": False}, strict=False)
     try:
         assert repr(obj.progs.count_getpid).endswith(" opened>")
         assert repr(obj.progs.sample).endswith(" off>")

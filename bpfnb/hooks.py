@@ -25,14 +25,15 @@ KALLSYMS = "/proc/kallsyms"
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
 LSM_LIST = "/sys/kernel/security/lsm"
 
-TRAMPOLINE = ("fentry/", "fexit/", "fmod_ret/", "fentry.s/", "fexit.s/", "fmod_ret.s/")
-LSM = ("lsm/", "lsm.s/", "lsm_cgroup/")
-KPROBE = ("kprobe/", "kretprobe/")
-KSYSCALL = ("ksyscall/", "kretsyscall/")
-KPROBE_MULTI = ("kprobe.multi/", "kretprobe.multi/")
-TRACEPOINT = ("tracepoint/", "tp/")
-RAW_TP = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "raw_tp.w/", "raw_tracepoint.w/")
-UPROBE = ("uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/", "usdt/")
+# Section kinds (what comes before the first "/"), with or without a target after it.
+TRAMPOLINE = {"fentry", "fexit", "fmod_ret", "fentry.s", "fexit.s", "fmod_ret.s"}
+LSM = {"lsm", "lsm.s", "lsm_cgroup"}
+KPROBE = {"kprobe", "kretprobe"}
+KSYSCALL = {"ksyscall", "kretsyscall"}
+KPROBE_MULTI = {"kprobe.multi", "kretprobe.multi"}
+TRACEPOINT = {"tracepoint", "tp"}
+RAW_TP = {"tp_btf", "raw_tp", "raw_tracepoint", "raw_tp.w", "raw_tracepoint.w"}
+UPROBE = {"uprobe", "uretprobe", "uprobe.s", "uretprobe.s", "usdt"}
 
 # The syscall wrapper prefix libbpf puts before a ksyscall/ name, by architecture.
 _SYSCALL_PREFIX = {"x86_64": "__x64_", "aarch64": "__arm64_", "s390x": "__s390x_",
@@ -135,6 +136,10 @@ def _bpf_lsm_active() -> bool | None:
 
 # --- one section --------------------------------------------------------------------
 
+def _kind(section: str) -> str:
+    return section.split("/", 1)[0]
+
+
 def _target(section: str) -> str:
     return section.split("/", 1)[1] if "/" in section else ""
 
@@ -142,8 +147,8 @@ def _target(section: str) -> str:
 def unavailable(section: str) -> str | None:
     """Why a program of ``SEC(section)`` cannot run on this machine, or None when it can
     (or when nothing checkable says otherwise; the load and attach will tell)."""
-    target = _target(section)
-    if section.startswith(TRACEPOINT):
+    kind, target = _kind(section), _target(section)
+    if kind in TRACEPOINT:
         category, _, name = target.partition("/")
         ok, note = sysfs.ensure_tracefs()
         if not ok:
@@ -154,28 +159,28 @@ def unavailable(section: str) -> str | None:
         if name and not os.path.isdir(f"{events}/{category}/{name}"):
             return (f"no tracepoint {category}:{name} in this kernel "
                     f"(not in {sysfs.TRACEFS}/events/{category}/)")
-    elif section.startswith(RAW_TP):
+    elif kind in RAW_TP:
         if target and _raw_tracepoint_exists(target) is False:
             return (f"no raw tracepoint {target!r} in this kernel "
                     f"(no btf_trace_{target} in its BTF, no tracefs event)")
-    elif section.startswith(TRAMPOLINE + LSM):
-        func = f"bpf_lsm_{target}" if section.startswith(LSM) else target.split(":")[-1]
+    elif kind in TRAMPOLINE | LSM:
+        func = f"bpf_lsm_{target}" if kind in LSM else target.split(":")[-1]
         if target and _function_exists(func) is False:
-            if section.startswith(LSM):
+            if kind in LSM:
                 return f"no LSM hook {target!r} in this kernel (no {func} in its BTF)"
             return f"no kernel function {func!r} in this kernel's BTF"
-        if section.startswith(LSM) and _bpf_lsm_active() is False:
+        if kind in LSM and _bpf_lsm_active() is False:
             return f"the BPF LSM is not active ({LSM_LIST} does not list \"bpf\")"
         refusal = trampoline_refusal()
         if refusal:
             return (f"this kernel refuses fentry/fexit/lsm programs (a test fentry "
                     f"program failed to load: {refusal}): use a tp_btf/ or tracepoint/ hook")
-    elif section.startswith(KPROBE + KSYSCALL + KPROBE_MULTI):
-        if section.startswith(KPROBE) and target:
-            func = re.split(r"[+]", target)[0]
+    elif kind in KPROBE | KSYSCALL | KPROBE_MULTI:
+        if kind in KPROBE and target:
+            func = target.split("+")[0]
             if _function_exists(func) is False:
                 return f"no kernel function {func!r} in this kernel (not in {KALLSYMS})"
-        if section.startswith(KSYSCALL) and target:
+        if kind in KSYSCALL and target:
             prefix = _SYSCALL_PREFIX.get(os.uname().machine, "")
             names = (f"{prefix}sys_{target}", f"sys_{target}")
             if all(_function_exists(n) is False for n in names):
@@ -184,11 +189,11 @@ def unavailable(section: str) -> str | None:
             return ("kprobes are not in this kernel (no kprobe PMU, no tracefs "
                     "kprobe_events: CONFIG_KPROBES/CONFIG_KPROBE_EVENTS): use a "
                     "tracepoint/ or tp_btf/ hook")
-    elif section.startswith(UPROBE) and ":" in target:
+    elif kind in UPROBE and ":" in target:
         binary = target.split(":", 1)[0]
         if "/" in binary and not os.path.exists(binary):
-            kind = "USDT" if section.startswith("usdt/") else "uprobe"
-            return f"no file {binary} ({kind} target binary)"
+            what = "USDT" if kind == "usdt" else "uprobe"
+            return f"no file {binary} ({what} target binary)"
     return None
 
 
@@ -249,9 +254,9 @@ def load_failure(obj, error: BPFError) -> tuple[str, str] | None:
     section = obj.progs[name].section
     missing = _NO_BTF_ID.search(error.log or "")
     if missing and missing.group(1) == name:
-        what = "raw tracepoint" if section.startswith(RAW_TP) else "kernel function"
+        what = "raw tracepoint" if _kind(section) in RAW_TP else "kernel function"
         return name, f"no {what} {missing.group(2)!r} in this kernel's BTF (libbpf: ESRCH)"
-    if section.startswith(TRAMPOLINE + LSM) and error.errno in _REFUSED_ERRNOS:
+    if _kind(section) in TRAMPOLINE | LSM and error.errno in _REFUSED_ERRNOS:
         code = errno.errorcode.get(error.errno, str(error.errno))
         return name, (f"this kernel refused the program ({code}): fentry/fexit/lsm need "
                       f"BPF trampolines; use a tp_btf/ or tracepoint/ hook")

@@ -92,8 +92,20 @@ _VERIFIER_HINTS = [
 ]
 
 
+# libbpf poisons an instruction whose CO-RE relocation failed and, after the verifier
+# stops there, names the relocation: "failed to resolve CO-RE relocation <byte_off>
+# [336] struct cfs_rq.nr_running (0:1 @ offset 16)".
+_CORE_RELO = re.compile(r"failed to resolve CO-RE relocation (?:<[^>]+> )?\[\d+\] ([^(\n]+?) \(")
+
+
 def verifier_hint(verifier_log: str) -> str:
     """What usually fixes the rejection a verifier log ends with ("" when unknown)."""
+    core = _CORE_RELO.search(verifier_log)
+    if core and "invalid CO-RE relocation" in verifier_log:
+        return (f"a CO-RE relocation failed: this kernel's BTF has no {core.group(1)} "
+                f"Guard the read "
+                f"with bpf_core_field_exists() / bpf_core_type_exists(), or read a "
+                f"___flavour struct matching this kernel")
     tail = "\n".join(verifier_log.rstrip().splitlines()[-6:])
     return next((hint for pattern, hint in _VERIFIER_HINTS if re.search(pattern, tail)), "")
 

@@ -369,7 +369,7 @@ class Object:
                     f"CONFIG_DEBUG_INFO_BTF=y); this kernel has none")
         core = _CORE_FAILED.search(log)
         if core:
-            return (f"CO-RE relocation failed: this kernel's types do not have {core.group(1)}; "
+            return (f"a CO-RE relocation failed: this kernel's BTF has no {core.group(1)}; "
                     f"guard the access with bpf_core_field_exists() / bpf_core_type_exists(), "
                     f"or use a ___flavour struct")
         ksym = _NO_KSYM.search(log)

@@ -9,6 +9,10 @@
 /* What newer libbpf headers offer and libbpf 1.1.2 lacks (BPF_UPROBE, bpf_ksym_exists,
  * bpf_for, ...): see bpfnb_compat.h, which bpfnb.build also gives to every .c file. */
 #include "bpfnb_compat.h"
+/* The running kernel's kfunc prototypes (generated beside vmlinux.h). */
+#if __has_include("bpfnb_kfuncs.h")
+#include "bpfnb_kfuncs.h"
+#endif
 /* --- end compat --- */
 
 /* --- events --- */

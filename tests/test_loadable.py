@@ -210,3 +210,30 @@ def test_source_for_newer_libbpf_headers_compiles_and_runs(no_leaks):
         assert obj.data.has_no_such_kfunc == 0    # ... and one it has not
         assert obj.bss.seen_tgid == pid          # bpf_core_cast
         assert obj.bss.getpid_calls == n         # BPF_UPROBE
+
+
+KFUNC_CELL = """
+int found_tgid;
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int find_self(void *ctx)
+{
+    struct task_struct *t = bpf_task_from_pid(bpf_get_current_pid_tgid() >> 32);
+    if (!t)
+        return 0;
+    found_tgid = t->tgid;
+    bpf_task_release(t);
+    return 0;
+}
+"""
+
+
+def test_cells_have_this_kernels_kfunc_prototypes(no_leaks):
+    """As with bpftool's vmlinux.h; a cell declaring them itself still compiles."""
+    own = ("extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;\n"
+           "extern void bpf_task_release(struct task_struct *p) __ksym;\n")
+    for src in (KFUNC_CELL, own + KFUNC_CELL):
+        with bpfnb.load(src) as obj:
+            os.getppid()
+            assert obj.bss.found_tgid == os.getpid()
+    with pytest.raises(bpfnb.CompileError, match="bpf_task_from_pid"):
+        bpfnb.compile(KFUNC_CELL, cflags=["-DBPF_NO_KFUNC_PROTOTYPES", "-Werror"])

@@ -23,7 +23,10 @@ through a precompiled header when one can be built (clang ~40 ms instead of ~200
 parsing vmlinux.h), else through ``-include``. A source without a ``license`` section
 gets a GPL one (``-include bpfnb_license.h``). A libbpf-tools style source that
 includes "vmlinux.h" itself compiles unmodified: the directory holding the cached
-vmlinux.h is on the include path (after the user's own ``-I``).
+vmlinux.h is on the include path (after the user's own ``-I``). Every source gets
+``-include bpf/bpfnb_compat.h``: what libbpf >= 1.2 headers define (BPF_UPROBE,
+bpf_ksym_exists, bpf_for, ...) when the headers on the include path are older. Cells
+also get the running kernel's kfunc prototypes (``bpfnb_kfuncs.h``, from its BTF).
 
 Line numbers: nothing is inserted into the source. A cell is written verbatim to
 ``src/<key>/cell.c`` and clang's diagnostics are rewritten to name ``<cell>`` (or the

@@ -199,7 +199,7 @@ def unavailable(section: str) -> str | None:
 
 # --- an object ----------------------------------------------------------------------
 
-def autoload_hint(names) -> str:
+def _autoload_hint(names) -> str:
     pairs = ", ".join(f"{n!r}: False" for n in names)
     return f"turn them off to load the rest: bpfnb.load(..., autoload={{{pairs}}})"
 
@@ -213,7 +213,7 @@ def turn_off_unavailable(obj, strict: bool = False) -> dict:
     if strict and found:
         raise UnavailableError(
             f"{len(found)} program(s) of {obj.name!r} cannot run on this kernel:\n"
-            + _listing(obj, found), found, autoload_hint(found))
+            + _listing(obj, found), found, _autoload_hint(found))
     for name in found:
         obj.progs[name].autoload = False
     obj.skipped.update(found)
@@ -239,7 +239,11 @@ def _listing(obj, reasons: dict) -> str:
 # --- failures the kernel reported ---------------------------------------------------
 
 _NO_BTF_ID = re.compile(r"prog '([^']+)': failed to find kernel BTF type ID of '([^']+)'")
-_REFUSED_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524, errno.EINVAL}  # 524: ENOTSUPP
+# What attaching to a hook that is not there returns (EINVAL is left to raise: it is
+# usually the program's own mistake, e.g. a program type that does not fit the hook).
+_MISSING_AT_ATTACH = {errno.ENOENT, errno.ESRCH, errno.EOPNOTSUPP, 524, errno.ENODEV,
+                      errno.EPERM}
+_REFUSED_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, 524}  # 524: the kernel's ENOTSUPP
 
 
 def load_failure(obj, error: BPFError) -> tuple[str, str] | None:
@@ -257,9 +261,9 @@ def load_failure(obj, error: BPFError) -> tuple[str, str] | None:
         what = "raw tracepoint" if _kind(section) in RAW_TP else "kernel function"
         return name, f"no {what} {missing.group(2)!r} in this kernel's BTF (libbpf: ESRCH)"
     if _kind(section) in TRAMPOLINE | LSM and error.errno in _REFUSED_ERRNOS:
-        code = errno.errorcode.get(error.errno, str(error.errno))
-        return name, (f"this kernel refused the program ({code}): fentry/fexit/lsm need "
-                      f"BPF trampolines; use a tp_btf/ or tracepoint/ hook")
+        return name, (f"this kernel refused the program ({_code(error.errno)}): "
+                      f"fentry/fexit/lsm need BPF trampolines; use a tp_btf/ or "
+                      f"tracepoint/ hook")
     return None
 
 
@@ -268,8 +272,10 @@ def attach_failure(prog, error: BPFError) -> str | None:
     here), else None."""
     if isinstance(error, PrivilegeError):
         return None
-    if error.errno not in (errno.ENOENT, errno.ESRCH, errno.EOPNOTSUPP, 524, errno.ENODEV,
-                           errno.EPERM, errno.EINVAL):
+    if error.errno not in _MISSING_AT_ATTACH:
         return None
-    code = errno.errorcode.get(error.errno, str(error.errno))
-    return f"attach failed ({code}): {error.hint or error.message}"
+    return f"attach failed ({_code(error.errno)}): {error.hint or error.message}"
+
+
+def _code(err: int) -> str:
+    return errno.errorcode.get(err, "ENOTSUPP" if err == 524 else str(err))

@@ -188,6 +188,25 @@ def test_hints_name_the_cause_the_log_shows(no_leaks, no_kprobes_no_fentry):
             obj.destroy()
         assert hint in str(e.value) and e.value.program == "h"
         assert "CO-RE needs kernel BTF" not in str(e.value)
+    missing_kfunc = bpfnb.compile(
+        "extern void bpfnb_no_such_kfunc(void) __ksym;\n"
+        'SEC("tracepoint/syscalls/sys_enter_getpid")\n'
+        "int h(void *ctx) { bpfnb_no_such_kfunc(); return 0; }\n")
+    with pytest.raises(bpfnb.LoadError, match="this kernel has no kfunc 'bpfnb_no_such_kfunc'"
+                       r": declare it __weak and test bpf_ksym_exists\(bpfnb_no_such_kfunc\)"):
+        bpfnb.load(missing_kfunc)
+    missing_field = bpfnb.compile(
+        "struct task_struct___x { int bpfnb_no_such_field; } "
+        "__attribute__((preserve_access_index));\n"
+        "int seen;\n"
+        'SEC("tracepoint/syscalls/sys_enter_getpid")\n'
+        "int h(void *ctx)\n{\n"
+        "    struct task_struct___x *t = (void *)bpf_get_current_task();\n"
+        "    seen = BPF_CORE_READ(t, bpfnb_no_such_field);\n    return 0;\n}\n")
+    with pytest.raises(bpfnb.VerifierError) as e:
+        bpfnb.load(missing_field)
+    assert e.value.hint.startswith("a CO-RE relocation failed: this kernel's BTF has no "
+                                   "struct task_struct___x.bpfnb_no_such_field")
     obj = libbpf.Object(bpfnb.compile('SEC("kprobe/do_sys_openat2")\n'
                                       "int h(void *ctx) { return 0; }\n"))
     try:

@@ -99,6 +99,15 @@ def _compile(source, name, cflags):
     return build.compile(Path(source), cflags=cflags)
 
 
+def _default_name(source, name):
+    """A .c or .o file names its object after itself ("opensnoop" for opensnoop.bpf.c),
+    not after the cached object's hash."""
+    if name is not None or isinstance(source, (bytes, bytearray, memoryview)) or (
+            isinstance(source, str) and _is_c_text(source)):
+        return name
+    return Path(source).name.split(".")[0] or None
+
+
 def open(source: str | os.PathLike | bytes, *, name: str | None = None,
          rodata: dict | None = None, data: dict | None = None,
          maps: dict | None = None, autoload: dict | None = None,
@@ -111,6 +120,7 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
     (see :class:`Object`): False turns off programs whose hooks this kernel lacks at
     ``load()``, True fails naming them all, None (default) checks nothing.
     """
+    name = _default_name(source, name)
     return _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
                  maps=maps, autoload=autoload, prefer=prefer, strict=strict)
 
@@ -148,6 +158,7 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
     is turned off too, and the object opened and loaded again (a libbpf load is
     one-shot). ``strict=True`` raises instead, naming every such program at once.
     """
+    name = _default_name(source, name)
     compiled = _compile(source, name, cflags)
     options = dict(name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
                    prefer=prefer, strict=strict)

@@ -77,7 +77,7 @@ def test_strict_names_every_program_at_once(no_leaks, no_kprobes_no_fentry):
     with pytest.raises(hooks.UnavailableError) as e:
         bpfnb.load(MIXED, strict=True)
     text = str(e.value)
-    assert "2 program(s)" in text
+    assert "2 program(s) of 'opensnoop_mixed' cannot run on this kernel" in text
     assert 'kprobe_openat2 (SEC("kprobe/do_sys_openat2")): kprobes are not' in text
     assert 'fentry_openat2 (SEC("fentry/do_sys_openat2")): this kernel refuses' in text
     assert "autoload={'kprobe_openat2': False, 'fentry_openat2': False}" in text

@@ -256,3 +256,21 @@ def test_cells_have_this_kernels_kfunc_prototypes(no_leaks):
             assert obj.bss.found_tgid == os.getpid()
     with pytest.raises(bpfnb.CompileError, match="bpf_task_from_pid"):
         bpfnb.compile(KFUNC_CELL, cflags=["-DBPF_NO_KFUNC_PROTOTYPES", "-Werror"])
+
+
+def test_a_leaked_ring_buffer_record_gets_its_hint(no_leaks):
+    src = """
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } rb SEC(".maps");
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int leak(void *ctx)
+{
+    u64 *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
+    if (!e)
+        return 0;
+    *e = 1;
+    return 0;   /* never submitted */
+}
+"""
+    with pytest.raises(bpfnb.VerifierError) as e:
+        bpfnb.load(src)
+    assert "bpf_ringbuf_submit() or bpf_ringbuf_discard() before each return" in e.value.hint

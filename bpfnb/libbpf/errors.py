@@ -83,6 +83,10 @@ _VERIFIER_HINTS = [
      "initialise the variable (`struct x v = {};`) before reading it or passing it on"),
     (r"back-edge|infinite loop detected|program is too large|too many states",
      "loops need a bound the verifier can see: a constant limit, or bpf_loop()"),
+    (r"Unreleased reference|would lead to reference leak",
+     "something acquired is not released on every path: a reserved ring buffer record "
+     "needs bpf_ringbuf_submit() or bpf_ringbuf_discard() before each return (a kfunc "
+     "reference, its release kfunc)"),
     (r"R0 !read_ok|At program exit the register R0",
      "the program must return a value"),
     (r"unknown func|program of this type cannot use helper|helper call is not allowed",

@@ -6,7 +6,7 @@ import html
 import os
 from pathlib import Path
 
-from . import build, libbpf
+from . import build, hooks, libbpf
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -81,9 +81,30 @@ class Map(libbpf.Map):
 
 
 class Object(libbpf.Object):
-    """An Object whose maps turn into DataFrames and event streams."""
+    """An Object whose maps turn into DataFrames and event streams.
+
+    With ``strict = False`` (what bpfnb.load sets), ``load()`` first turns off the
+    programs whose hooks this kernel lacks (see bpfnb.hooks) and records why in
+    ``skipped``, and ``attach()`` records, rather than raises, hooks that refuse at
+    attach time. ``strict = True`` raises one error naming all of them instead;
+    ``None`` (the default) checks nothing and lets libbpf and the kernel speak.
+    """
 
     map_class = Map
+    strict: bool | None = None
+
+    def load(self) -> "Object":
+        if self.state == "opened" and self.strict is not None:
+            hooks.turn_off_unavailable(self, strict=self.strict)
+        return super().load()
+
+    def attach(self, on_error=None) -> "Object":
+        if on_error is None and self.strict is False:
+            on_error = hooks.attach_failure
+        super().attach(on_error)
+        if self.strict is False:
+            hooks.check_something_left(self)
+        return self
 
     def to_dfs(self) -> dict:
         """Every key/value map as a DataFrame, by name."""
@@ -100,33 +121,56 @@ def _is_c_text(source: str) -> bool:
     return "\n" in source or "SEC(" in source or len(source) > 4096
 
 
+def _compile(source, name, cflags):
+    """Object bytes, or the path of the compiled (or given) object file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, str) and _is_c_text(source):
+        return build.compile(source, cflags=cflags, filename=f"<{name}>")
+    return build.compile(Path(source), cflags=cflags)
+
+
+def _default_name(source, name):
+    """The object's name: given, else the file's (see file_object_name), else "cell"
+    for C text; None for bytes (Object names those)."""
+    if name is not None or isinstance(source, (bytes, bytearray, memoryview)):
+        return name
+    if isinstance(source, str) and _is_c_text(source):
+        return "cell"
+    return file_object_name(source)
+
+
 def open(source: str | os.PathLike | bytes, *, name: str | None = None,
          rodata: dict | None = None, data: dict | None = None,
          maps: dict | None = None, autoload: dict | None = None,
-         prefer: str = "tp_btf", cflags=()) -> Object:
+         prefer: str = "tp_btf", cflags=(), strict: bool | None = None) -> Object:
     """Compile (when given C) and open an object, ready for ``load()``.
 
     ``rodata``/``data`` set global variables; ``maps`` sets max_entries by map name;
     ``autoload`` turns programs on or off by name. Where a program ships both a tp_btf
-    and a raw_tp variant of one hook, only the ``prefer`` family is loaded. The
+    and a raw_tp variant of one hook, only the ``prefer`` family is loaded. ``strict``
+    (see :class:`Object`): False turns off programs whose hooks this kernel lacks at
+    ``load()``, True fails naming them all, None (default) checks nothing. The
     object's ``name`` defaults to the file's (``opensnoop.bpf.c`` -> ``opensnoop``),
     or ``cell`` for C text.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        obj = Object(bytes(source), name=name)
-    else:
-        if isinstance(source, str) and _is_c_text(source):
-            name = name or "cell"
-            path = build.compile(source, cflags=cflags, filename=f"<{name}>")
-        else:
-            name = name or file_object_name(source)
-            path = build.compile(Path(source), cflags=cflags)
-        obj = Object(path, name=name)
+    name = _default_name(source, name)
+    return _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
+                 maps=maps, autoload=autoload, prefer=prefer, strict=strict)
+
+
+def _open(compiled, *, name, rodata, data, maps, autoload, prefer, strict,
+          skipped=None) -> Object:
+    obj = Object(compiled, name=name)
     try:
+        obj.strict = strict
         _size_runtime_maps(obj, maps or {})
         _choose_family(obj, prefer)
         for prog_name, on in (autoload or {}).items():
             obj.progs[prog_name].autoload = on
+        for prog_name, reason in (skipped or {}).items():
+            obj.progs[prog_name].autoload = False
+            obj.skipped[prog_name] = reason
         for section, values in (("rodata", rodata), ("data", data)):
             for key, value in (values or {}).items():
                 setattr(getattr(obj, section), key, value)
@@ -139,12 +183,35 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
 def load(source: str | os.PathLike | bytes, *, name: str | None = None,
          rodata: dict | None = None, data: dict | None = None, attach: bool = True,
          maps: dict | None = None, autoload: dict | None = None, prefer: str = "tp_btf",
-         cflags=()) -> Object:
-    """C text, a .c path, a .o path or object bytes -> a loaded (and attached) Object."""
-    obj = open(source, name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
-               prefer=prefer, cflags=cflags)
+         cflags=(), strict: bool = False) -> Object:
+    """C text, a .c path, a .o path or object bytes -> a loaded (and attached) Object.
+
+    Programs whose hooks this kernel lacks (kprobes, fentry, a missing tracepoint,
+    kernel function or uprobe binary) are turned off and the rest load: ``obj.skipped``
+    says which and why. A program the kernel still refuses at load for such a reason
+    is turned off too, and the object opened and loaded again (a libbpf load is
+    one-shot). ``strict=True`` raises instead, naming every such program at once.
+    """
+    name = _default_name(source, name)
+    compiled = _compile(source, name, cflags)
+    options = dict(name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
+                   prefer=prefer, strict=strict)
+    skipped: dict = {}
+    while True:
+        obj = _open(compiled, **options, skipped=skipped)
+        try:
+            obj.load()
+            break
+        except libbpf.LoadError as e:
+            failure = None if strict else hooks.load_failure(obj, e)
+            obj.destroy()
+            if failure is None or failure[0] in skipped:
+                raise
+            skipped = {**obj.skipped, failure[0]: failure[1]}
+        except BaseException:
+            obj.destroy()
+            raise
     try:
-        obj.load()
         if attach:
             obj.attach()
     except BaseException:

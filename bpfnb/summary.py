@@ -16,6 +16,7 @@ from .libbpf.names import type_label
 PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id")
 MAP_COLUMNS = ("map", "type", "key", "value", "max_entries")
 GLOBAL_COLUMNS = ("section", "variable", "type", "value")
+SKIPPED_COLUMNS = ("skipped", "hook", "why")
 _MAX_VALUE = 60  # characters of a global's value shown; arrays can be long
 
 
@@ -28,11 +29,13 @@ class Summary:
     globals: list = field(default_factory=list)   # rows of GLOBAL_COLUMNS
     notes: list = field(default_factory=list)     # e.g. timings
     warnings: str = ""                             # clang's
+    skipped: list = field(default_factory=list)   # rows of SKIPPED_COLUMNS
 
     def _tables(self):
         return [(cols, rows) for cols, rows in ((PROGRAM_COLUMNS, self.programs),
                                                 (MAP_COLUMNS, self.maps),
-                                                (GLOBAL_COLUMNS, self.globals)) if rows]
+                                                (GLOBAL_COLUMNS, self.globals),
+                                                (SKIPPED_COLUMNS, self.skipped)) if rows]
 
     def __repr__(self):
         out = [self.headline()]
@@ -61,14 +64,26 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
     loaded = obj.state == "loaded"
     attached = any(p.links for p in obj.progs)
     state = "attached" if attached else obj.state
+    var = name if name and name.isidentifier() else "obj"
+    skipped = getattr(obj, "skipped", {})
     programs = []
     for p in obj.progs:
+        pid = p.id if loaded and p.autoload else ""
         if not p.autoload:
-            pstate, pid = "autoload off", ""
+            pstate = "skipped" if p.name in skipped else "autoload off"
+        elif p.name in skipped:
+            pstate = "not attached"
+        elif p.links:
+            pstate = "attached"
+        elif loaded and p.attach_call:
+            pstate = f"needs a target: {var}.progs.{p.name}.{p.attach_call}"
         else:
-            pstate = "attached" if p.links else obj.state
-            pid = p.id if loaded else ""
+            pstate = obj.state
         programs.append((p.name, p.type_name, p.hook, pstate, pid))
+    skipped_rows = [(prog, obj.progs[prog].section, why) for prog, why in skipped.items()]
+    if skipped_rows:
+        notes = [*notes, f"{len(skipped_rows)} of {len(obj.progs)} programs skipped "
+                         f"(hooks this kernel lacks)"]
     btf = obj.btf
     maps = [(m.name, m.type_name, type_label(m.key_type, btf, m.key_type_id),
              type_label(m.value_type, btf, m.value_type_id), m.max_entries)
@@ -78,7 +93,8 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
         types, values = g._types(), g._asdict()
         for var, ctype in types.items():
             globals_.append((section, var, type_label(ctype), _short(values[var])))
-    return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings)
+    return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings,
+                   skipped_rows)
 
 
 def _short(value) -> str:

@@ -39,7 +39,10 @@ class OpenError(BPFError):
 
 
 class LoadError(BPFError):
-    """The object could not be loaded into the kernel."""
+    """The object could not be loaded into the kernel. ``program``: the one that failed,
+    when libbpf said which."""
+
+    program: str | None = None
 
 
 class VerifierError(LoadError):
@@ -80,6 +83,10 @@ _VERIFIER_HINTS = [
      "initialise the variable (`struct x v = {};`) before reading it or passing it on"),
     (r"back-edge|infinite loop detected|program is too large|too many states",
      "loops need a bound the verifier can see: a constant limit, or bpf_loop()"),
+    (r"Unreleased reference|would lead to reference leak",
+     "something acquired is not released on every path: a reserved ring buffer record "
+     "needs bpf_ringbuf_submit() or bpf_ringbuf_discard() before each return (a kfunc "
+     "reference, its release kfunc)"),
     (r"R0 !read_ok|At program exit the register R0",
      "the program must return a value"),
     (r"unknown func|program of this type cannot use helper|helper call is not allowed",
@@ -89,8 +96,20 @@ _VERIFIER_HINTS = [
 ]
 
 
+# libbpf poisons an instruction whose CO-RE relocation failed and, after the verifier
+# stops there, names the relocation: "failed to resolve CO-RE relocation <byte_off>
+# [336] struct cfs_rq.nr_running (0:1 @ offset 16)".
+_CORE_RELO = re.compile(r"failed to resolve CO-RE relocation (?:<[^>]+> )?\[\d+\] ([^(\n]+?) \(")
+
+
 def verifier_hint(verifier_log: str) -> str:
     """What usually fixes the rejection a verifier log ends with ("" when unknown)."""
+    core = _CORE_RELO.search(verifier_log)
+    if core and "invalid CO-RE relocation" in verifier_log:
+        return (f"a CO-RE relocation failed: this kernel's BTF has no {core.group(1)} "
+                f"Guard the read "
+                f"with bpf_core_field_exists() / bpf_core_type_exists(), or read a "
+                f"___flavour struct matching this kernel")
     tail = "\n".join(verifier_log.rstrip().splitlines()[-6:])
     return next((hint for pattern, hint in _VERIFIER_HINTS if re.search(pattern, tail)), "")
 

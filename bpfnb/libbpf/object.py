@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import mmap
 import os
 import re
@@ -18,8 +19,8 @@ from pathlib import Path
 from . import _lib
 from ._lib import lib
 from .btf import BTF
-from .errors import (BPFError, LoadError, ObjectClosedError, OpenError, VerifierError,
-                     last_errno, make, verifier_logs)
+from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
+                     VerifierError, last_errno, make, verifier_logs)
 from .map import Map
 from .names import shown
 from .program import Program
@@ -185,6 +186,7 @@ class Object:
         # Readers on other threads (live dashboards) hold it so destroy() waits for them.
         self.lock = threading.RLock()
         self.state = OPENED
+        self.skipped: dict[str, str] = {}  # program -> why it is not running here
         self._ptr = None
         self._mmaps: list[mmap.mmap] = []
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
@@ -288,23 +290,36 @@ class Object:
             if rejected:
                 prog, vlog = rejected[-1]
                 raise VerifierError(prog, err, vlog, log.text)
-            raise make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
-                       self._load_hint(log.text))
+            failed = _FAILED_PROG.search(log.text)
+            e = make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
+                     self._load_hint(log.text, err))
+            e.program = failed.group(1) if failed else None
+            raise e
         self.state = LOADED
         self.__dict__.pop("_image", None)
         return self
 
-    def attach(self) -> "Object":
+    def attach(self, on_error=None) -> "Object":
         """Attach every loaded program whose section names its hook.
 
         Programs that need a target (xdp, tc, perf_event, cgroup, bare uprobe...) are
         left for their explicit ``attach_*`` call, as a libbpf skeleton does.
+        ``on_error(program, AttachError) -> reason or None``: with a reason the program
+        stays unattached and is recorded in ``skipped``; None (or no ``on_error``)
+        raises.
         """
         if self.state == OPENED:
             self.load()
         for prog in self.progs:
-            if prog.autoload and prog.auto_attachable and not prog.links:
-                prog.attach()
+            if prog.autoload and prog.auto_attachable and not prog.links \
+                    and prog.name not in self.skipped:
+                try:
+                    prog.attach()
+                except AttachError as e:
+                    reason = on_error(prog, e) if on_error else None
+                    if reason is None:
+                        raise
+                    self.skipped[prog.name] = reason
         return self
 
     def detach(self):
@@ -346,17 +361,40 @@ class Object:
         except Exception:
             pass
 
-    def _load_hint(self, log: str) -> str:
-        if "failed to find kernel BTF" in log or "vmlinux BTF" in log:
-            return "CO-RE needs kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y)."
+    def _load_hint(self, log: str, err: int) -> str:
+        """One hint naming the cause the log shows (never a guess at another)."""
         failed = _FAILED_PROG.search(log)
         prog = self.progs._items.get(failed.group(1)) if failed else None
+        where = f"program {prog.name!r} (SEC(\"{prog.section}\"))" if prog else ""
+        no_btf_id = _NO_BTF_ID.search(log)
+        if no_btf_id and prog is not None:
+            return (f"{where}: this kernel has no {no_btf_id.group(1)!r} to attach to "
+                    f"(not in its BTF): pick a hook it has, or turn the program off with "
+                    f"autoload={{{prog.name!r}: False}}")
+        if _NO_KERNEL_BTF.search(log) and not os.path.exists(_VMLINUX_BTF):
+            return (f"CO-RE needs kernel BTF at {_VMLINUX_BTF} (a kernel built with "
+                    f"CONFIG_DEBUG_INFO_BTF=y); this kernel has none")
+        core = _CORE_FAILED.search(log)
+        if core:
+            return (f"a CO-RE relocation failed: this kernel's BTF has no {core.group(1)}; "
+                    f"guard the access with bpf_core_field_exists() / bpf_core_type_exists(), "
+                    f"or use a ___flavour struct")
+        ksym = _NO_KSYM.search(log)
+        if ksym:
+            kind = {"func": "kfunc", "var": "kernel variable"}[ksym.group(1)]
+            return (f"this kernel has no {kind} {ksym.group(2)!r}: declare it "
+                    f"__weak and test bpf_ksym_exists({ksym.group(2)}) before using it")
+        bad_map = _MAP_FAILED.search(log)
+        if bad_map:
+            return (f"the kernel refused to create map {bad_map.group(1)!r}: check its type, "
+                    f"key/value sizes and max_entries")
         if prog is None:
             return ""
-        for prefixes, hint in _REFUSED_FAMILIES.items():
-            if prog.section.startswith(prefixes):
-                return f"program {prog.name!r} (SEC(\"{prog.section}\")): {hint}"
-        return f"program {prog.name!r} (SEC(\"{prog.section}\")) failed to load"
+        if prog.section.startswith(_TRAMPOLINE_FAMILY) and err in _REFUSED_ERRNOS:
+            return (f"{where}: this kernel refuses fentry/fexit/lsm programs (no BPF "
+                    f"trampolines, or lockdown): use a tp_btf/ or tracepoint/ hook, or "
+                    f"turn it off with autoload={{{prog.name!r}: False}}")
+        return f"{where} failed to load"
 
     def _mmap(self, map_: Map, section: str) -> mmap.mmap:
         writable = section in ("bss", "data")
@@ -392,12 +430,16 @@ def _internal_section(map_: Map) -> str | None:
 
 
 _FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
-_REFUSED_FAMILIES = {
-    ("fentry/", "fexit/", "fmod_ret/", "lsm/"):
-        "this kernel refuses fentry/fexit/lsm programs: use a tp_btf/ or tracepoint/ hook",
-    ("kprobe/", "kretprobe/", "ksyscall/", "kretsyscall/"):
-        "kprobes may be missing from this kernel (CONFIG_KPROBES): use a tracepoint/ hook",
-}
+_VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+_NO_BTF_ID = re.compile(r"prog '[^']+': failed to find kernel BTF type ID of '([^']+)'")
+_NO_KERNEL_BTF = re.compile(r"failed to find valid kernel BTF|Error loading vmlinux BTF|"
+                            r"vmlinux BTF is not found")
+_CORE_FAILED = re.compile(r"failed to resolve CO-RE relocation (?:<[^>]+> )?\[\d+\] ([^(\n]+?)"
+                          r"(?: \(|$)", re.M)
+_NO_KSYM = re.compile(r"extern \((func|var) ksym\) '([^']+)': not found")
+_MAP_FAILED = re.compile(r"map '([^']+)': failed to create")
+_TRAMPOLINE_FAMILY = ("fentry", "fexit", "fmod_ret", "lsm")
+_REFUSED_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
 
 
 def live_objects() -> list[Object]:

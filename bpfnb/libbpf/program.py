@@ -119,6 +119,12 @@ class Program:
         return True
 
     @property
+    def attach_call(self) -> str:
+        """The method that attaches a program needing a target, e.g.
+        ``attach_perf_event(freq=99)`` ("" when the section names the hook)."""
+        return "" if self.auto_attachable else _explicit_call(self.section)
+
+    @property
     def hook(self) -> str:
         """The attach point, for display: section plus targets of explicit attaches."""
         targets = [link.target for link in self.links if link.attached]
@@ -141,7 +147,7 @@ class Program:
         if not self.auto_attachable:
             raise AttachError(
                 f"program {self.name!r} (SEC(\"{self.section}\")) needs a target: "
-                f"use {_explicit_call(self.section)}")
+                f"use obj.progs.{self.name}.{self.attach_call}")
         if self.section.startswith(("tracepoint/", "tp/")):
             sysfs.ensure_tracefs()
         with _lib.capture() as log:
@@ -318,14 +324,31 @@ class Program:
         info = self.info()
         return {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
 
+    @property
+    def state(self) -> str:
+        """"off" (autoload off, with the reason when bpfnb turned it off), "attached",
+        "loaded" (with what it still needs), "opened" or "destroyed"."""
+        obj = self._obj()
+        if obj is None or obj.state == "destroyed":
+            return "destroyed"
+        reason = obj.skipped.get(self.name)
+        if not self.autoload:
+            return f"off: {reason}" if reason else "off"
+        if any(link.attached for link in self.links):
+            return "attached"
+        if obj.state != "loaded":
+            return obj.state
+        if reason:
+            return f"loaded, not attached: {reason}"
+        if self.attach_call:
+            return f"loaded, needs a target: obj.progs.{self.name}.{self.attach_call}"
+        return "loaded"
+
     def __repr__(self):
-        try:
-            state = self.object.state
-            kind = self.type_name
-        except ObjectClosedError:
+        state = self.state
+        if state == "destroyed":
             return f"<Program {self.name!r} (destroyed)>"
-        attached = "attached" if self.links else ("loaded" if state == "loaded" else state)
-        return f"<Program {self.name!r} {kind} {self.hook} {attached}>"
+        return f"<Program {self.name!r} {self.type_name} {self.hook} {state}>"
 
 
 # --- run-time statistics ------------------------------------------------------
@@ -492,13 +515,12 @@ def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
 
 
 def _explicit_call(section: str) -> str:
-    calls = {"xdp": "prog.attach_xdp(interface)", "tc": "prog.attach_tc(interface)",
-             "classifier": "prog.attach_tc(interface)", "perf_event":
-             "prog.attach_perf_event(freq=99)", "cgroup": "prog.attach_cgroup(path)",
-             "socket": "prog.attach_socket(sock)", "uprobe":
-             "prog.attach_uprobe(binary, function)", "uretprobe":
-             "prog.attach_uprobe(binary, function, retprobe=True)",
-             "usdt": "prog.attach_usdt(binary, provider, name)"}
+    calls = {"xdp": "attach_xdp(interface)", "tc": "attach_tc(interface)",
+             "classifier": "attach_tc(interface)", "perf_event": "attach_perf_event(freq=99)",
+             "cgroup": "attach_cgroup(path)", "socket": "attach_socket(sock)",
+             "uprobe": "attach_uprobe(binary, function)",
+             "uretprobe": "attach_uprobe(binary, function, retprobe=True)",
+             "usdt": "attach_usdt(binary, provider, name)"}
     for prefix, call in calls.items():
         if section.startswith(prefix):
             return call
@@ -517,11 +539,20 @@ def _attach_hint(section: str, err: int) -> str:
     if section.startswith(("uprobe", "uretprobe", "usdt")) and err in (errno.ENOENT,
                                                                         errno.ESRCH):
         return "the binary or the function was not found: check the path and the symbol name"
-    if section.startswith(("fentry", "fexit", "fmod_ret", "lsm")):
+    if section.startswith(("fentry", "fexit", "fmod_ret", "lsm")) and err in (
+            errno.EPERM, errno.EOPNOTSUPP, 524):  # 524: the kernel's ENOTSUPP
         return "this kernel refuses fentry/fexit/lsm attachment: use a tp_btf or tracepoint hook"
-    if section.startswith(("kprobe", "kretprobe", "ksyscall")):
-        return "kprobes may be missing from this kernel (CONFIG_KPROBES): use a tracepoint"
+    if section.startswith(("kprobe", "kretprobe", "ksyscall", "kretsyscall")):
+        if not (os.path.isdir(_KPROBE_PMU) or os.path.exists(
+                f"{sysfs.TRACEFS}/kprobe_events")):
+            return ("kprobes are not in this kernel (no kprobe PMU, no tracefs kprobe_events; "
+                    "CONFIG_KPROBES): use a tracepoint/ or tp_btf/ hook")
+        if err == errno.ENOENT:
+            return "no such kernel function to probe: check /proc/kallsyms"
     return ""
+
+
+_KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
 
 
 def kernel_ids(kind: str = "prog") -> set[int]:

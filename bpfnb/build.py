@@ -69,7 +69,7 @@ from typing import Iterable, Sequence
 REPO_BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 PRELUDE_NAME = "bpfnb_prelude.h"
-_KEY_VERSION = "bpfnb-build-1"  # bump to invalidate every cached object
+_KEY_VERSION = "bpfnb-build-2"  # bump to invalidate every cached object
 
 PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
                    "bpf/bpf_core_read.h", "bpf/bpf_endian.h")
@@ -349,8 +349,9 @@ def _include_dirs(flags: Sequence[str]) -> list[str]:
 
 
 def _prelude_hash(flags: Sequence[str]) -> str:
-    """Hash of the prelude headers as clang would find them (vmlinux.h is covered by
-    the kernel key)."""
+    """Hash of the prelude headers as clang would find them, every copy on the path:
+    bpf/bpf/bpf_helpers.h wraps the system's through #include_next (vmlinux.h is
+    covered by the kernel key)."""
     h = hashlib.sha256(_prelude_text().encode())
     dirs = _include_dirs(flags)
     names = list(PRELUDE_HEADERS) + (["bpfnb.h"] if ensure_bpfnb_h() else [])
@@ -361,7 +362,6 @@ def _prelude_hash(flags: Sequence[str]) -> str:
                 h.update(f"{p}\0".encode())
                 with open(p, "rb") as f:
                     h.update(f.read())
-                break
     return h.hexdigest()[:16]
 
 

@@ -6,7 +6,7 @@ import html
 import os
 from pathlib import Path
 
-from . import build, libbpf
+from . import build, libbpf, output
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -64,6 +64,20 @@ class Object(libbpf.Object):
         from . import live
         return live.live(*live.object_views(self), interval=interval, title=self.name)
 
+    def output(self):
+        """What the programs printed with bpf_printk: a DataFrame (time, pid, comm, cpu,
+        text) of this object's lines only, the last bpfnb.output.MAX_LINES kept."""
+        return output.frame(self)
+
+    def load(self) -> "Object":
+        super().load()
+        output.loaded(self)
+        return self
+
+    def _destroy(self):
+        output.release(self)  # stop its delivery before its programs go
+        super()._destroy()
+
 
 def _is_c_text(source: str) -> bool:
     return "\n" in source or "SEC(" in source or len(source) > 4096
@@ -82,12 +96,17 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
     if isinstance(source, (bytes, bytearray, memoryview)):
         obj = Object(bytes(source), name=name)
     else:
+        cflags = build._split(cflags)
         if isinstance(source, str) and _is_c_text(source):
-            path = build.compile(source, cflags=cflags, filename=f"<{name or 'cell'}>")
+            path = build.compile(source, cflags=cflags + output.cflags(source),
+                                 filename=f"<{name or 'cell'}>")
         else:
-            path = build.compile(Path(source), cflags=cflags)
+            path = Path(source)
+            extra = [] if path.suffix == ".o" else output.cflags()
+            path = build.compile(path, cflags=cflags + extra)
         obj = Object(path, name=name)
     try:
+        output.tag(obj)  # before load: the tag goes into .rodata's initial image
         _size_runtime_maps(obj, maps or {})
         _choose_family(obj, prefer)
         for prog_name, on in (autoload or {}).items():

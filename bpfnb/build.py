@@ -21,7 +21,10 @@ would clash with it) gets the prelude: vmlinux.h of the running kernel, libbpf's
 bpf_helpers.h, bpf_tracing.h, bpf_core_read.h, bpf_endian.h and our ``bpf/bpfnb.h``,
 through a precompiled header when one can be built (clang ~40 ms instead of ~200 ms for
 parsing vmlinux.h), else through ``-include``. A source without a ``license`` section
-gets a GPL one (``-include bpfnb_license.h``). A libbpf-tools style source that
+gets a GPL one (``-include bpfnb_license.h``). ``bpf/`` is first on the include path
+after the user's ``-I``, so ``<bpf/bpf_helpers.h>`` (of the prelude or of the source)
+is ``bpf/bpf/bpf_helpers.h``: libbpf's, with bpf_printk formats tagged per loaded
+object (see bpfnb.output). A libbpf-tools style source that
 includes "vmlinux.h" itself compiles unmodified: the directory holding the cached
 vmlinux.h is on the include path (after the user's own ``-I``).
 

@@ -100,12 +100,16 @@ class BPFMagics(Magics):
                                    f"is running now.\n{_describe(e)}", e) from None
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
         self.shell.user_ns[name] = obj
-        if "bpf_printk" in cell and not args.no_load:
-            _PrintkView(name, obj)
+        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
+            if printk:
+                _PrintkView(name, obj)
             self._run_for(name, obj, args.seconds, args.plot)
-        elif not args.quiet:
+            return
+        if not args.quiet:
             display(summarize(obj, name, notes, warnings))
+        if printk:
+            _PrintkView(name, obj)
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``

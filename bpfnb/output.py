@@ -27,8 +27,9 @@ Two routes, chosen at run time
   twice) still differ. One reader thread per process (``tracepipe.py``: bpfnb's own
   tracefs instance, filtered to tagged lines) hands each object the lines with its
   tag, tag removed; lines of other programs (untagged, or another process's tags) are
-  never shown. Columns: time, pid, comm, cpu, text (``time`` is wall clock on the
-  instance's mono clock, trace-clock seconds on the global pipe).
+  never shown. Columns: time, pid, comm, cpu, text: ``pid`` and ``comm`` are the
+  task's as trace_pipe gives them (the thread's id), ``time`` is wall clock (from the
+  instance's mono clock; trace-clock seconds where the global pipe is read).
 
 Lifetimes: the reader starts when the first tagged object opens (before its programs
 can run) and stops, removing the instance, when the last one is destroyed. Each
@@ -271,7 +272,10 @@ def tag(obj) -> Output:
         try:
             _hub.add(out)
         except OSError as e:
-            out.route, out.note = "unavailable", str(e)
+            where = f" ({e.filename})" if e.filename else ""
+            out.route = "unavailable"
+            out.note = (f"cannot read trace_pipe{where}: {e.strerror or e}; reading it "
+                        f"needs root (tracefs is mode 0700)")
     elif streams_verdict().working:
         out = Output(name, None, "streams")
     else:

@@ -28,8 +28,8 @@ from typing import NamedTuple
 from .libbpf import sysfs
 
 INSTANCE_PREFIX = "bpfnb-"
-BUFFER_KB = 256              # per CPU, for this process's instance
-READ_BYTES = 1 << 20         # at most per read() call
+BUFFER_KB = 1024             # per CPU, for this process's instance
+READ_BYTES = 1 << 20         # at most per read() of this module
 _MAX_PARTIAL = 64 * 1024     # a line longer than this without "\n" is cut
 _EVENT = "events/bpf_trace/bpf_trace_printk"
 _FILTER = 'bpf_string ~ "bpfnb:*"'
@@ -125,14 +125,20 @@ class TracePipe:
                    _clock(root) == "mono")
 
     def read(self) -> list[Line]:
-        """The lines that came since the last read (never blocks)."""
-        try:
-            data = os.read(self.fd, READ_BYTES)
-        except BlockingIOError:
-            return []
-        except InterruptedError:
-            return []
-        data = self._partial + data
+        """The lines that came since the last read, at most about READ_BYTES of them
+        (never blocks). trace_pipe gives at most a page per read(): read on until it
+        is empty."""
+        chunks, size = [self._partial], 0
+        while size < READ_BYTES:
+            try:
+                chunk = os.read(self.fd, READ_BYTES - size)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:][-_MAX_PARTIAL:]
         return parse(data[:cut].decode(errors="replace"))

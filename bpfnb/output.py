@@ -188,6 +188,7 @@ class Output:
         self._last_delivery = 0.0
         self.wall_clock = True
         self.prog_fds: list[tuple[str, int]] = []  # streams route: (program, own dup fd)
+        self.registered = False  # read by the hub (from load on)
         self.closed = False
 
     def add(self, rows: list):
@@ -259,7 +260,7 @@ class Output:
 
 def tag(obj) -> Output:
     """Give a just-opened object its Output: a tag patched into its printk formats
-    (trace_pipe route) or, for an object compiled for streams, its stream route."""
+    (trace_pipe route) or, where streams work and it has no tag, the streams route."""
     if getattr(obj, "_output", None) is not None:
         return obj._output
     patched = 0
@@ -269,6 +270,25 @@ def tag(obj) -> Output:
     name = obj.name
     if patched:
         out = Output(name, tag_, "trace_pipe")
+    else:
+        _hub.free_tag(tag_)
+        if streams_verdict().working:
+            out = Output(name, None, "streams")
+        else:
+            out = Output(name, None, "none",
+                         "no bpfnb-tagged bpf_printk in this object (none at all, or built "
+                         "outside bpfnb): any printk lines are only in the global trace_pipe")
+    obj._output = out
+    return out
+
+
+def loaded(obj):
+    """After load, before any program can run: start reading for the object (the
+    reader, and bpfnb's tracefs instance, start with the first such object)."""
+    out = getattr(obj, "_output", None)
+    if out is None or out.closed or out.registered:
+        return
+    if out.tag is not None:
         try:
             _hub.add(out)
         except OSError as e:
@@ -276,27 +296,10 @@ def tag(obj) -> Output:
             out.route = "unavailable"
             out.note = (f"cannot read trace_pipe{where}: {e.strerror or e}; reading it "
                         f"needs root (tracefs is mode 0700)")
-    elif streams_verdict().working:
-        out = Output(name, None, "streams")
-    else:
-        out = Output(name, None, "none",
-                     "no bpfnb-tagged bpf_printk in this object (none at all, or built "
-                     "outside bpfnb): any printk lines are only in the global trace_pipe")
-    obj._output = out
-    return out
-
-
-def loaded(obj):
-    """After load: the streams route reads each program's stdout and stderr."""
-    out = getattr(obj, "_output", None)
-    if out is None or out.route != "streams" or out.prog_fds or out.closed:
-        return
-    fds = []
-    for prog in obj.progs:
-        if prog.autoload:
-            fds.append((prog.name, os.dup(prog.fd)))  # ours: valid until release()
-    out.prog_fds = fds
-    _hub.add(out)
+    elif out.route == "streams":
+        # our own duplicates of the program fds: valid until release() closes them
+        out.prog_fds = [(p.name, os.dup(p.fd)) for p in obj.progs if p.autoload]
+        _hub.add(out)
 
 
 def release(obj):
@@ -368,20 +371,30 @@ class _Hub:
     def __init__(self):
         self._lock = threading.Lock()        # sinks
         self._life = threading.Lock()        # start and stop
-        self._tagged: dict[str, Output] = {}
+        self._tagged: dict[str, Output] = {}  # read from now on, by tag
+        self._tags: set[str] = set()          # given out to live objects
         self._streams: list[Output] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake: tuple[int, int] | None = None
         self.pipe = None
         self.foreign = 0                     # lines with no tag of ours
+        self.errors = 0                      # reads that failed
 
     def new_tag(self) -> str:
+        """A tag no live object of this process has. Every bpfnb process's instance
+        gets every tagged line; one of another process's objects has the same tag
+        with a chance of 1 in 36**8 (2.8e12)."""
         while True:
             t = "".join(secrets.choice(_TAG_CHARS) for _ in range(_TAG_LEN))
             with self._lock:
-                if t not in self._tagged:
+                if t not in self._tags:
+                    self._tags.add(t)
                     return t
+
+    def free_tag(self, t: str):
+        with self._lock:
+            self._tags.discard(t)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -397,6 +410,7 @@ class _Hub:
                 from .tracepipe import TracePipe
                 self.pipe = TracePipe.open()  # before the object's programs can run
             with self._lock:
+                out.registered = True
                 if out.tag is not None:
                     out.wall_clock = self.pipe.mono
                     out.route = f"trace_pipe ({self.pipe.route}: {self.pipe.path})"
@@ -416,6 +430,7 @@ class _Hub:
             with self._lock:
                 if out.tag is not None:
                     self._tagged.pop(out.tag, None)
+                    self._tags.discard(out.tag)
                 elif out in self._streams:
                     self._streams.remove(out)
                 idle = not self._tagged and not self._streams
@@ -452,8 +467,15 @@ class _Hub:
                 pass
             if self._stop.is_set():
                 break
-            got = self._read_pipe(pipe) if pipe is not None else 0
-            got += self._read_streams()
+            try:
+                got = self._read_pipe(pipe) if pipe is not None else 0
+                got += self._read_streams()
+            except Exception as e:  # keep serving the others; say it once
+                if not self.errors:
+                    warnings.warn(f"bpfnb's printk reader: {e!r}", RuntimeWarning)
+                self.errors += 1
+                self._stop.wait(_POLL)
+                continue
             now = time.monotonic()
             with self._lock:
                 sinks = list(self._tagged.values()) + list(self._streams)

@@ -189,6 +189,31 @@ def test_reader_thread_and_instance_go_with_the_last_object(no_leaks):
         assert instance is None or not os.path.exists(instance)
 
 
+def test_without_an_instance_the_global_trace_pipe_is_read(no_leaks, monkeypatch):
+    """Where no instance can be made (here: a prefix naming no directory), the global
+    trace_pipe is read, with every other program's lines in it: still only ours."""
+    monkeypatch.setattr(tracepipe, "INSTANCE_PREFIX", "no-such-directory/bpfnb-")
+    obj = load_counter(10)
+    try:
+        assert output._hub.pipe.route == "global" and "global" in obj._output.route
+        getppid_n(N)
+        df = wait_lines(obj, 2 * N)
+        assert list(df.text) == expected(10, os.getpid(), N)
+        assert df.time.dtype == float  # trace-clock seconds: the global clock is not ours
+        assert "kernel_lost" not in df.attrs  # other programs' lines count there too
+    finally:
+        obj.destroy()
+
+
+def test_an_object_never_loaded_starts_no_reader(no_leaks):
+    obj = bpfnb.open(PROG)
+    try:
+        assert obj._output.tag is not None and output.reader_thread() is None
+    finally:
+        obj.destroy()
+    assert output.reader_thread() is None
+
+
 def test_stale_instances_of_dead_processes_are_removed(need_root):
     child = subprocess.Popen(["true"])
     child.wait()

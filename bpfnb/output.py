@@ -10,11 +10,11 @@ Two routes, chosen at run time
   through BPF_PROG_STREAM_READ_BY_FD (``libbpf/progstream.py``). A probe, run once per
   process (``streams_verdict()``), loads a syscall program that writes one line with
   the kfunc and reads it back. On this kernel (6.18) the kfunc exists and the verifier
-  accepts it, but it returns -ENOMEM in every program type and reads return 0 bytes,
-  so the verdict is "not working" and the trace_pipe route is used. Where the probe
-  passes, ``cflags()`` makes bpf_printk write to the program's stdout stream, and
-  stderr (what the kernel reports about the program) is shown too; columns are then
-  time, program, stream, text.
+  accepts it, but it returns -ENOMEM (tracepoint, raw_tp and syscall programs) and
+  reads return 0 bytes, so the verdict is "not working" and the trace_pipe route is
+  used. Where the probe passes, ``cflags()`` makes bpf_printk write to the program's
+  stdout stream, and stderr (what the kernel reports about the program) is shown
+  too; columns are then time, program, stream, text.
 - **trace_pipe**: bpf_printk goes to one trace event shared by every program on the
   machine. bpfnb compiles cells and .c files with ``bpf/bpf/bpf_helpers.h`` first on
   the include path, whose bpf_printk puts the fixed-width placeholder
@@ -26,12 +26,15 @@ Two routes, chosen at run time
   object*, so two objects from one cached .o (two identical cells, or one cell loaded
   twice) still differ. One reader thread per process (``tracepipe.py``: bpfnb's own
   tracefs instance, filtered to tagged lines) hands each object the lines with its
-  tag, tag removed; lines of other programs (untagged, or another process's tags) are
-  never shown. Columns: time, pid, comm, cpu, text: ``pid`` and ``comm`` are the
-  task's as trace_pipe gives them (the thread's id), ``time`` is wall clock (from the
-  instance's mono clock; trace-clock seconds where the global pipe is read).
+  tag, tag removed; lines of other programs (untagged, or another process's tags)
+  are never shown. Not tagged: a source built with BPF_NO_GLOBAL_DATA (its formats
+  are on the stack) or whose own ``-I`` has a bpf/bpf_helpers.h; ``obj.output()``
+  says so in ``attrs["note"]``. Columns: time, pid, comm, cpu, text; ``pid`` and
+  ``comm`` are the task's as trace_pipe gives them (the thread's id), ``time`` is
+  wall clock (from the instance's mono clock; trace-clock seconds where the global
+  pipe is read).
 
-Lifetimes: the reader starts when the first tagged object opens (before its programs
+Lifetimes: the reader starts when the first tagged object loads (before its programs
 can run) and stops, removing the instance, when the last one is destroyed. Each
 object keeps at most ``MAX_LINES`` lines; listeners (the magic's display) get batches
 at most every ``DELIVER_EVERY`` seconds, at most ``DELIVER_MAX`` lines each, the rest
@@ -181,7 +184,9 @@ class Output:
         self.lines: collections.deque = collections.deque(maxlen=MAX_LINES)
         self.dropped = 0
         self.received = 0
-        self._lock = threading.Lock()
+        # reentrant: garbage collection may destroy an object (and so release it) on
+        # the reader thread while it holds this lock
+        self._lock = threading.RLock()
         self._listeners: list[Callable] = []
         self._pending: list = []
         self._missed = 0
@@ -193,7 +198,7 @@ class Output:
 
     def add(self, rows: list):
         with self._lock:
-            over = len(self.lines) + len(rows) - MAX_LINES
+            over = len(self.lines) + len(rows) - self.lines.maxlen
             if over > 0:
                 self.dropped += over
             self.lines.extend(rows)
@@ -252,7 +257,8 @@ class Output:
             df.attrs["note"] = self.note
         if dropped:
             warnings.warn(f"{self.name}.output(): {dropped} older lines were dropped "
-                          f"(the last {MAX_LINES} are kept)", RuntimeWarning, stacklevel=3)
+                          f"(the last {self.lines.maxlen} are kept)", RuntimeWarning,
+                          stacklevel=3)
         return df
 
 
@@ -369,7 +375,7 @@ class _Hub:
     """One reader thread per process, running while some object wants output."""
 
     def __init__(self):
-        self._lock = threading.Lock()        # sinks
+        self._lock = threading.RLock()       # sinks (reentrant: see Output._lock)
         self._life = threading.Lock()        # start and stop
         self._tagged: dict[str, Output] = {}  # read from now on, by tag
         self._tags: set[str] = set()          # given out to live objects

@@ -309,10 +309,12 @@ class _PrintkView:
     """The cell's bpf_printk lines, shown under it while its program runs: a display
     updated in place from bpfnb.output's reader thread (update_display_data goes by
     display id, so it lands under this cell whichever cell runs now). At most one
-    update per output.DELIVER_EVERY s and SHOWN lines, so Jupyter's rate limits
-    (1,000 messages/s, 1 MB/s) are never reached."""
+    update per output.DELIVER_EVERY s, of SHOWN lines of WIDTH characters (about 25
+    KB as text and HTML): 5 messages and ~125 KB per second and cell, far below
+    Jupyter's limits (1,000 messages/s, 1 MB/s)."""
 
     SHOWN = 20
+    WIDTH = 240  # characters of a line shown (obj.output() keeps them whole)
 
     def __init__(self, name, obj):
         self.name = name
@@ -330,7 +332,8 @@ class _PrintkView:
 
     def _on_lines(self, texts, missed):
         with self.lock:
-            self.tail.extend(texts)
+            self.tail.extend(t if len(t) <= self.WIDTH else t[:self.WIDTH] + "…"
+                             for t in texts)
             self.total += len(texts) + missed
             self.missed += missed
             if self.handle is not None:

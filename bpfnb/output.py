@@ -27,9 +27,10 @@ Two routes, chosen at run time
   twice) still differ. One reader thread per process (``tracepipe.py``: bpfnb's own
   tracefs instance, filtered to tagged lines) hands each object the lines with its
   tag, tag removed; lines of other programs (untagged, or another process's tags)
-  are never shown. Not tagged: a source built with BPF_NO_GLOBAL_DATA (its formats
-  are on the stack) or whose own ``-I`` has a bpf/bpf_helpers.h; ``obj.output()``
-  says so in ``attrs["note"]``. Columns: time, pid, comm, cpu, text; ``pid`` and
+  are never shown. Not tagged: bpf_trace_printk called directly, a source built
+  with BPF_NO_GLOBAL_DATA (its formats are on the stack) or whose own ``-I`` has a
+  bpf/bpf_helpers.h; ``obj.output()`` of an object with no tag at all says so in
+  ``attrs["note"]``. Columns: time, pid, comm, cpu, text; ``pid`` and
   ``comm`` are the task's as trace_pipe gives them (the thread's id), ``time`` is
   wall clock (from the instance's mono clock; trace-clock seconds where the global
   pipe is read).

@@ -309,8 +309,8 @@ class _PrintkView:
     """The cell's bpf_printk lines, shown under it while its program runs: a display
     updated in place from bpfnb.output's reader thread (update_display_data goes by
     display id, so it lands under this cell whichever cell runs now). At most one
-    update per output.DELIVER_EVERY s, of SHOWN lines of WIDTH characters (about 25
-    KB as text and HTML): 5 messages and ~125 KB per second and cell, far below
+    update per output.DELIVER_EVERY s, of SHOWN lines of WIDTH characters (about 10
+    KB as text and HTML): 5 messages and ~50 KB per second and cell, far below
     Jupyter's limits (1,000 messages/s, 1 MB/s)."""
 
     SHOWN = 20

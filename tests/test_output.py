@@ -6,6 +6,7 @@ every check here looks for lines that name this test's own objects and pid.
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -212,6 +213,19 @@ def test_an_object_never_loaded_starts_no_reader(no_leaks):
     finally:
         obj.destroy()
     assert output.reader_thread() is None
+
+
+def test_interpreter_exit_removes_the_instance(need_root):
+    code = ("import os, bpfnb\n"
+            f"obj = bpfnb.load({str(PROG)!r}, rodata={{'target_pid': os.getpid()}})\n"
+            "print(bpfnb.output._hub.pipe.instance, flush=True)\n")  # exits with obj live
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    instance = done.stdout.strip()
+    assert os.path.basename(instance).startswith(tracepipe.INSTANCE_PREFIX)
+    assert not os.path.exists(instance)
 
 
 def test_stale_instances_of_dead_processes_are_removed(need_root):

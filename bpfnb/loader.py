@@ -66,7 +66,8 @@ class Object(libbpf.Object):
 
     def output(self):
         """What the programs printed with bpf_printk: a DataFrame (time, pid, comm, cpu,
-        text) of this object's lines only, the last bpfnb.output.MAX_LINES kept."""
+        text) of this object's lines only, the last bpfnb.output.MAX_LINES kept;
+        ``attrs`` say the route and how many lines were dropped (see bpfnb.output)."""
         return output.frame(self)
 
     def load(self) -> "Object":

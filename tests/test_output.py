@@ -360,25 +360,48 @@ def shell(no_leaks):
     ip.run_line_magic("unload_ext", "bpfnb")
 
 
+def _views(outputs):
+    """The printk views among captured outputs: display id -> its texts, in order."""
+    views = {}
+    for o in outputs:
+        text = o.data.get("text/plain", "")
+        if "bpf_printk lines" in text:
+            views.setdefault(o.transient["display_id"], []).append((o.update, text))
+    return views
+
+
+def _wait_shown(cap, want, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        views = _views(cap.outputs)
+        if views and list(views.values())[-1][-1][1].splitlines()[1:] == want:
+            return
+        time.sleep(0.05)
+
+
 def test_magic_shows_the_lines_under_the_cell(shell):
     from IPython.utils.capture import capture_output
     pid = os.getpid()
-    want = [f"cell pid {pid} n={k}" for k in range(1, 6)]
+    first_want = [f"cell pid {pid} n={k}" for k in range(1, 6)]
+    second_want = [f"cell pid {pid} n={k}" for k in range(1, 4)]
     with capture_output() as cap:
         assert shell.run_cell(CELL).success, cap.stdout + cap.stderr
         getppid_n(5)
-        deadline = time.monotonic() + 5
-        while (not cap.outputs or cap.outputs[-1].data["text/plain"].splitlines()[1:] != want) \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_shown(cap, first_want)
+        assert shell.run_cell(CELL).success  # re-run: a new object, a new view
+        getppid_n(3)
+        _wait_shown(cap, second_want)
         shell.run_line_magic("bpf", "stop printer")
-    shown = [o for o in cap.outputs if "bpf_printk" in o.data["text/plain"]]
-    first, updates = shown[0], shown[1:]
-    assert "printer: bpf_printk lines appear here (trace_pipe" in first.data["text/plain"]
-    display_id = first.transient["display_id"]
-    assert updates and all(o.update and o.transient["display_id"] == display_id
-                           for o in updates)
-    lines = [o.data["text/plain"].splitlines() for o in updates]
-    assert lines[-2] == ["printer: 5 bpf_printk lines (see printer.output())", *want]
-    assert lines[-1][0].endswith("(printer stopped)") and lines[-1][1:] == want
+    first, second = _views(cap.outputs).values()
+    # each view: one display, then updates of that same display in place
+    for view in (first, second):
+        assert not view[0][0] and all(update for update, _ in view[1:])
+        assert "printer: bpf_printk lines appear here (trace_pipe" in view[0][1]
+    assert first[-2][1].splitlines() == ["printer: 5 bpf_printk lines (see printer.output())",
+                                         *first_want]
+    assert first[-1][1].splitlines()[0].endswith("(printer stopped)")  # by the re-run
+    assert first[-1][1].splitlines()[1:] == first_want
+    assert second[-2][1].splitlines() == ["printer: 3 bpf_printk lines (see printer.output())",
+                                          *second_want]
+    assert second[-1][1].splitlines()[0].endswith("(printer stopped)")  # by %bpf stop
     assert output.reader_thread() is None

@@ -465,12 +465,13 @@ class _Hub:
             self.pipe = None
 
     def _run(self):
-        wake, pipe = self._wake[0], self.pipe
-        fds = [wake] + ([pipe.fd] if pipe is not None else [])
+        wake = self._wake[0]
         while not self._stop.is_set():
+            pipe = self.pipe  # opened late when the first objects were streams-only
             try:
-                select.select(fds, [], [], _POLL)
-            except InterruptedError:
+                select.select([wake] + ([pipe.fd] if pipe is not None else []), [], [],
+                              _POLL)
+            except (InterruptedError, OSError):
                 pass
             if self._stop.is_set():
                 break

@@ -3,7 +3,7 @@
 bpf_trace_printk and bpf_trace_vprintk emit the trace event bpf_trace/bpf_trace_printk.
 Trace events can be enabled in any tracefs instance, and every instance where the event
 is enabled gets its own copy of each line. So bpfnb makes one instance per process,
-``instances/bpfnb-<pid>``, enables the event there with a filter that keeps only lines
+``instances/bpfnb-<pid namespace>-<pid>``, enables the event there with a filter that keeps only lines
 of tagged formats (``bpf_string ~ "bpfnb:*"``), and reads that instance's trace_pipe:
 it takes no line from ``cat /sys/kernel/tracing/trace_pipe`` or any other reader, and
 they take none from it. The instance runs on the ``mono`` trace clock (CLOCK_MONOTONIC,
@@ -68,16 +68,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def instance_name(pid: int | None = None) -> str:
+    """``bpfnb-<pid namespace>-<pid>``: the namespace keeps a container sharing the
+    host's tracefs from taking another namespace's live pid for a dead one."""
+    return f"{INSTANCE_PREFIX}{_pid_namespace()}-{os.getpid() if pid is None else pid}"
+
+
 def remove_stale_instances(root: str) -> list[str]:
-    """Remove bpfnb instances of processes that no longer exist; their names."""
+    """Remove bpfnb instances of processes (of our pid namespace) that no longer
+    exist; their names."""
     gone = []
     try:
         names = os.listdir(os.path.join(root, "instances"))
     except OSError:
         return gone
+    ns = _pid_namespace()
     for name in names:
-        m = re.fullmatch(re.escape(INSTANCE_PREFIX) + r"(\d+)", name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        m = re.fullmatch(re.escape(INSTANCE_PREFIX) + r"(\d+)-(\d+)", name)
+        if m is None or int(m.group(1)) != ns:
+            continue
+        pid = int(m.group(2))
+        if pid != os.getpid() and not _pid_alive(pid):
             try:
                 os.rmdir(os.path.join(root, "instances", name))
                 gone.append(name)
@@ -99,14 +117,13 @@ class TracePipe:
     def open(cls) -> "TracePipe":
         """Make and open this process's instance, else open the global trace_pipe.
         Raises OSError (with what to do) when there is no tracefs at all."""
-        sysfs.ensure_tracefs()
+        _, how = sysfs.ensure_tracefs()
         roots = [r for r in _tracefs_roots() if os.path.exists(os.path.join(r, "trace_pipe"))]
         if not roots:
-            raise OSError(errno.ENOENT, "no tracefs: bpf_printk lines cannot be read; "
-                                        "as root run: mount -t tracefs nodev /sys/kernel/tracing")
+            raise OSError(errno.ENOENT, f"bpf_printk lines cannot be read: {how}")
         root = roots[0]
         remove_stale_instances(root)
-        instance = os.path.join(root, "instances", f"{INSTANCE_PREFIX}{os.getpid()}")
+        instance = os.path.join(root, "instances", instance_name())
         try:
             try:
                 os.mkdir(instance)

@@ -232,14 +232,18 @@ def test_stale_instances_of_dead_processes_are_removed(need_root):
     child = subprocess.Popen(["true"])
     child.wait()
     root = tracepipe._tracefs_roots()[0]
-    stale = os.path.join(root, "instances", f"{tracepipe.INSTANCE_PREFIX}{child.pid}")
+    name = tracepipe.instance_name(child.pid)
+    stale = os.path.join(root, "instances", name)
+    other_ns = os.path.join(root, "instances", f"{tracepipe.INSTANCE_PREFIX}1-{child.pid}")
     os.mkdir(stale)
+    os.mkdir(other_ns)  # another pid namespace's: its pids are not ours to judge
     try:
-        assert f"{tracepipe.INSTANCE_PREFIX}{child.pid}" in tracepipe.remove_stale_instances(root)
-        assert not os.path.exists(stale)
+        assert tracepipe.remove_stale_instances(root) == [name]
+        assert not os.path.exists(stale) and os.path.exists(other_ns)
     finally:
-        if os.path.exists(stale):
-            os.rmdir(stale)
+        for d in (stale, other_ns):
+            if os.path.exists(d):
+                os.rmdir(d)
 
 
 def test_streams_probe_gives_a_verdict(need_root):

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import os
 import secrets
 import select
@@ -162,8 +163,7 @@ def _probe() -> StreamsVerdict:
 
 
 def _errno_name(err: int) -> str:
-    import errno as _errno
-    return _errno.errorcode.get(err, f"errno {err}")
+    return errno.errorcode.get(err, f"errno {err}")
 
 
 def cflags(source: str | None = None) -> list[str]:
@@ -300,9 +300,10 @@ def loaded(obj):
             _hub.add(out)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
+            hint = ("; reading it needs root (tracefs is mode 0700)"
+                    if e.errno in (errno.EACCES, errno.EPERM) else "")
             out.route = "unavailable"
-            out.note = (f"cannot read trace_pipe{where}: {e.strerror or e}; reading it "
-                        f"needs root (tracefs is mode 0700)")
+            out.note = f"cannot read trace_pipe{where}: {e.strerror or e}{hint}"
     elif out.route == "streams":
         # our own duplicates of the program fds: valid until release() closes them
         out.prog_fds = [(p.name, os.dup(p.fd)) for p in obj.progs if p.autoload]

@@ -21,7 +21,10 @@ would clash with it) gets the prelude: vmlinux.h of the running kernel, libbpf's
 bpf_helpers.h, bpf_tracing.h, bpf_core_read.h, bpf_endian.h and our ``bpf/bpfnb.h``,
 through a precompiled header when one can be built (clang ~40 ms instead of ~200 ms for
 parsing vmlinux.h), else through ``-include``. A source without a ``license`` section
-gets a GPL one (``-include bpfnb_license.h``). A libbpf-tools style source that
+gets a GPL one (``-include bpfnb_license.h``). ``bpf/`` is first on the include path
+after the user's ``-I``, so ``<bpf/bpf_helpers.h>`` (of the prelude or of the source)
+is ``bpf/bpf/bpf_helpers.h``: libbpf's, with bpf_printk formats tagged per loaded
+object (see bpfnb.output). A libbpf-tools style source that
 includes "vmlinux.h" itself compiles unmodified: the directory holding the cached
 vmlinux.h is on the include path (after the user's own ``-I``). Every source gets
 ``-include bpf/bpfnb_compat.h``: what libbpf >= 1.2 headers define (BPF_UPROBE,
@@ -76,7 +79,7 @@ PRELUDE_NAME = "bpfnb_prelude.h"
 # headers define and older ones lack, each only when missing.
 COMPAT_H = REPO_BPF_DIR / "bpfnb_compat.h"
 KFUNCS_NAME = "bpfnb_kfuncs.h"  # per kernel, beside vmlinux.h: its kfunc prototypes
-_KEY_VERSION = "bpfnb-build-1"  # bump to invalidate every cached object
+_KEY_VERSION = "bpfnb-build-3"  # bump to invalidate every cached object
 
 PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
                    "bpf/bpf_core_read.h", "bpf/bpf_endian.h")
@@ -379,8 +382,9 @@ def _include_dirs(flags: Sequence[str]) -> list[str]:
 
 
 def _prelude_hash(flags: Sequence[str]) -> str:
-    """Hash of the prelude headers as clang would find them (vmlinux.h is covered by
-    the kernel key)."""
+    """Hash of the prelude headers as clang would find them, every copy on the path:
+    bpf/bpf/bpf_helpers.h wraps the system's through #include_next (vmlinux.h is
+    covered by the kernel key)."""
     h = hashlib.sha256(_prelude_text().encode())
     dirs = _include_dirs(flags)
     names = list(PRELUDE_HEADERS) + (["bpfnb.h", COMPAT_H.name, KFUNCS_NAME]
@@ -392,7 +396,6 @@ def _prelude_hash(flags: Sequence[str]) -> str:
                 h.update(f"{p}\0".encode())
                 with open(p, "rb") as f:
                     h.update(f.read())
-                break
     return h.hexdigest()[:16]
 
 

@@ -6,7 +6,7 @@ import html
 import os
 from pathlib import Path
 
-from . import build, hooks, libbpf
+from . import build, hooks, libbpf, output
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -116,6 +116,21 @@ class Object(libbpf.Object):
         from . import live
         return live.live(*live.object_views(self), interval=interval, title=self.name)
 
+    def output(self):
+        """What the programs printed with bpf_printk: a DataFrame (time, pid, comm, cpu,
+        text) of this object's lines only, the last bpfnb.output.MAX_LINES kept;
+        ``attrs`` say the route and how many lines were dropped (see bpfnb.output)."""
+        return output.frame(self)
+
+    def load(self) -> "Object":
+        super().load()
+        output.loaded(self)
+        return self
+
+    def _destroy(self):
+        output.release(self)  # stop its delivery before its programs go
+        super()._destroy()
+
 
 def _is_c_text(source: str) -> bool:
     return "\n" in source or "SEC(" in source or len(source) > 4096
@@ -125,9 +140,13 @@ def _compile(source, name, cflags):
     """Object bytes, or the path of the compiled (or given) object file."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    cflags = build._split(cflags)
     if isinstance(source, str) and _is_c_text(source):
-        return build.compile(source, cflags=cflags, filename=f"<{name}>")
-    return build.compile(Path(source), cflags=cflags)
+        return build.compile(source, cflags=cflags + output.cflags(source),
+                             filename=f"<{name}>")
+    path = Path(source)
+    extra = [] if path.suffix == ".o" else output.cflags()
+    return build.compile(path, cflags=cflags + extra)
 
 
 def _default_name(source, name):
@@ -164,6 +183,7 @@ def _open(compiled, *, name, rodata, data, maps, autoload, prefer, strict,
     obj = Object(compiled, name=name)
     try:
         obj.strict = strict
+        output.tag(obj)  # before load: the tag goes into .rodata's initial image
         _size_runtime_maps(obj, maps or {})
         _choose_family(obj, prefer)
         for prog_name, on in (autoload or {}).items():

@@ -8,11 +8,13 @@ error, verifier rejection) leaves the previous object running; a good one replac
 from __future__ import annotations
 
 import ast
+import collections
 import html
 import keyword
 import re
 import shlex
 import sys
+import threading
 import time
 
 from IPython.core.error import UsageError
@@ -20,7 +22,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import build, loader
+from . import build, loader, output
 from .libbpf import BPFError, VerifierError, enable_stats
 from .registry import registry
 from .summary import summarize
@@ -100,10 +102,16 @@ class BPFMagics(Magics):
                                    f"is running now.\n{_describe(e)}", e) from None
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
         self.shell.user_ns[name] = obj
+        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
+            if printk:
+                _PrintkView(name, obj)
             self._run_for(name, obj, args.seconds, args.plot, args.quiet)
-        elif not args.quiet:
+            return
+        if not args.quiet:
             display(summarize(obj, name, notes, warnings))
+        if printk:
+            _PrintkView(name, obj)
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
@@ -123,7 +131,8 @@ class BPFMagics(Magics):
         try:
             # A leading newline makes clang's line numbers the notebook's own: the
             # %%bpf line is line 1 of the cell as Jupyter numbers it.
-            result = build.build("\n" + cell, cflags, filename=CELL_FILENAME)
+            result = build.build("\n" + cell, cflags + output.cflags(cell),
+                                 filename=CELL_FILENAME)
         except build.CompileError as e:
             raise BPFCellError(f"%%bpf {name}: the cell does not compile{keeps}.\n"
                                f"{_describe(e)}", e) from None
@@ -368,6 +377,62 @@ class _Progress:
         else:
             sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s\n")
             sys.stdout.flush()
+
+
+class _PrintkView:
+    """The cell's bpf_printk lines, shown under it while its program runs: a display
+    updated in place from bpfnb.output's reader thread (update_display_data goes by
+    display id, so it lands under this cell whichever cell runs now). At most one
+    update per output.DELIVER_EVERY s, of SHOWN lines of WIDTH characters (about 10
+    KB as text and HTML): 5 messages and ~50 KB per second and cell, far below
+    Jupyter's limits (1,000 messages/s, 1 MB/s)."""
+
+    SHOWN = 20
+    WIDTH = 240  # characters of a line shown (obj.output() keeps them whole)
+
+    def __init__(self, name, obj):
+        self.name = name
+        self.tail = collections.deque(maxlen=self.SHOWN)
+        self.total = self.missed = 0
+        self.route = output.describe(obj)
+        self.stopped = False
+        self.lock = threading.Lock()  # lines come on the reader thread
+        self.handle = None  # lines arriving before it exists show with the first display
+        self.unsubscribe = output.subscribe(obj, self._on_lines)
+        with self.lock:
+            self.handle = display(self._bundle(), raw=True, display_id=True)
+        if self.unsubscribe is not None:
+            registry.on_teardown(obj, self._on_teardown)
+
+    def _on_lines(self, texts, missed):
+        with self.lock:
+            self.tail.extend(t if len(t) <= self.WIDTH else t[:self.WIDTH] + "…"
+                             for t in texts)
+            self.total += len(texts) + missed
+            self.missed += missed
+            if self.handle is not None:
+                self.handle.update(self._bundle(), raw=True)
+
+    def _on_teardown(self, obj):
+        self.unsubscribe()
+        with self.lock:
+            self.stopped = True
+            self.handle.update(self._bundle(), raw=True)
+
+    def _bundle(self):
+        if self.unsubscribe is None:
+            head = f"{self.name}: bpf_printk lines cannot be shown: {self.route}"
+        elif not self.total:
+            head = f"{self.name}: bpf_printk lines appear here ({self.route})"
+        else:
+            shown = f", last {len(self.tail)}" if self.total > len(self.tail) else ""
+            skipped = f", {self.missed} not shown" if self.missed else ""
+            head = (f"{self.name}: {self.total} bpf_printk lines{shown}{skipped} "
+                    f"(see {self.name}.output())")
+        if self.stopped:
+            head += f" ({self.name} stopped)"
+        text = "\n".join([head, *self.tail])
+        return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
 
 
 def _parse_sets(items) -> dict:

@@ -96,7 +96,9 @@ class Object(libbpf.Object):
     def load(self) -> "Object":
         if self.state == "opened" and self.strict is not None:
             hooks.turn_off_unavailable(self, strict=self.strict)
-        return super().load()
+        super().load()
+        output.loaded(self)
+        return self
 
     def attach(self, on_error=None) -> "Object":
         if on_error is None and self.strict is False:
@@ -122,10 +124,6 @@ class Object(libbpf.Object):
         ``attrs`` say the route and how many lines were dropped (see bpfnb.output)."""
         return output.frame(self)
 
-    def load(self) -> "Object":
-        super().load()
-        output.loaded(self)
-        return self
 
     def _destroy(self):
         output.release(self)  # stop its delivery before its programs go

@@ -50,9 +50,17 @@ class Map(libbpf.Map):
 
 
 class Object(libbpf.Object):
-    """An Object whose maps turn into DataFrames and event streams."""
+    """An Object whose maps turn into DataFrames and event streams.
+
+    ``image`` keeps the ELF bytes (libbpf frees its copy at load): records.py reads the
+    object's instructions and DWARF from it to find what its ring buffers carry."""
 
     map_class = Map
+
+    def __init__(self, source, name: str | None = None, kconfig: str | None = None):
+        super().__init__(source, name=name, kconfig=kconfig)
+        self.image = (bytes(source) if isinstance(source, (bytes, bytearray, memoryview))
+                      else Path(source).read_bytes())
 
     def to_dfs(self) -> dict:
         """Every key/value map as a DataFrame, by name."""

@@ -65,13 +65,23 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
             pstate = "attached" if p.links else obj.state
             pid = p.id if loaded else ""
         programs.append((p.name, p.type_name, p.hook, pstate, pid))
-    maps = [(m.name, m.type_name, m.key_type, m.value_type, m.max_entries) for m in obj.maps]
+    maps = [(m.name, m.type_name, m.key_type, _value_type(obj, m), m.max_entries)
+            for m in obj.maps]
     globals_ = []
     for section, g in obj.globals.items():
         types, values = g._types(), g._asdict()
         for var, ctype in types.items():
             globals_.append((section, var, ctype, _short(values[var])))
     return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings)
+
+
+def _value_type(obj, m) -> str:
+    """A map's value type; for ring and perf buffers the records' type(s)."""
+    from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
+    if m.type in (RINGBUF, PERF_EVENT_ARRAY):
+        from .stream import record_types_text
+        return record_types_text(obj, m)
+    return m.value_type
 
 
 def _short(value) -> str:

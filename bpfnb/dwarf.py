@@ -321,28 +321,46 @@ class Unit:
     def _scan(self) -> list:
         """[(offset, tag)] of the compile unit's children, skipping everything else."""
         d, table, end = self.dwarf.info, self.table, self.end
+        top_code = max(table) + 1
+        # per abbreviation code: fixed size (or -1: steps), steps, has children
+        sizes = [-1] * top_code
+        steps = [None] * top_code
+        kids = [False] * top_code
+        for code, (_, children, _, plan) in table.items():
+            if plan.__class__ is int:
+                sizes[code] = plan
+            else:
+                steps[code] = plan
+            kids[code] = children
         pos = self.first
         code, pos = _uleb(d, pos)
-        tag, children, _, plan = table[code]
-        pos = pos + plan if plan.__class__ is int else self._skip_var(*plan, pos, d)
-        top, depth = [], 1 if children else 0
+        pos = pos + sizes[code] if sizes[code] >= 0 else self._skip_var(*steps[code], pos, d)
+        top, depth = [], 1 if kids[code] else 0
         append, skip = top.append, self._skip_var
-        while pos < end and depth > 0:
-            start = pos
-            code = d[pos]
-            pos += 1
-            if code & 0x80:
-                code, pos = _uleb(d, start)
-            if code == 0:
-                depth -= 1
-                continue
-            tag, children, _, plan = table[code]
-            if depth == 1:
-                append((start, tag))
-            pos = pos + plan if plan.__class__ is int else skip(*plan, pos, d)
-            if children:
-                depth += 1
-        return top
+        try:
+            while depth:
+                start = pos
+                code = d[pos]
+                pos += 1
+                if code > 0x7F:
+                    code, pos = _uleb(d, start)
+                if not code:
+                    depth -= 1
+                    continue
+                if depth == 1:
+                    append((start, code))
+                size = sizes[code]
+                if size >= 0:
+                    pos += size
+                else:
+                    pos = skip(*steps[code], pos, d)
+                if kids[code]:
+                    depth += 1
+        except (IndexError, TypeError):
+            raise DwarfError(f"truncated or malformed DIE at 0x{start:x}") from None
+        if pos > end:
+            raise DwarfError("DIEs run past the end of their unit")
+        return [(off, table[code][0]) for off, code in top]
 
     def name_of(self, pos) -> str:
         """The DW_AT_name of the DIE at ``pos``, reading nothing else where possible."""

@@ -1,0 +1,273 @@
+"""Record types of ring and perf buffers, found from the object (records.py, dwarf.py).
+
+The programs under tests/progs/ are written as real tools are: the event struct in a
+header, reserved through a local pointer or built on the stack, CO-RE flavours
+present. Each test starts processes or opens files itself and checks the decoded
+columns against what it did.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import bpfnb
+from bpfnb import build, records
+from bpfnb.summary import summarize
+
+PROGS = Path(__file__).parent / "progs"
+TRUE = "/bin/true"
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def run_true(n: int) -> list:
+    """Start /bin/true n times; their pids."""
+    pids = []
+    for _ in range(n):
+        p = subprocess.Popen([TRUE])
+        p.wait()
+        pids.append(p.pid)
+    return pids
+
+
+@pytest.fixture
+def bootstrap(no_leaks):
+    obj = bpfnb.load(PROGS / "bootstrap.bpf.c", rodata={"targ_ppid": os.getpid()})
+    yield obj
+    obj.destroy()
+
+
+def check_bootstrap(obj, n=5):
+    with obj.maps.rb.stream() as s:
+        assert s.type == "struct event"
+        pids = run_true(n)
+        assert wait_for(lambda: len(s) >= 2 * n)
+        df = s.to_df()
+    assert list(df.columns) == ["pid", "ppid", "exit_code", "duration_ns", "comm",
+                                "filename", "exit_event"]
+    execs, exits = df[~df["exit_event"]], df[df["exit_event"]]
+    assert execs["pid"].tolist() == pids and exits["pid"].tolist() == pids
+    assert (df["ppid"] == os.getpid()).all()
+    assert (df["comm"] == "true").all()
+    assert (execs["filename"] == TRUE).all() and (exits["filename"] == "").all()
+    assert (exits["exit_code"] == 0).all() and (exits["duration_ns"] > 0).all()
+    return df
+
+
+def test_bootstrap_reserved_through_a_local_pointer(bootstrap):
+    check_bootstrap(bootstrap)
+    rec = records.of(bootstrap)
+    writes = rec.writes["rb"]
+    assert [(w.program, w.helper, w.size, w.how) for w in writes] == [
+        ("handle_exec", "bpf_ringbuf_reserve", 168, "reserved pointer"),
+        ("handle_exit", "bpf_ringbuf_reserve", 168, "reserved pointer")]
+    rows = {row[0]: row for row in summarize(bootstrap).maps}
+    assert rows["rb"][3] == "struct event"
+
+
+def test_a_type_only_dwarf_knows_works_by_name(bootstrap):
+    assert "event" not in bootstrap.btf.struct_names()  # clang left it out of .BTF
+    with bootstrap.maps.rb.stream("struct event") as s:
+        assert s.type == "struct event"
+        assert s.dtype.itemsize == 168
+    with pytest.raises(ValueError, match="nor in its DWARF"):
+        bootstrap.maps.rb.stream("struct nothing")
+
+
+def test_execsnoop_perf_buffer_from_a_stack_variable(no_leaks):
+    obj = bpfnb.load(PROGS / "execsnoop.bpf.c", rodata={"targ_ppid": os.getpid()})
+    try:
+        with obj.maps.events.stream() as s:
+            assert s.type == "struct event"
+            pids = run_true(6)
+            assert wait_for(lambda: len(s) >= 6)
+            df = s.to_df()
+        (write,) = records.of(obj).writes["events"]
+        assert (write.helper, write.size, write.how) == ("bpf_perf_event_output", 32,
+                                                          "stack variable")
+    finally:
+        obj.destroy()
+    assert df["pid"].tolist() == pids
+    assert (df["ppid"] == os.getpid()).all()
+    assert (df["uid"] == os.getuid()).all() and (df["retval"] == 0).all()
+    assert (df["comm"] == "true").all()
+
+
+@pytest.fixture
+def short_file():
+    """A file whose path fits the 64-byte fname of opensnoop's event."""
+    fd, path = tempfile.mkstemp(prefix="bpfnb-rec-", dir="/tmp")
+    os.close(fd)
+    yield Path(path)
+    os.unlink(path)
+
+
+def test_co_re_flavours_are_never_the_record_type(no_leaks, short_file):
+    obj = bpfnb.load(PROGS / "opensnoop.bpf.c", rodata={"targ_pid": os.getpid()})
+    target = short_file
+    try:
+        names = obj.btf.struct_names()
+        assert "task_struct___o" in names and "event" not in names
+        with obj.maps.events.stream() as s:
+            assert s.type == "struct event"
+            for _ in range(25):
+                os.close(os.open(target, os.O_RDONLY | os.O_CLOEXEC))
+            assert wait_for(lambda: len(s) >= 25)
+            time.sleep(0.05)
+            df = s.to_df()
+    finally:
+        obj.destroy()
+    mine = df[df["fname"] == str(target)]
+    assert len(mine) == 25
+    assert mine["seq"].tolist() == sorted(mine["seq"].tolist())
+    assert (mine["pid"] == os.getpid()).all() and (mine["ppid"] == os.getppid()).all()
+    assert (mine["has_parent"] == 1).all() and (mine["exiting"] == 0).all()
+    assert (mine["flags"] == os.O_RDONLY | os.O_CLOEXEC).all()
+    with open("/proc/self/comm") as f:
+        assert (mine["comm"] == f.read().strip()).all()
+
+
+def test_two_record_types_in_one_buffer_are_listed_and_either_can_be_picked(no_leaks):
+    obj = bpfnb.load(PROGS / "procs.bpf.c", rodata={"targ_ppid": os.getpid()})
+    try:
+        with pytest.raises(ValueError, match=r"2 record types: struct exec_event, "
+                                             r"struct exit_event.*on_exec.*on_exit"):
+            obj.maps.procs.stream()
+        rows = {row[0]: row for row in summarize(obj).maps}
+        assert rows["procs"][3] == "struct exec_event | struct exit_event"
+        with obj.maps.procs.stream("struct exit_event") as s:
+            pids = run_true(4)
+            assert wait_for(lambda: len(s) >= 8)
+            df = s.to_df()
+    finally:
+        obj.destroy()
+    exits = df[df["raw"].isna()]
+    assert exits["pid"].tolist() == pids
+    assert (exits["comm"] == "true").all() and (exits["exit_code"] == 0).all()
+    assert (exits["lifetime_ns"] > 0).all()
+    assert all(len(raw) == 24 for raw in df["raw"].dropna())  # the exec records
+
+
+def clang_plain(out: Path, source: Path, *extra) -> Path:
+    """``source`` built as outside bpfnb: clang -g -O2 -target bpf, vmlinux.h on -I."""
+    cmd = [build.find_clang(), "-g", "-O2", "-target", "bpf",
+           f"-D__TARGET_ARCH_{build.target_arch()}", "-I", str(build.vmlinux_h().parent),
+           *extra, "-c", str(source), "-o", str(out)]
+    multi = build.multiarch_include()
+    if multi:
+        cmd[1:1] = ["-idirafter", multi]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def test_an_object_built_by_plain_clang_decodes_the_same(no_leaks, tmp_path):
+    path = clang_plain(tmp_path / "bootstrap.o", PROGS / "bootstrap.bpf.c")
+    obj = bpfnb.load(path, rodata={"targ_ppid": os.getpid()})
+    try:
+        check_bootstrap(obj)
+    finally:
+        obj.destroy()
+    # and from bytes
+    obj = bpfnb.load(path.read_bytes(), rodata={"targ_ppid": os.getpid()})
+    try:
+        check_bootstrap(obj, n=2)
+    finally:
+        obj.destroy()
+
+
+def test_dwarf_4_objects_are_read_too(no_leaks, tmp_path):
+    path = clang_plain(tmp_path / "execsnoop4.o", PROGS / "execsnoop.bpf.c", "-gdwarf-4")
+    obj = bpfnb.load(path, rodata={"targ_ppid": os.getpid()})
+    try:
+        with obj.maps.events.stream() as s:
+            assert s.type == "struct event"
+            pids = run_true(3)
+            assert wait_for(lambda: len(s) >= 3)
+            assert s.to_df()["pid"].tolist() == pids
+    finally:
+        obj.destroy()
+
+
+def strip_dwarf(src: Path, out: Path) -> Path:
+    """The object without DWARF, as libbpf-bootstrap's Makefile leaves it."""
+    if shutil.which("bpftool") or os.path.exists("/usr/sbin/bpftool"):
+        tool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+        subprocess.run([tool, "gen", "object", str(out), str(src)], check=True,
+                       capture_output=True)
+        return out
+    for strip in ("llvm-strip", "llvm-strip-14", "llvm-strip-16", "llvm-strip-19"):
+        if shutil.which(strip):
+            subprocess.run([strip, "--strip-debug", "-o", str(out), str(src)], check=True)
+            return out
+    pytest.skip("neither bpftool nor llvm-strip is installed")
+
+
+def test_without_dwarf_records_stay_bytes_and_the_error_says_why(no_leaks, tmp_path):
+    built = clang_plain(tmp_path / "bootstrap.o", PROGS / "bootstrap.bpf.c")
+    path = strip_dwarf(built, tmp_path / "bootstrap.linked.o")
+    obj = bpfnb.load(path, rodata={"targ_ppid": os.getpid()})
+    try:
+        assert records.of(obj) is None
+        assert "no DWARF debug info (built without -g)" in records.why_not(obj)
+        with pytest.raises(ValueError, match=r"no DWARF debug info \(built without -g\)"):
+            obj.maps.rb.stream("struct event")
+        with obj.maps.rb.stream() as s:
+            assert s.type is None
+            run_true(2)
+            assert wait_for(lambda: len(s) >= 4)
+            raw = s.to_df()["raw"].tolist()
+        assert all(len(r) == 168 for r in raw)
+    finally:
+        obj.destroy()
+
+
+CELL = r"""
+struct lseek_rec { u32 pid; u32 n; s64 offset; char comm[16]; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); } samples SEC(".maps");
+const volatile u32 target_pid = 0;
+u32 n = 0;
+
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{
+    if ((bpf_get_current_pid_tgid() >> 32) != target_pid)
+        return 0;
+    struct lseek_rec *s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+    if (!s)
+        return 0;
+    s->pid = target_pid;
+    s->n = __sync_fetch_and_add(&n, 1);
+    s->offset = ctx->args[1];
+    bpf_get_current_comm(s->comm, sizeof(s->comm));
+    bpf_ringbuf_submit(s, 0);
+    return 0;
+}
+"""
+
+
+def test_a_cell_with_the_plain_libbpf_pattern(no_leaks):
+    obj = bpfnb.load(CELL, rodata={"target_pid": os.getpid()})
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        with obj.maps.samples.stream() as s:
+            assert s.type == "struct lseek_rec"
+            for i in range(40):
+                os.lseek(fd, i * 3, os.SEEK_SET)
+            assert wait_for(lambda: len(s) >= 40)
+            df = s.to_df()
+    finally:
+        os.close(fd)
+        obj.destroy()
+    assert df["n"].tolist() == list(range(40))
+    assert df["offset"].tolist() == [i * 3 for i in range(40)]
+    assert (df["pid"] == os.getpid()).all()

@@ -58,6 +58,8 @@ class DwarfTypes:
         self._memo: dict = {}
         self._btf = None
         self._index_type = None
+        self._open: set = set()  # ids being converted: met again, not behind a pointer,
+        # the type would contain itself (only bad DWARF does that)
 
     # --- the result ------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class DwarfTypes:
             return 0
         tid = self._memo.get(die.offset)
         if tid is not None:
+            if not shallow and tid in self._open:
+                raise DwarfError(f"DWARF type at 0x{die.offset:x} contains itself")
             return tid
         tag = die.tag
         if shallow and tag in _COMPOSITE and die.name:
@@ -106,9 +110,19 @@ class DwarfTypes:
             return reused if reused is not None else self._fwd(kind, die.name)
         if die.get(AT_DECLARATION) and tag in _COMPOSITE:
             return self._fwd(_COMPOSITE[tag][0], die.name)
+        mark = len(self._records)
         try:
             return self._convert(die, shallow)
-        except (IndexError, KeyError, struct.error) as e:
+        except (IndexError, KeyError, struct.error, DwarfError, RecursionError) as e:
+            # forget the half-converted types: later conversions start clean
+            del self._records[mark:]
+            last = self._id0 + mark
+            self._memo = {k: v for k, v in self._memo.items() if v < last}
+            self._open = {t for t in self._open if t < last}
+            if self._index_type is not None and self._index_type >= last:
+                self._index_type = None
+            if isinstance(e, DwarfError):
+                raise
             raise DwarfError(f"cannot convert DWARF type at 0x{die.offset:x}: {e!r}") from None
 
     def _target(self, die: DIE):
@@ -141,7 +155,7 @@ class DwarfTypes:
         if tag == "enumeration_type":
             return self._enum(die)
         if tag == "array_type":
-            return self._array(die)
+            return self._array(die, shallow)
         if tag == "subroutine_type":
             tid = self._reserve(die)
             params = []
@@ -271,10 +285,10 @@ class DwarfTypes:
             die = self._target(die)
         return False
 
-    def _array(self, die: DIE) -> int:
+    def _array(self, die: DIE, shallow: bool) -> int:
         counts = [_count(c) for c in die.children if c.tag == "subrange_type"] or [0]
         tid = self._reserve(die)
-        inner = self.type_id(self._target(die))
+        inner = self.type_id(self._target(die), shallow)
         index = self._index()
         for n in reversed(counts[1:]):
             inner = self._set(self._reserve(None), _ARRAY, "", 0, 0,
@@ -325,12 +339,14 @@ class DwarfTypes:
         tid = self._id0 + len(self._records) - 1
         if die is not None:
             self._memo[die.offset] = tid
+        self._open.add(tid)
         return tid
 
     def _set(self, tid, kind, name, vlen, size_or_type, extra=b"", kind_flag=False) -> int:
         info = (kind << 24) | (vlen & 0xFFFF) | (1 << 31 if kind_flag else 0)
         self._records[tid - self._id0] = struct.pack(
             self.e + "III", self._str(name), info, size_or_type) + extra
+        self._open.discard(tid)
         return tid
 
     def _str(self, s: str) -> int:

@@ -80,7 +80,13 @@ class Records:
         return self.types_.find(name)
 
     def type_id(self, die: DIE) -> int:
+        """The id of ``die``'s type in ``btf`` (read ``btf`` after: it grows)."""
         return self.types_.type_id(die)
+
+    def typed(self, die: DIE):
+        """(BTF, id) of a record type DIE."""
+        tid = self.types_.type_id(die)
+        return self.types_.btf, tid
 
     def types(self, map_name: str) -> list:
         """The distinct record types written to ``map_name``, in order of first write."""

@@ -313,8 +313,7 @@ def record_type(obj, map, type: str | None = None):
                          f"bytes in a `raw` column")
     if not found:
         return rec.btf, None
-    tid = rec.type_id(found[0].die)
-    return rec.btf, tid
+    return rec.typed(found[0].die)
 
 
 def _writers(writes) -> str:
@@ -363,8 +362,10 @@ def _named_type(obj, map, type: str):
     try:
         tid = rec.find(type)
     except KeyError:
+        _, _, near = missing.partition("; did you mean")
+        hint = f"; did you mean{near}" if near else ""
         raise ValueError(f"record type for {map.name!r}: no type {type!r} in the "
-                         f"object's BTF nor in its DWARF ({missing})") from None
+                         f"object's BTF nor in its DWARF{hint}") from None
     return _check_kind(rec.btf, tid, type)
 
 

@@ -271,3 +271,115 @@ def test_a_cell_with_the_plain_libbpf_pattern(no_leaks):
     assert df["n"].tolist() == list(range(40))
     assert df["offset"].tolist() == [i * 3 for i in range(40)]
     assert (df["pid"] == os.getpid()).all()
+
+
+# --- one type interface, two sources -------------------------------------------------
+
+SHAPES = r"""
+enum sign { NEG = -2, ZERO = 0, POS = 3 };
+enum wide { SMALL = 1, HUGE = 0x1234567890ULL };
+typedef unsigned int flags_t;
+struct inner { short a; unsigned char tag[3]; };
+union either { u64 word; struct inner in; double d; };
+struct shapes {
+    char name[12];
+    unsigned char bytes[4];
+    signed char sc;
+    bool ok;
+    int m[2][3];
+    struct inner pairs[2];
+    enum sign s;
+    enum wide w;
+    flags_t f;
+    unsigned int lo : 3, mid : 9;
+    int neg : 5;
+    u64 spread : 40;
+    union { u32 as_u32; float as_f32; };
+    struct { u16 x, y; } pos;
+    const volatile u64 cv;
+    union either e;
+    int (*fn)(int, void *);
+    struct task_struct *task;
+    float fl;
+    u32 tail[];
+};
+struct shapes shapes_global;  /* so that clang's .BTF has it too */
+
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int noop(void *ctx) { return shapes_global.m[1][2]; }
+"""
+
+
+def test_dwarf_types_read_like_the_btf_of_the_same_struct():
+    import numpy as np
+    from bpfnb.dwarf import Dwarf
+    from bpfnb.dwarftypes import DwarfTypes
+    from bpfnb.libbpf import BTF
+
+    image = build.compile(SHAPES).read_bytes()
+    btf = BTF.from_elf(image)
+    alone = DwarfTypes(Dwarf.from_elf(image), None)  # no base: all of it from DWARF
+    ours, theirs = alone.find("struct shapes"), btf.find("struct shapes")
+    dbtf = alone.btf
+    assert dbtf.c_decl(ours) == btf.c_decl(theirs)
+    # clang 14 writes enums unsigned into .BTF; DWARF knows `enum sign` is signed
+    mine, clangs = dbtf.dtype(ours), btf.dtype(theirs)
+    assert mine.fields["s"][0] == np.dtype("<i4") and mine.itemsize == clangs.itemsize
+    assert {n: f for n, f in mine.fields.items() if n != "s"} == \
+        {n: f for n, f in clangs.fields.items() if n != "s"}
+    assert [f[::2] for f in dbtf.fields(ours)] == [f[::2] for f in btf.fields(theirs)]
+    assert [f[3] for f in dbtf.fields(ours)] == [f[3] for f in btf.fields(theirs)]
+    assert dbtf.bitfields(ours) == btf.bitfields(theirs)
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        raw = rng.integers(0, 256, btf.size(theirs), dtype=np.uint8).tobytes()
+        a, b = dbtf.decode(ours, raw)._asdict(), btf.decode(theirs, raw)._asdict()
+        assert int(a.pop("s")) & 0xFFFFFFFF == int(b.pop("s"))
+        assert a == b
+    # and the 64-bit enum keeps its values (clang 14's .BTF cuts them to 32 bits)
+    raw = dbtf.encode(ours, {"s": "NEG", "w": "HUGE", "neg": -3})
+    assert raw[64:72] == (0x1234567890).to_bytes(8, "little")
+    e = dbtf.decode(ours, raw)
+    assert (e.s, e.w, e.neg, int(e.s)) == ("NEG", "HUGE", -3, -2)
+
+
+def test_split_over_the_object_btf_keeps_its_ids():
+    from bpfnb.dwarf import Dwarf
+    from bpfnb.dwarftypes import DwarfTypes, strings_end
+    from bpfnb.libbpf import BTF
+
+    image = build.compile(PROGS / "bootstrap.bpf.c").read_bytes()
+    base = BTF.from_elf(image)
+    types = DwarfTypes(Dwarf.from_elf(image), base, strings_end(image))
+    tid = types.find("struct event")
+    split = types.btf
+    assert tid >= len(base)  # new: clang left it out of .BTF
+    assert types.find("pid_t") < len(base)  # reused from the base
+    for t in base.types():
+        assert split.c_name(t.id) == base.c_name(t.id)
+    assert split.c_name(split.fields(tid)[0][1]) == "int"
+
+
+def test_malformed_dwarf_is_an_error_never_a_crash():
+    import numpy as np
+    from bpfnb.dwarf import DwarfError, Elf
+    from bpfnb.libbpf import BTF
+
+    image = build.compile(PROGS / "execsnoop.bpf.c").read_bytes()
+    base = BTF.from_elf(image)
+    h = Elf(image).headers[Elf(image).by_name[".debug_info"]]
+    rng = np.random.default_rng(1)
+    for i in range(150):
+        bad = bytearray(image)
+        for pos in rng.integers(h[4], h[4] + min(h[5], 4096), 1 + i % 8):
+            bad[pos] = int(rng.integers(0, 256))
+        if i % 10 == 9:
+            bad = bad[:h[4] + int(rng.integers(0, h[5]))]
+        try:
+            rec = records.Records(bytes(bad), base)
+            for name in rec.writes:
+                for rt in rec.types(name):
+                    btf, tid = rec.typed(rt.die)
+                    btf.dtype(tid)
+        except DwarfError:
+            pass

@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .dwarf import AT_ABSTRACT_ORIGIN, AT_DECLARATION, AT_TYPE, DIE, Dwarf, DwarfError, Elf, _sleb, _uleb
-from .dwarftypes import DwarfTypes, strings_end
+from .dwarf import DIE, Dwarf, DwarfError, DwarfTypes, Elf, strings_end
+from .dwarf.die import AT_ABSTRACT_ORIGIN, AT_DECLARATION, AT_TYPE, _sleb, _uleb
 
 # helper ids (include/uapi/linux/bpf.h): name, map argument, data argument, size argument
 HELPERS = {131: ("bpf_ringbuf_reserve", 1, None, 2),

@@ -313,7 +313,7 @@ int noop(void *ctx) { return shapes_global.m[1][2]; }
 def test_dwarf_types_read_like_the_btf_of_the_same_struct():
     import numpy as np
     from bpfnb.dwarf import Dwarf
-    from bpfnb.dwarftypes import DwarfTypes
+    from bpfnb.dwarf import DwarfTypes
     from bpfnb.libbpf import BTF
 
     image = build.compile(SHAPES).read_bytes()
@@ -345,7 +345,7 @@ def test_dwarf_types_read_like_the_btf_of_the_same_struct():
 
 def test_split_over_the_object_btf_keeps_its_ids():
     from bpfnb.dwarf import Dwarf
-    from bpfnb.dwarftypes import DwarfTypes, strings_end
+    from bpfnb.dwarf import DwarfTypes, strings_end
     from bpfnb.libbpf import BTF
 
     image = build.compile(PROGS / "bootstrap.bpf.c").read_bytes()

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import struct
 
-from .dwarf import (AT_BIT_OFFSET, AT_BIT_SIZE, AT_BYTE_SIZE, AT_CONST_VALUE, AT_COUNT,
-                    AT_DATA_BIT_OFFSET, AT_DECLARATION, AT_ENCODING, AT_MEMBER_LOCATION,
-                    AT_TYPE, AT_UPPER_BOUND, DIE, Dwarf, DwarfError, _uleb)
-from .libbpf.btf import BTF
+from ..libbpf.btf import BTF
+from .die import (AT_BIT_OFFSET, AT_BIT_SIZE, AT_BYTE_SIZE, AT_CONST_VALUE, AT_COUNT,
+                  AT_DATA_BIT_OFFSET, AT_DECLARATION, AT_ENCODING, AT_MEMBER_LOCATION,
+                  AT_TYPE, AT_UPPER_BOUND, DIE, DwarfError, _uleb)
+from .elf import Elf
+from .info import Dwarf
 
 # BTF kinds (include/uapi/linux/btf.h)
 _INT, _PTR, _ARRAY, _STRUCT, _UNION, _ENUM, _FWD, _TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
@@ -36,7 +38,6 @@ _TAGS = {"struct": ("structure_type",), "union": ("union_type",),
 def strings_end(image: bytes, elf=None) -> int:
     """Length of the string section of the ELF object's .BTF (where split BTF's
     string offsets start)."""
-    from .dwarf import Elf
     raw = (elf or Elf(image)).section(".BTF")
     if raw is None or len(raw) < 24:
         raise DwarfError("the object has no .BTF section")
@@ -130,7 +131,7 @@ class DwarfTypes:
         return self.dwarf.die(ref) if ref is not None else None
 
     def _convert(self, die: DIE, shallow: bool) -> int:
-        tag, a = die.tag, die.attrs
+        tag = die.tag
         if tag == "base_type":
             return self._base_type(die)
         if tag in _QUALIFIERS:

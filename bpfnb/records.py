@@ -24,7 +24,9 @@ CO-RE flavours (``task_struct___o``) and types of kernel headers are never chose
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
 from dataclasses import dataclass, field
 
 from .dwarf import DIE, Dwarf, DwarfError, DwarfTypes, Elf, strings_end
@@ -62,31 +64,36 @@ class Records:
     """The record analysis of one object (see the module doc)."""
 
     def __init__(self, image: bytes, base_btf):
-        self.elf = Elf(image)
-        self.dwarf = Dwarf(self.elf)
-        self.types_ = DwarfTypes(self.dwarf, base_btf,
-                                 strings_end(image, self.elf) if base_btf is not None else 0)
-        self.writes: dict[str, list] = {}
-        self._own = None
-        self._analyse()
+        with _bad_dwarf():
+            self.elf = Elf(image)
+            self.dwarf = Dwarf(self.elf)
+            self.types_ = DwarfTypes(self.dwarf, base_btf, strings_end(image, self.elf)
+                                     if base_btf is not None else 0)
+            self.writes: dict[str, list] = {}
+            self._own = None
+            self._analyse()
 
     # --- results ---------------------------------------------------------------
 
     @property
     def btf(self):
-        return self.types_.btf
+        with _bad_dwarf():
+            return self.types_.btf
 
     def find(self, name: str) -> int:
-        return self.types_.find(name)
+        """Id in ``btf`` of a type of the DWARF named like C; KeyError if none."""
+        with _bad_dwarf():
+            return self.types_.find(name)
 
     def type_id(self, die: DIE) -> int:
         """The id of ``die``'s type in ``btf`` (read ``btf`` after: it grows)."""
-        return self.types_.type_id(die)
+        with _bad_dwarf():
+            return self.types_.type_id(die)
 
     def typed(self, die: DIE):
         """(BTF, id) of a record type DIE."""
-        tid = self.types_.type_id(die)
-        return self.types_.btf, tid
+        tid = self.type_id(die)
+        return self.btf, tid
 
     def types(self, map_name: str) -> list:
         """The distinct record types written to ``map_name``, in order of first write."""
@@ -130,7 +137,7 @@ class Records:
         calls = [c for c in flow.calls if c[1] in HELPERS]
         if not calls:
             return
-        sub = self.dwarf.subprogram(name)
+        sub = self.dwarf.subprogram(name, start, end - start)
         variables = _variables(self.dwarf, sub) if sub is not None else []
         for pc, helper, args in calls:
             hname, map_arg, data_arg, size_arg = HELPERS[helper]
@@ -227,6 +234,20 @@ class Records:
         return fits[0] if len(fits) == 1 else None
 
 
+@contextlib.contextmanager
+def _bad_dwarf():
+    """Whatever malformed DWARF makes the reader trip on becomes a DwarfError."""
+    try:
+        yield
+    except (IndexError, TypeError, AttributeError, OverflowError, RecursionError,
+            struct.error) as e:
+        raise DwarfError(f"malformed DWARF or BPF instructions: {e!r}") from None
+    except ValueError as e:
+        if isinstance(e, DwarfError):
+            raise
+        raise DwarfError(f"malformed DWARF or BPF instructions: {e}") from None
+
+
 def _variables(dwarf: Dwarf, sub: DIE) -> list:
     """[(type DIE, [(low, high, ("reg", n) | ("fb", offset))])] of every variable and
     parameter in a subprogram, its blocks and its inlined calls."""
@@ -276,7 +297,6 @@ class _Flow:
         self.start = start
         n = (end - start) // 8
         ops, regs, offs, imms = [], [], [], []
-        import struct
         for i in range(n):
             op, r, off, imm = struct.unpack_from(e + "BBhi", code, start + 8 * i)
             ops.append(op)

@@ -362,7 +362,7 @@ def test_split_over_the_object_btf_keeps_its_ids():
 
 def test_malformed_dwarf_is_an_error_never_a_crash():
     import numpy as np
-    from bpfnb.dwarf import DwarfError, Elf
+    from bpfnb.dwarf import Elf
     from bpfnb.libbpf import BTF
 
     image = build.compile(PROGS / "execsnoop.bpf.c").read_bytes()
@@ -381,5 +381,5 @@ def test_malformed_dwarf_is_an_error_never_a_crash():
                 for rt in rec.types(name):
                     btf, tid = rec.typed(rt.die)
                     btf.dtype(tid)
-        except DwarfError:
+        except ValueError:  # DwarfError, or a layout BTF refuses: a message, not a crash
             pass

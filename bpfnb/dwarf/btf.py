@@ -114,7 +114,7 @@ class DwarfTypes:
         mark = len(self._records)
         try:
             return self._convert(die, shallow)
-        except (IndexError, KeyError, struct.error, DwarfError, RecursionError) as e:
+        except (IndexError, KeyError, TypeError, struct.error, DwarfError, RecursionError) as e:
             # forget the half-converted types: later conversions start clean
             del self._records[mark:]
             last = self._id0 + mark

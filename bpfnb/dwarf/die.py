@@ -21,7 +21,7 @@ TAG = {0x01: "array_type", 0x04: "enumeration_type", 0x05: "formal_parameter",
        0x37: "restrict_type", 0x3B: "unspecified_type", 0x47: "atomic_type"}
 # DW_AT_* the package reads
 AT_NAME, AT_BYTE_SIZE, AT_BIT_OFFSET, AT_BIT_SIZE, AT_LOCATION = 0x03, 0x0B, 0x0C, 0x0D, 0x02
-AT_LOW_PC, AT_CONST_VALUE, AT_UPPER_BOUND = 0x11, 0x1C, 0x2F
+AT_LOW_PC, AT_HIGH_PC, AT_CONST_VALUE, AT_UPPER_BOUND = 0x11, 0x12, 0x1C, 0x2F
 AT_ABSTRACT_ORIGIN, AT_COUNT, AT_MEMBER_LOCATION, AT_DECL_FILE = 0x31, 0x37, 0x38, 0x3A
 AT_DECLARATION, AT_ENCODING, AT_TYPE = 0x3C, 0x3E, 0x49
 AT_DATA_BIT_OFFSET, AT_STR_OFFSETS_BASE, AT_ADDR_BASE = 0x6B, 0x72, 0x73
@@ -127,7 +127,14 @@ class Unit:
         self.die = self.parse(self.first)
         low = self.die.attrs.get(AT_LOW_PC, 0)
         self.low_pc = low if isinstance(low, int) else 0
-        self.top = self._scan()
+        self._top = None
+
+    @property
+    def top(self) -> list:
+        """[(offset, tag)] of the unit's children (one scan of the unit, on first use)."""
+        if self._top is None:
+            self._top = self._scan()
+        return self._top
 
     def _abbrevs(self, data, pos):
         """{code: (tag, has_children, [(attr, form, implicit)], plan)}; plan: the
@@ -197,11 +204,13 @@ class Unit:
         """[(offset, tag)] of the compile unit's children, skipping everything else."""
         d, table, end = self.dwarf.info, self.table, self.end
         top_code = max(table) + 1
-        # per abbreviation code: fixed size (or -1: steps), steps, has children
+        # per abbreviation code: tag, fixed size (or -1: steps), steps, has children
+        tags = [None] * top_code
         sizes = [-1] * top_code
         steps = [None] * top_code
         kids = [False] * top_code
-        for code, (_, children, _, plan) in table.items():
+        for code, (tag, children, _, plan) in table.items():
+            tags[code] = tag
             if plan.__class__ is int:
                 sizes[code] = plan
             else:
@@ -235,7 +244,7 @@ class Unit:
             raise DwarfError(f"truncated or malformed DIE at 0x{start:x}") from None
         if pos > end:
             raise DwarfError("DIEs run past the end of their unit")
-        return [(off, table[code][0]) for off, code in top]
+        return [(off, tags[code]) for off, code in top]
 
     def name_of(self, pos) -> str:
         """The DW_AT_name of the DIE at ``pos``, reading nothing else where possible."""

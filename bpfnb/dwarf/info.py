@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 
-from .die import (AT_COMP_DIR, AT_DECL_FILE, AT_LOCATION, AT_LOW_PC, AT_STMT_LIST, DIE,
-                  DwarfError, Unit, _uleb)
+from .die import (AT_COMP_DIR, AT_DECL_FILE, AT_HIGH_PC, AT_LOCATION, AT_LOW_PC,
+                  AT_STMT_LIST, DIE, DwarfError, Unit, _uleb)
 from .elf import Elf
 
 
@@ -107,14 +107,66 @@ class Dwarf:
             self._named = index
         return [unit.parse(off) for unit, off in self._named.get((tag, name), [])]
 
-    def subprogram(self, name: str) -> DIE | None:
-        """The defining subprogram DIE of function ``name`` (with low_pc)."""
+    def subprogram(self, name: str, start: int | None = None,
+                   size: int = 0) -> DIE | None:
+        """The defining subprogram DIE of function ``name`` (with low_pc). Given the
+        function's ``start`` (its symbol's value) and ``size``, found without a scan
+        of the units where their DWARF allows (see _find_subprogram)."""
+        if self._subprograms is None and start is not None:
+            found = self._find_subprogram(name, start, size)
+            if found is not None:
+                return found
         if self._subprograms is None:
             self._subprograms = {}
             for die in self.top_level({"subprogram"}):
                 if AT_LOW_PC in die.attrs and die.name:
                     self._subprograms.setdefault(die.name, die)
         return self._subprograms.get(name)
+
+    def _find_subprogram(self, name, start, size) -> DIE | None:
+        """A DWARF 5 subprogram DIE begins with its abbreviation code and the index of
+        its low_pc in .debug_addr: look for those two bytes (numpy over .debug_info)
+        and keep the DIE that parses with the function's name, start and size. None
+        when this does not apply (then a scan finds it)."""
+        info = np.frombuffer(self.info, np.uint8)
+        for unit in self.units:
+            codes = [code for code, (tag, _, specs, _) in unit.table.items()
+                     if tag == "subprogram" and code < 0x80 and specs
+                     and specs[0][0] == AT_LOW_PC and specs[0][1] in (0x1B, 0x29)]
+            if unit.version < 5 or not codes:
+                return None
+            if self._addr is None:
+                self._addr = self.elf.relocated(".debug_addr") or b""
+            count = (len(self._addr) - unit.addr_base) // 8
+            if unit.addr_size != 8 or count <= 0:
+                return None
+            addrs = np.frombuffer(self._addr, self.e + "u8", count, unit.addr_base)
+            indices = np.flatnonzero(addrs == start)
+            indices = indices[indices < 0x80]
+            lo, hi = unit.first, unit.end - 1
+            hits = np.flatnonzero(np.isin(info[lo:hi], codes) & np.isin(info[lo + 1:hi + 1],
+                                                                         indices))
+            hits = hits + lo
+            for code in codes:  # high_pc as data4 right after: it must be the size
+                specs = unit.table[code][2]
+                if size and len(specs) > 1 and specs[1][:2] == (AT_HIGH_PC, 0x06) \
+                        and self.e == "<":
+                    at = hits[hits + 6 <= len(info)]
+                    word = (info[at + 2].astype(np.uint32) | info[at + 3].astype(np.uint32) << 8
+                            | info[at + 4].astype(np.uint32) << 16
+                            | info[at + 5].astype(np.uint32) << 24)
+                    hits = np.concatenate([hits[info[hits] != code],
+                                           at[(info[at] == code) & (word == size)]])
+            for pos in sorted(hits.tolist()):
+                try:
+                    die = unit.parse(pos)
+                except (DwarfError, IndexError, KeyError, ValueError, TypeError):
+                    continue
+                if (die.tag == "subprogram" and die.name == name
+                        and die.attrs.get(AT_LOW_PC) == start
+                        and (not size or die.attrs.get(AT_HIGH_PC) in (size, start + size))):
+                    return die
+        return None
 
     # --- source files ----------------------------------------------------------
 

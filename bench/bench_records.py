@@ -29,7 +29,7 @@ from bpfnb.dwarf import Dwarf, DwarfTypes  # noqa: E402
 
 N = 1_000_000
 BATCH = 4096
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_RUNS", "2"))
 PROGS = Path(__file__).resolve().parent.parent / "tests" / "progs"
 
 # bootstrap.bpf.c with a global that puts `struct event` into .BTF too
@@ -109,7 +109,7 @@ def bench_decode():
 def bench_load():
     bpfnb.load(CELL, attach=False).destroy()  # compiled once: the loads below hit the cache
     loads, analyses, dies = [], [], 0
-    for _ in range(max(RUNS, 10)):
+    for _ in range(15):
         t0 = time.perf_counter()
         obj = bpfnb.load(CELL, attach=False)
         t1 = time.perf_counter()

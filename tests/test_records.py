@@ -273,6 +273,57 @@ def test_a_cell_with_the_plain_libbpf_pattern(no_leaks):
     assert (df["pid"] == os.getpid()).all()
 
 
+# libbpf-tools' execsnoop: the event lives in a map ("heap") and goes out with a size
+# computed at run time
+HEAP = r"""
+struct big_event { u32 pid; u32 args_count; u32 args_size; char comm[16]; char args[7 * 128]; };
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024); __type(key, u32); __type(value, struct big_event); } execs SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } events SEC(".maps");
+static const struct big_event empty_event = {};
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int enter(struct trace_event_raw_sys_enter *ctx)
+{
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (bpf_map_update_elem(&execs, &pid, &empty_event, BPF_NOEXIST))
+        return 0;
+    struct big_event *e = bpf_map_lookup_elem(&execs, &pid);
+    if (!e)
+        return 0;
+    e->pid = pid;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int leave(struct trace_event_raw_sys_exit *ctx)
+{
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    struct big_event *e = bpf_map_lookup_elem(&execs, &pid);
+    if (!e)
+        return 0;
+    size_t len = sizeof(*e) - sizeof(e->args) + e->args_size;
+    if (len <= sizeof(*e))
+        bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, e, len);
+    bpf_map_delete_elem(&execs, &pid);
+    return 0;
+}
+"""
+
+
+def test_a_record_sent_from_a_map_value_with_a_run_time_size():
+    from bpfnb.libbpf import BTF
+
+    image = build.compile(HEAP).read_bytes()
+    rec = records.Records(image, BTF.from_elf(image))
+    (write,) = rec.writes["events"]
+    assert (write.program, write.helper, write.size, write.how) == (
+        "leave", "bpf_perf_event_output", None, "pointer")
+    (rt,) = rec.types("events")
+    btf, tid = rec.typed(rt.die)
+    assert btf.c_name(tid) == "struct big_event" and btf.size(tid) == 28 + 7 * 128
+
+
 # --- one type interface, two sources -------------------------------------------------
 
 SHAPES = r"""

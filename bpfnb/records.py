@@ -101,9 +101,10 @@ class Records:
         for w in self.writes.get(map_name, []):
             if w.type is None:
                 continue
-            rt = out.get(w.type.offset)
+            key = self._strip(w.type).offset  # a typedef and its struct are one type
+            rt = out.get(key)
             if rt is None:
-                rt = out[w.type.offset] = RecordType(self.c_name(w.type), w.type)
+                rt = out[key] = RecordType(self.c_name(w.type), w.type)
             rt.writes.append(w)
         return list(out.values())
 
@@ -123,10 +124,10 @@ class Records:
                 continue
             code = elf.index_bytes(i)
             offs, syms, _, _, _ = elf.relocations(i)
-            relocs = {}
+            relocs = {}  # instruction offset -> the map it loads (None: another symbol)
             for off, sym in zip(offs.tolist(), syms.tolist()):
-                if sym < len(symbols) and symbols[sym][3] == maps_index:
-                    relocs[off] = symbols[sym][0]
+                if sym < len(symbols):
+                    relocs[off] = symbols[sym][0] if symbols[sym][3] == maps_index else None
             funcs = sorted((s[1], s[2], s[0]) for s in symbols if s[3] == i and s[4] == 2)
             for start, size, name in funcs:
                 end = min(start + (size or len(code) - start), len(code))
@@ -210,7 +211,8 @@ class Records:
         if inner is None or inner.tag not in ("structure_type", "union_type"):
             return None
         named = die if die.tag == "typedef" else inner
-        if "___" in (inner.name or "") or not self._own_file(named):
+        if "___" in (inner.name or "") or not self._own_file(named) or (
+                inner.name and not self._own_file(inner)):
             return None
         return named
 
@@ -326,10 +328,13 @@ class _Flow:
             cls, code_ = op & 7, op & 0xF0
             nxt = [pc + 1]
             if op == 0x18:  # ld_imm64
-                name = relocs.get(start + 8 * pc)
+                where = start + 8 * pc
                 hi = imms[pc + 1] if pc + 1 < n else 0
-                s[dst] = ("map", name) if name else (
-                    ("const", (imm & 0xFFFFFFFF) | (hi << 32)) if src == 0 else ("def", pc))
+                if where in relocs:
+                    s[dst] = ("map", relocs[where]) if relocs[where] else ("def", pc)
+                else:
+                    s[dst] = (("const", (imm & 0xFFFFFFFF) | (hi << 32)) if src == 0
+                              else ("def", pc))
                 nxt = [pc + 2]
             elif cls in (4, 7):  # ALU, ALU64
                 s[dst] = self._alu(s, cls, code_, op & 8, dst, src, imm, pc)

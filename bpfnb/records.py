@@ -410,10 +410,12 @@ def of(obj) -> Records | None:
         return cached if isinstance(cached, Records) else None
     image = getattr(obj, "image", None)
     try:
+        if image is None and getattr(obj, "path", None) is not None:
+            image = obj.path.read_bytes()  # a libbpf.Object opened from a file
         if image is None:
             raise DwarfError("the object's ELF image was not kept")
         result = Records(image, obj.btf)
-    except DwarfError as e:
+    except (DwarfError, OSError) as e:
         obj.__dict__["_records"] = str(e)
         return None
     obj.__dict__["_records"] = result

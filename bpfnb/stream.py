@@ -343,16 +343,14 @@ def record_types_text(obj, map) -> str:
 def _named_type(obj, map, type: str):
     from . import records
     btf, missing = obj.btf, "the object has no BTF"
-    rec = None
+    rec = records.of(obj)
     if btf is not None:
         try:
             tid = btf.find(type)
         except KeyError as e:
             missing = e.args[0]
         else:
-            rec = records.of(obj)
             return _check_kind(rec.btf if rec is not None else btf, tid, type)
-    rec = records.of(obj)
     if rec is None:
         raise ValueError(
             f"record type for {map.name!r}: {missing}, and {records.why_not(obj)}. Clang "

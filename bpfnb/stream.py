@@ -352,11 +352,13 @@ def _named_type(obj, map, type: str):
         else:
             return _check_kind(rec.btf if rec is not None else btf, tid, type)
     if rec is None:
+        why = records.why_not(obj)
+        stop = "" if missing.endswith(("?", ".")) else "."
         raise ValueError(
-            f"record type for {map.name!r}: {missing}, and {records.why_not(obj)}. Clang "
-            f"keeps the types of local variables only in DWARF: rebuild the object with "
-            f"-g (without stripping its debug info), or use the type in a global, e.g. "
-            f"`{type} *unused_event;`") from None
+            f"record type for {map.name!r}: {missing}{stop}\n{why[:1].upper()}{why[1:]}, where "
+            f"clang keeps the types of local variables: rebuild the object with -g and "
+            f"keep its debug info (bpftool gen object and strip drop it), or use the type "
+            f"in a global, e.g. `{type} *unused_event;`") from None
     try:
         tid = rec.find(type)
     except KeyError:

@@ -229,7 +229,9 @@ class Records:
         if self._own is None:
             self._own = []
             for die in self.dwarf.top_level({"structure_type", "union_type", "typedef"}):
-                rec = self._record(die) if not die.get(AT_DECLARATION) else None
+                if not die.name or die.get(AT_DECLARATION):
+                    continue  # anonymous: a map definition, or under a typedef
+                rec = self._record(die)
                 if rec is not None and (die.tag != "typedef" or not self._strip(die).name):
                     self._own.append((self.types_.base_size(rec), rec))
         fits = [d for s, d in self._own if s == size]

@@ -324,6 +324,47 @@ def test_a_record_sent_from_a_map_value_with_a_run_time_size():
     assert btf.c_name(tid) == "struct big_event" and btf.size(tid) == 28 + 7 * 128
 
 
+# No variable holds the reservation: the type is found by its size among the cell's
+# own structs (kernel types and CO-RE flavours of that size are not candidates); a
+# typedef'd record keeps its typedef name.
+BY_SIZE = r"""
+struct pair { u64 a; u64 b; };                       /* 16 bytes, the cell's own */
+struct list_head___x { void *next, *prev; } __attribute__((preserve_access_index));
+struct pair *last_pair;           /* struct list_head (vmlinux.h) is 16 bytes too */
+struct list_head *last_list;
+typedef struct { u32 pid; u32 cpu; } sample_t;
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } anon SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } typed SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int go(void *ctx)
+{
+    if (bpf_core_field_exists(((struct list_head___x *)ctx)->next))
+        bpf_ringbuf_submit(bpf_ringbuf_reserve(&anon, 16, 0), 0);
+    sample_t *s = bpf_ringbuf_reserve(&typed, sizeof(*s), 0);
+    if (s) {
+        s->pid = bpf_get_current_pid_tgid() >> 32;
+        s->cpu = bpf_get_smp_processor_id();
+        bpf_ringbuf_submit(s, 0);
+    }
+    return 0;
+}
+"""
+
+
+def test_without_a_variable_the_size_picks_among_the_programs_own_types():
+    from bpfnb.libbpf import BTF
+
+    image = build.compile(BY_SIZE).read_bytes()
+    rec = records.Records(image, BTF.from_elf(image))
+    (anon,) = rec.writes["anon"]
+    assert (anon.how, anon.size, rec.c_name(anon.type)) == ("size", 16, "struct pair")
+    (typed,) = rec.types("typed")
+    assert typed.name == "sample_t" and typed.writes[0].how == "reserved pointer"
+    btf, tid = rec.typed(typed.die)
+    assert btf.c_name(tid) == "sample_t" and [f[0] for f in btf.fields(tid)] == ["pid", "cpu"]
+
+
 # --- one type interface, two sources -------------------------------------------------
 
 SHAPES = r"""

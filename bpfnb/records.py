@@ -3,7 +3,7 @@ the object's instructions, relocations and DWARF, never guessed from names.
 
     rec = records.of(obj)                  # analysed once per object, on first use
     rec.types("events")                    # -> [RecordType(name="struct event", ...)]
-    rec.btf, rec.find("struct event")      # the object's BTF plus its DWARF types
+    rec.find("struct event")               # (BTF, id): the object's BTF + its DWARF types
 
 Each program is walked instruction by instruction, tracking what every register and
 8-byte stack slot holds: a map (an ld_imm64 the relocation names), a constant, a
@@ -80,19 +80,18 @@ class Records:
         with _bad_dwarf():
             return self.types_.btf
 
-    def find(self, name: str) -> int:
-        """Id in ``btf`` of a type of the DWARF named like C; KeyError if none."""
-        with _bad_dwarf():
-            return self.types_.find(name)
+    # Both return the BTF with the id: converting a type makes a new, larger BTF.
 
-    def type_id(self, die: DIE) -> int:
-        """The id of ``die``'s type in ``btf`` (read ``btf`` after: it grows)."""
+    def find(self, name: str):
+        """(BTF, id) of a type of the DWARF named like C; KeyError if none."""
         with _bad_dwarf():
-            return self.types_.type_id(die)
+            tid = self.types_.find(name)
+        return self.btf, tid
 
     def typed(self, die: DIE):
         """(BTF, id) of a record type DIE."""
-        tid = self.type_id(die)
+        with _bad_dwarf():
+            tid = self.types_.type_id(die)
         return self.btf, tid
 
     def types(self, map_name: str) -> list:

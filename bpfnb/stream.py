@@ -360,13 +360,13 @@ def _named_type(obj, map, type: str):
             f"keep its debug info (bpftool gen object and strip drop it), or use the type "
             f"in a global, e.g. `{type} *unused_event;`") from None
     try:
-        tid = rec.find(type)
+        btf, tid = rec.find(type)
     except KeyError:
         _, _, near = missing.partition("; did you mean")
         hint = f"; did you mean{near}" if near else ""
         raise ValueError(f"record type for {map.name!r}: no type {type!r} in the "
                          f"object's BTF nor in its DWARF{hint}") from None
-    return _check_kind(rec.btf, tid, type)
+    return _check_kind(btf, tid, type)
 
 
 def _check_kind(btf, tid: int, type: str):

@@ -97,15 +97,15 @@ class Dwarf:
     def named(self, tag: str, name: str) -> list:
         """Top-level DIEs of ``tag`` (e.g. "structure_type") named ``name``."""
         if self._named is None:
-            index: dict = {}
-            wanted = {"structure_type", "union_type", "enumeration_type", "typedef",
-                      "base_type"}
+            self._named = {}
+        index = self._named.get(tag)
+        if index is None:  # the names of that tag's DIEs only, read once
+            index = self._named[tag] = {}
             for unit in self.units:
                 for off, t in unit.top:
-                    if t in wanted:
-                        index.setdefault((t, unit.name_of(off)), []).append((unit, off))
-            self._named = index
-        return [unit.parse(off) for unit, off in self._named.get((tag, name), [])]
+                    if t == tag:
+                        index.setdefault(unit.name_of(off), []).append((unit, off))
+        return [unit.parse(off) for unit, off in index.get(name, [])]
 
     def subprogram(self, name: str, start: int | None = None,
                    size: int = 0) -> DIE | None:

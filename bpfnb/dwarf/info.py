@@ -236,7 +236,6 @@ class Dwarf:
             formats.append((ct, form))
         count, pos = _uleb(d, pos)
         out = []
-        saved = self.info
         for _ in range(count):
             entry = {}
             for ct, form in formats:
@@ -249,12 +248,10 @@ class Dwarf:
                     end = d.index(0, pos)
                     entry[ct] = d[pos:end].decode("utf-8", "replace")
                     pos = end + 1
-                else:  # numbers and blocks: read them out of this section
-                    self.info = d
-                    try:
-                        entry[ct], pos = unit._value(form, None, pos, d, self.e)
-                    finally:
-                        self.info = saved
+                elif form in (0x0B, 0x05, 0x06, 0x07, 0x0F, 0x1E, 0x09, 0x0A, 0x03, 0x04):
+                    entry[ct], pos = unit._value(form, None, pos, d, self.e)  # numbers, MD5
+                else:
+                    raise DwarfError(f"unexpected form 0x{form:x} in the line table")
             out.append(entry)
         return out, pos
 

@@ -29,9 +29,10 @@
  *
  *	bpfnb_perf_output(ctx, &perf_map, &event, sizeof(event));
  *
- * Each puts the record's type in the program's BTF, where EventStream finds it by
- * name: clang records no types of local variables, so a struct only ever used as a
- * local would otherwise be missing.
+ * EventStream finds the record's type without them, from the object's DWARF (plain
+ * bpf_ringbuf_reserve/output and bpf_perf_event_output do as well); each also puts
+ * the type in the program's BTF, which clang leaves out for types of local
+ * variables, so that an object stripped of its DWARF still names it.
  *
  * A ring buffer reservation fails when the ring is full; the ring buffer helpers
  * then add 1 to bpfnb_lost, which EventStream.lost reports (perf buffers count their

@@ -88,6 +88,9 @@ class Object(libbpf.Object):
     ``skipped``, and ``attach()`` records, rather than raises, hooks that refuse at
     attach time. ``strict = True`` raises one error naming all of them instead;
     ``None`` (the default) checks nothing and lets libbpf and the kernel speak.
+
+    ``image`` keeps the ELF bytes (libbpf frees its copy at load): records.py reads the
+    object's instructions and DWARF from it to find what its ring buffers carry.
     """
 
     map_class = Map
@@ -107,6 +110,11 @@ class Object(libbpf.Object):
         if self.strict is False:
             hooks.check_something_left(self)
         return self
+
+    def __init__(self, source, name: str | None = None, kconfig: str | None = None):
+        super().__init__(source, name=name, kconfig=kconfig)
+        self.image = (bytes(source) if isinstance(source, (bytes, bytearray, memoryview))
+                      else Path(source).read_bytes())
 
     def to_dfs(self) -> dict:
         """Every key/value map as a DataFrame, by name."""

@@ -1,6 +1,6 @@
 """Events from ring buffers and perf buffers, collected in the background.
 
-    s = obj.maps.events.stream()          # the record type is guessed from BTF
+    s = obj.maps.events.stream()          # the type the program writes (records.py)
     s = obj.maps.events.stream("struct event", max_rows=100_000)
     s = obj.maps.events.stream(decode={"daddr": "ipv4"})   # see bpfnb/decode.py
     ... the program runs ...
@@ -54,8 +54,7 @@ class EventStream:
             raise ValueError(f"max_rows must be at least 1, not {max_rows}")
         obj = map.object
         self.map_name = map.name
-        self.btf = obj.btf
-        self.type_id = record_type(obj, map, type)
+        self.btf, self.type_id = record_type(obj, map, type)
         self.dtype = self.btf.dtype(self.type_id) if self.type_id is not None else None
         self.type = self.btf.c_name(self.type_id) if self.type_id is not None else None
         self.max_rows = max_rows
@@ -306,41 +305,104 @@ class _Collector:
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 
-def record_type(obj, map, type: str | None) -> int | None:
-    """BTF id of the records' type: ``type`` by name, else the one plausible struct.
-
-    BTF does not say what a program writes to a ring buffer, so without a name: the
-    structs and unions the program defines itself (not the kernel's, not nested in
-    another, not a map's key or value), narrowed to those named like "event" when
-    several remain. None (records stay bytes) when there is no BTF or no such struct.
-    """
-    btf = obj.btf
+def record_type(obj, map, type: str | None = None):
+    """(BTF, id) of the records' type: ``type`` by name, else the type the program
+    writes into ``map`` (records.py: instructions and DWARF); id None when unknown
+    (records stay bytes). The BTF is the object's, with its DWARF types when it has
+    DWARF (split BTF: the object's ids stand)."""
+    from . import records
     if type is not None:
-        if btf is None:
-            raise ValueError(f"the object has no BTF: records of {map.name!r} cannot be "
-                             f"decoded as {type!r}")
+        return _named_type(obj, map, type)
+    rec = records.of(obj)
+    if rec is None:  # no DWARF: the one plausible struct of the object's BTF
+        return obj.btf, (_guess(obj, map) if obj.btf is not None else None)
+    found = rec.types(map.name)
+    if len(found) > 1:
+        names = sorted(rt.name for rt in found)
+        where = "; ".join(f"{rt.name} from {_writers(rt.writes)}" for rt in found)
+        raise ValueError(f"{map.name!r} receives {len(found)} record types: "
+                         f"{', '.join(names)} ({where}). Pass the one to decode, e.g. "
+                         f".stream({names[0]!r}); records of another size keep their "
+                         f"bytes in a `raw` column")
+    if not found:
+        return rec.btf, None
+    return rec.typed(found[0].die)
+
+
+def _writers(writes) -> str:
+    seen = []
+    for w in writes:
+        text = f"{w.program} ({w.helper})"
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen)
+
+
+def record_types_text(obj, map) -> str:
+    """The record type(s) of ``map`` for display ("struct event", "struct a | struct
+    b", or "raw bytes"); never raises."""
+    from . import records
+    try:
+        rec = records.of(obj)
+        if rec is not None:
+            names = [rt.name for rt in rec.types(map.name)]
+            return " | ".join(names) if names else "raw bytes"
+        btf, tid = record_type(obj, map)
+        return btf.c_name(tid) if tid is not None else "raw bytes"
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _named_type(obj, map, type: str):
+    from . import records
+    btf, missing = obj.btf, "the object has no BTF"
+    rec = records.of(obj)
+    if btf is not None:
         try:
             tid = btf.find(type)
         except KeyError as e:
-            raise ValueError(
-                f"record type for {map.name!r}: {e.args[0]}. Clang records no types of "
-                f"local variables: write the records with bpfnb_ringbuf_output(), "
-                f"bpfnb_ringbuf_reserve() or bpfnb_perf_output() (bpf/bpfnb.h), or use "
-                f"the type in a global, e.g. `{type} *unused_event;`") from None
-        kind = btf.type(btf.resolve(tid)).kind
-        if kind not in ("struct", "union"):
-            raise ValueError(f"{type!r} is a {kind}: records are decoded as a struct "
-                             f"or union")
-        return tid
-    if btf is None:
-        return None
+            missing = e.args[0]
+        else:
+            return _check_kind(rec.btf if rec is not None else btf, tid, type)
+    if rec is None:
+        why = records.why_not(obj)
+        stop = "" if missing.endswith(("?", ".")) else "."
+        raise ValueError(
+            f"record type for {map.name!r}: {missing}{stop}\n{why[:1].upper()}{why[1:]}, where "
+            f"clang keeps the types of local variables: rebuild the object with -g and "
+            f"keep its debug info (bpftool gen object and strip drop it), or use the type "
+            f"in a global, e.g. `{type} *unused_event;`") from None
+    try:
+        btf, tid = rec.find(type)
+    except KeyError:
+        _, _, near = missing.partition("; did you mean")
+        hint = f"; did you mean{near}" if near else ""
+        raise ValueError(f"record type for {map.name!r}: no type {type!r} in the "
+                         f"object's BTF nor in its DWARF{hint}") from None
+    return _check_kind(btf, tid, type)
+
+
+def _check_kind(btf, tid: int, type: str):
+    kind = btf.type(btf.resolve(tid)).kind
+    if kind not in ("struct", "union"):
+        raise ValueError(f"{type!r} is a {kind}: records are decoded as a struct "
+                         f"or union")
+    return btf, tid
+
+
+def _guess(obj, map) -> int | None:
+    """For objects without DWARF: the one struct or union the program defines itself
+    (not the kernel's, not a CO-RE flavour, not nested in another, not a map's key or
+    value), narrowed to those named like "event" when several remain."""
+    from . import records
     found = _own_structs(obj)
     if len(found) > 1:
         events = {name: tid for name, tid in found.items() if "event" in name.lower()}
         found = events if len(events) == 1 else found
     if len(found) > 1:
         names = sorted(found)
-        raise ValueError(f"which type do the records of {map.name!r} have? The program "
+        raise ValueError(f"which type do the records of {map.name!r} have? The object "
+                         f"has no DWARF to tell ({records.why_not(obj)}) and its BTF "
                          f"defines {', '.join(names)}: pass one, e.g. "
                          f".stream({names[0]!r})")
     return next(iter(found.values()), None)
@@ -362,7 +424,8 @@ def _own_structs(obj) -> dict[str, int]:
     for m in obj.maps:
         inner.update(_element(btf, tid) for tid in (m.key_type_id, m.value_type_id) if tid)
     return {btf.c_name(tid): tid for tid, t in found.items()
-            if btf.resolve(tid) not in inner and not _from_kernel(btf, t)}
+            if btf.resolve(tid) not in inner and "___" not in t.name
+            and not _from_kernel(btf, t)}
 
 
 def _element(btf, tid: int) -> int:

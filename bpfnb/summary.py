@@ -86,7 +86,7 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
                          f"(hooks this kernel lacks)"]
     btf = obj.btf
     maps = [(m.name, m.type_name, type_label(m.key_type, btf, m.key_type_id),
-             type_label(m.value_type, btf, m.value_type_id), m.max_entries)
+             type_label(_value_type(obj, m), btf, m.value_type_id), m.max_entries)
             for m in obj.maps]
     globals_ = []
     for section, g in obj.globals.items():  # internal variables are not listed
@@ -95,6 +95,15 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
             globals_.append((section, var, type_label(ctype), _short(values[var])))
     return Summary(name or obj.name, state, programs, maps, globals_, list(notes), warnings,
                    skipped_rows)
+
+
+def _value_type(obj, m) -> str:
+    """A map's value type; for ring and perf buffers the records' type(s)."""
+    from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
+    if m.type in (RINGBUF, PERF_EVENT_ARRAY):
+        from .stream import record_types_text
+        return record_types_text(obj, m)
+    return m.value_type
 
 
 def _short(value) -> str:

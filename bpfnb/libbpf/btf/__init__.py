@@ -1,0 +1,44 @@
+"""BTF (BPF Type Format): parsing, layout and numpy dtypes, decode/encode, C declarations.
+
+Pure Python plus numpy; imports nothing else of bpfnb.
+
+    btf = BTF.from_file("/sys/kernel/btf/vmlinux")   # raw BTF, or an ELF .o with .BTF
+    tid = btf.find("struct event")
+    btf.dtype(tid)            # numpy structured dtype, exact offsets and itemsize
+    btf.decode(tid, raw)      # -> Record(pid=..., comm='bash', ...)
+    btf.encode(tid, {...})    # -> bytes
+
+One file per concern: ``types`` (the model), ``parse``/``strings`` (raw .BTF into the
+model), ``layout`` (sizes, fields, dtypes), ``codec``/``record`` (values), ``cdecl`` (C
+text).  Layout, codec and cdecl see only the model, never raw words.
+"""
+
+from __future__ import annotations
+
+from .cdecl import CDecl
+from .codec import Codec
+from .layout import Layout
+from .parse import BTFSource
+from .record import Record, _freeze
+from .types import KINDS, BitField, EnumValue, Member, Type
+
+__all__ = [
+    "BTF",
+    "Type",
+    "Member",
+    "BitField",
+    "Record",
+    "EnumValue",
+    "KINDS",
+]
+
+
+class BTF(BTFSource, Layout, Codec, CDecl):
+    """Parsed BTF.  Type ids start at 1; 0 is void.  ``base`` makes this a split
+    BTF whose ids continue after the base's and whose string offsets continue
+    after the base's string section."""
+
+    def __init__(self, raw: bytes, base: "BTF | None" = None):
+        BTFSource.__init__(self, raw, base)
+        self._init_layout()
+        self._init_codec()

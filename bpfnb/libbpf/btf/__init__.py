@@ -10,7 +10,8 @@ Pure Python plus numpy; imports nothing else of bpfnb.
 
 One file per concern: ``types`` (the model), ``parse``/``strings`` (raw .BTF into the
 model), ``layout`` (sizes, fields, dtypes), ``codec``/``record`` (values), ``cdecl`` (C
-text).  Layout, codec and cdecl see only the model, never raw words.
+text), ``marshal`` (types back to raw BTF).  Layout, codec and cdecl see only the
+model, never raw words.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from .cdecl import CDecl
 from .codec import Codec
 from .layout import Layout
+from .marshal import marshal
 from .parse import BTFSource
 from .record import Record, _freeze
 from .types import KINDS, BitField, EnumValue, Member, Type
@@ -30,6 +32,7 @@ __all__ = [
     "Record",
     "EnumValue",
     "KINDS",
+    "marshal",
 ]
 
 

@@ -22,10 +22,11 @@ from .layout import Layout
 from .marshal import marshal
 from .parse import BTFSource
 from .record import Record, _freeze
-from .types import KINDS, BitField, EnumValue, Member, Type
+from .types import KINDS, BitField, BTFError, EnumValue, Member, Type
 
 __all__ = [
     "BTF",
+    "BTFError",
     "Type",
     "Member",
     "BitField",

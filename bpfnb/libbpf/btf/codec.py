@@ -308,7 +308,7 @@ class Codec:
                 def enc_str(value, buf, off, path):
                     if isinstance(value, str):
                         raw = value.encode("utf-8")
-                        if len(raw) > n - 1:
+                        if len(raw) > max(n - 1, 0):     # char[0]: only ""
                             raise ValueError(
                                 f"{path}: expected str of at most {max(n - 1, 0)} chars "
                                 f"(UTF-8 bytes) for {cname}, got {len(raw)}: {value!r}")

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .types import _CHAR_NAMES, _MODIFIERS, _QUALIFIERS, BitField
+from .types import _CHAR_NAMES, _MODIFIERS, _QUALIFIERS, BitField, BTFError
 
 
 class _Field(NamedTuple):
@@ -49,7 +49,7 @@ class Layout:
             if t.kind not in _MODIFIERS:
                 return tid
             tid = t.type_id
-        raise ValueError(f"BTF type #{type_id}: modifier chain too long (loop?)")
+        raise BTFError(f"BTF type #{type_id}: modifier chain too long (loop?)")
 
     def _strip_quals(self, type_id):
         tid = type_id
@@ -58,7 +58,7 @@ class Layout:
             if t.kind not in _QUALIFIERS:
                 return tid
             tid = t.type_id
-        raise ValueError(f"BTF type #{type_id}: qualifier chain too long (loop?)")
+        raise BTFError(f"BTF type #{type_id}: qualifier chain too long (loop?)")
 
     def size(self, type_id) -> int:
         tid = self._check_id(type_id)
@@ -67,8 +67,13 @@ class Layout:
             return s
         t = self.type(self.resolve(tid))
         k = t.kind
-        if k in ("int", "enum", "enum64", "struct", "union", "float", "datasec"):
+        if k in ("int", "enum", "enum64", "struct", "union", "float"):
             s = t.size
+        elif k == "datasec":
+            # a raw clang object says 0 until libbpf lays the section out: then the
+            # variables say how far it reaches (as dtype() does)
+            s = max([t.size] + [f.byte_offset + self.size(f.type_id)
+                                for f in self._layout(t.id)])
         elif k == "ptr":
             s = 8
         elif k == "array":
@@ -109,7 +114,7 @@ class Layout:
                 except TypeError:
                     continue
                 fields.append(_Field(v.name, v.type_id, off, 0, 0, False))
-            self._layouts[tid] = fields
+            self._layouts[tid] = self._unique(tid, fields)
             return fields
         named = {m.name for m in t.members if m.name}
         taken = set()
@@ -154,7 +159,17 @@ class Layout:
                 continue
             fields.append(_Field(m.name, m.type_id, m.bit_offset // 8, 0, 0, False))
             taken.add(m.name)
-        self._layouts[tid] = fields
+        self._layouts[tid] = self._unique(tid, fields)
+        return fields
+
+    def _unique(self, tid, fields):
+        """``fields``, checked for names used twice (numpy and Record cannot)."""
+        seen = set()
+        for f in fields:
+            if f.name in seen:
+                raise BTFError(f"BTF type #{tid} ({self.c_name(tid)}): two members named "
+                               f"{f.name!r}")
+            seen.add(f.name)
         return fields
 
     def fields(self, type_id) -> list:
@@ -298,7 +313,7 @@ class Layout:
                 end = max(end, f.byte_offset + dt.itemsize)
             size = t.size if k != "datasec" else max(t.size, end)
             if end > size:
-                raise ValueError(f"{self.c_name(tid)}: members extend past its size "
+                raise BTFError(f"{self.c_name(tid)}: members extend past its size "
                                  f"({end} > {size})")
             return np.dtype({"names": names, "formats": formats, "offsets": offsets,
                              "itemsize": size})

@@ -17,16 +17,21 @@ from array import array as _array
 import numpy as np
 
 from .strings import StringTable
-from .types import (_KIND_ID, _LINKAGE, K_ARRAY, K_DATASEC, K_DECL_TAG, K_ENUM, K_ENUM64,
+from .validate import check
+from .types import (_EXTRA, _KIND_ID, _PER_VLEN, BTFError, _LINKAGE, K_ARRAY, K_DATASEC, K_DECL_TAG, K_ENUM, K_ENUM64,
                     K_FLOAT, K_FUNC, K_FUNC_PROTO, K_FWD, K_INT, K_PTR, K_RESTRICT,
                     K_STRUCT, K_TYPE_TAG, K_TYPEDEF, K_UNION, K_VAR, K_VOLATILE, K_CONST,
                     KINDS, Member, Type, _suggest)
 
 BTF_MAGIC = 0xEB9F
 
-# words (u32) following the 12-byte btf_type: fixed part, and per vlen item
-_EXTRA = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
-_PER_VLEN = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+# words each type takes (types._EXTRA, _PER_VLEN) by the info word's top byte (kind
+# and kind_flag); a kind this parser does not know sends the scan far past the end
+_UNKNOWN = 1 << 40
+_STEP = np.array([3 + _EXTRA[b & 0x1F] if b & 0x1F < len(_EXTRA) else _UNKNOWN
+                  for b in range(256)], np.int64)
+_PER = np.array([_PER_VLEN[b & 0x1F] if b & 0x1F < len(_EXTRA) else 0
+                 for b in range(256)], np.int64)
 
 # find() without a kind: which kind wins when a name is used by several
 _FIND_PRIORITY = ("typedef", "int", "float", "struct", "union", "enum", "enum64",
@@ -41,23 +46,25 @@ class BTFSource:
     def __init__(self, raw: bytes, base: "BTFSource | None" = None):
         data = bytes(raw)
         if len(data) < 24:
-            raise ValueError(f"BTF blob too short ({len(data)} bytes)")
+            raise BTFError(f"BTF blob too short ({len(data)} bytes)")
         if data[:2] == b"\x9f\xeb":
             e = "<"
         elif data[:2] == b"\xeb\x9f":
             e = ">"
         else:
-            raise ValueError(f"not BTF data: bad magic {data[:2].hex()} (expected 0xeb9f)")
+            raise BTFError(f"not BTF data: bad magic {data[:2].hex()} (expected 0xeb9f)")
         _magic, version, flags, hdr_len = _struct.unpack_from(e + "HBBI", data, 0)
         if version != 1:
-            raise ValueError(f"unsupported BTF version {version}")
+            raise BTFError(f"unsupported BTF version {version}")
+        if hdr_len < 24:
+            raise BTFError(f"corrupt BTF header: header length {hdr_len} (at least 24)")
         type_off, type_len, str_off, str_len = _struct.unpack_from(e + "IIII", data, 8)
         t0 = hdr_len + type_off
         s0 = hdr_len + str_off
         if t0 + type_len > len(data) or s0 + str_len > len(data) or type_len % 4:
-            raise ValueError("corrupt BTF header: sections exceed the data")
+            raise BTFError("corrupt BTF header: sections exceed the data")
         if base is not None and base._endian != e:
-            raise ValueError("split BTF and its base have different endianness")
+            raise BTFError("split BTF and its base have different endianness")
 
         self._data = data
         self._endian = e
@@ -68,6 +75,7 @@ class BTFSource:
                                     base._strings if base is not None else None)
         self._str_len = str_len
         self._str_base = self._strings.first
+        self._str_end = self._str_base + str_len
         self._id_base = len(base) if base is not None else 0
 
         w = _array("I")
@@ -77,33 +85,12 @@ class BTFSource:
         if (e == "<") != (sys.byteorder == "little"):
             w.byteswap()
         self._w = w
-
-        # scan: word offset of each type (local index; index 0 is void in a base BTF)
-        offs = [] if base is not None else [-1]
-        append = offs.append
-        extra, per = _EXTRA, _PER_VLEN
-        n = len(w)
-        i = 0
-        try:
-            while i < n:
-                append(i)
-                info = w[i + 1]
-                k = (info >> 24) & 0x1F
-                i += 3 + extra[k] + (info & 0xFFFF) * per[k]
-        except IndexError:
-            bad = len(offs) - 1 + self._id_base
-            if offs[-1] + 1 < n:
-                kind = (w[offs[-1] + 1] >> 24) & 0x1F
-                raise ValueError(f"BTF type #{bad}: unknown kind {kind} (newer than this "
-                                 "parser?) or truncated type section") from None
-            raise ValueError(f"BTF type #{bad}: truncated type section") from None
-        if i != n:
-            raise ValueError("BTF type section is truncated")
-        self._offs = offs
-
+        self._offs = offs = _scan(w, self._id_base, base is None)
         self._types = {}
         self._np = None          # (offs, name_offs, kinds) numpy arrays, lazily
         self._names_list = None
+        local = np.asarray(offs[0 if base is not None else 1:], dtype=np.int64)
+        self._checked = check(self, np.frombuffer(w, dtype=np.uint32), local)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -123,7 +110,7 @@ class BTFSource:
                 data = f.read()
         sec = _elf_section(bytes(data), ".BTF")
         if sec is None:
-            raise ValueError("ELF object has no .BTF section (compile with clang -g)")
+            raise BTFError("ELF object has no .BTF section (compile with clang -g)")
         return cls(sec, base=base)
 
     # ------------------------------------------------------------------ basics
@@ -164,11 +151,8 @@ class BTFSource:
         t = self._parse_type(tid)
         if t.size is None and t.kind in ("typedef", "const", "volatile", "restrict",
                                          "type_tag", "var"):
-            self._types[tid] = t          # guards against (invalid) loops
-            try:
-                t.size = self.size(tid)
-            except (TypeError, ValueError, KeyError, RecursionError):
-                pass
+            size = int(self._checked.size[tid])
+            t.size = size if size >= 0 else None
         return t
 
     def _parse_type(self, tid):
@@ -191,12 +175,8 @@ class BTFSource:
         if k == K_PTR:
             return Type(tid, kind, name, size=8, type_id=size_or_type)
         if k == K_ARRAY:
-            t = Type(tid, kind, name, type_id=w[p], index_type=w[p + 1], nelems=w[p + 2])
-            try:
-                t.size = t.nelems * self.size(t.type_id)
-            except (TypeError, ValueError, RecursionError):
-                t.size = None
-            return t
+            return Type(tid, kind, name, type_id=w[p], index_type=w[p + 1], nelems=w[p + 2],
+                        size=int(self._checked.size[tid]))
         if k in (K_STRUCT, K_UNION):
             members = []
             for j in range(vlen):
@@ -207,7 +187,7 @@ class BTFSource:
                     members.append(Member(mname, mtype, moff & 0xFFFFFF, moff >> 24))
                 else:
                     bsz = 0
-                    rt = self.type(self.resolve(mtype))
+                    rt = self.type(int(self._checked.rid[mtype]))
                     if rt.kind == "int" and (rt.bits != rt.size * 8 or rt.bit_offset):
                         bsz = rt.bits
                         moff += rt.bit_offset
@@ -264,7 +244,7 @@ class BTFSource:
                 ci -= 1 << 32
             return Type(tid, kind, name, type_id=size_or_type, component_idx=ci,
                         kind_flag=kflag)
-        raise ValueError(f"BTF type #{tid}: unsupported kind {k}")
+        raise BTFError(f"BTF type #{tid}: unsupported kind {k}")
 
     def types(self):
         """Iterate over all Type objects (this BTF's own, not the base's)."""
@@ -290,10 +270,15 @@ class BTFSource:
         ids = []
         if self.base is not None:
             ids.extend(self.base._ids_named(name))
-        offsets = self._strings.offsets_of(name)
+        _, name_offs, _ = self._arrays()
+        if "\ufffd" in name:
+            # shown with bytes that are not UTF-8 replaced: compare as shown
+            offsets = [o for o in np.unique(name_offs).tolist()
+                       if o >= self._str_base and self._str(o) == name]
+        else:
+            offsets = self._strings.offsets_of(name)
         if not offsets:
             return ids
-        _, name_offs, _ = self._arrays()
         want = np.asarray(offsets, dtype=np.uint32)
         hits = np.nonzero(np.isin(name_offs, want))[0]
         ids.extend(int(h) + self._first_local_id() for h in hits)
@@ -394,19 +379,56 @@ class BTFSource:
         raise KeyError(f"no BTF DATASEC {name!r} (have: {', '.join(secs) or 'none'})")
 
 
+def _scan(w, id_base, with_void):
+    """Word offset of each type in the type section (index 0 is void in a base BTF).
+
+    Where the next type would start is computed for every word at once with numpy;
+    the walk from the first type then only hops from one start to the next."""
+    wn = np.frombuffer(w, dtype=np.uint32)
+    info = wn[1:]                      # the info word of a type starting at word i
+    top = info >> 24
+    nxt = np.arange(len(info), dtype=np.int64)
+    nxt += _STEP[top]
+    nxt += (info & 0xFFFF) * _PER[top]
+    hop = _array("q")
+    hop.frombytes(nxt.tobytes())
+    offs = [-1] if with_void else []
+    append = offs.append
+    n = len(wn)
+    last = n - 1                       # a type needs at least its info word
+    i = 0
+    while i < last:
+        append(i)
+        i = hop[i]
+    if i != n:
+        bad = len(offs) - 1 + id_base
+        if i >= _UNKNOWN:
+            kind = (wn[offs[-1] + 1] >> 24) & 0x1F
+            raise BTFError(f"BTF type #{bad}: unknown kind {kind} (newer than this "
+                           "parser?)")
+        raise BTFError(f"BTF type #{bad + (i == last)}: truncated type section")
+    return offs
+
+
 def _elf_section(data, want):
     """Bytes of section ``want`` in an ELF64 image, or None."""
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        raise ValueError("not an ELF64 object")
+    if data[:4] != b"\x7fELF" or len(data) < 64 or data[4] != 2:
+        raise BTFError("not an ELF64 object")
     e = "<" if data[5] == 1 else ">"
-    shoff, = _struct.unpack_from(e + "Q", data, 0x28)
-    shentsize, shnum, shstrndx = _struct.unpack_from(e + "HHH", data, 0x3A)
-    if shoff == 0:
-        return None
-    if shnum == 0:  # extended numbering
-        shnum, = _struct.unpack_from(e + "Q", data, shoff + 0x20)
-    if shstrndx == 0xFFFF:
-        shstrndx, = _struct.unpack_from(e + "I", data, shoff + 0x28)
+    try:
+        shoff, = _struct.unpack_from(e + "Q", data, 0x28)
+        shentsize, shnum, shstrndx = _struct.unpack_from(e + "HHH", data, 0x3A)
+        if shoff == 0:
+            return None
+        if shnum == 0:  # extended numbering
+            shnum, = _struct.unpack_from(e + "Q", data, shoff + 0x20)
+        if shstrndx == 0xFFFF:
+            shstrndx, = _struct.unpack_from(e + "I", data, shoff + 0x28)
+    except _struct.error:
+        raise BTFError("corrupt ELF object: section headers outside the file") from None
+    if shentsize < 64 or shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
+        raise BTFError(f"corrupt ELF object: {shnum} section headers of {shentsize} "
+                       f"bytes at {shoff} do not fit its {len(data)} bytes")
 
     def sh(i):
         return _struct.unpack_from(e + "IIQQQQIIQQ", data, shoff + i * shentsize)
@@ -417,6 +439,9 @@ def _elf_section(data, want):
     for i in range(shnum):
         s = sh(i)
         end = strtab.find(b"\0", s[0])
-        if strtab[s[0]:end] == key:
+        if end >= 0 and strtab[s[0]:end] == key:
+            if s[4] + s[5] > len(data):
+                raise BTFError(f"corrupt ELF object: section {want} ({s[5]} bytes at "
+                               f"{s[4]}) runs past the end of the file")
             return data[s[4]:s[4] + s[5]]
     return None

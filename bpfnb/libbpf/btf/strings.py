@@ -5,6 +5,8 @@ A split BTF's table continues the base's: offsets below ``first`` belong to the 
 
 from __future__ import annotations
 
+from .types import BTFError
+
 
 class StringTable:
     """Names of one BTF blob (``blob``: the string section's bytes)."""
@@ -21,24 +23,25 @@ class StringTable:
         off -= self.first
         blob = self.blob
         if off >= len(blob):
-            raise ValueError(f"BTF string offset {off} out of range")
+            raise BTFError(f"BTF string offset {off} out of range")
         end = blob.find(b"\0", off)
         if end < 0:
             end = len(blob)
         return blob[off:end].decode("utf-8", "replace")
 
     def offsets_of(self, name) -> list:
-        """Offsets (absolute, this table only) where exactly ``name`` starts."""
+        """Offsets (absolute, this table only) whose string is exactly ``name``: where
+        a string starts, or a name shares the tail of a longer one."""
         key = name.encode("utf-8")
         if not key or b"\0" in key:
             return []
         blob = self.blob
         offsets = []
-        needle = b"\0" + key + b"\0"
-        if blob.startswith(key + b"\0"):
-            offsets.append(0)
+        needle = key + b"\0"
         pos = blob.find(needle)
         while pos >= 0:
-            offsets.append(pos + 1)
+            offsets.append(pos + self.first)
             pos = blob.find(needle, pos + 1)
-        return [o + self.first for o in offsets]
+        if blob.endswith(key):             # a last name without its NUL, as get() reads
+            offsets.append(len(blob) - len(key) + self.first)
+        return offsets

@@ -21,10 +21,18 @@ _KIND_ID = {k: i for i, k in enumerate(KINDS)}
  K_VOLATILE, K_CONST, K_RESTRICT, K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC,
  K_FLOAT, K_DECL_TAG, K_TYPE_TAG, K_ENUM64) = range(20)
 
+# words (u32) following the 12-byte btf_type in raw BTF: fixed part, and per vlen item
+_EXTRA = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
+_PER_VLEN = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+
 _MODIFIERS = frozenset({"typedef", "const", "volatile", "restrict", "type_tag"})
 _QUALIFIERS = frozenset({"const", "volatile", "restrict", "type_tag"})
 _CHAR_NAMES = frozenset({"char", "signed char", "unsigned char"})
 _LINKAGE = {0: "static", 1: "global", 2: "extern"}
+
+
+class BTFError(ValueError):
+    """Malformed BTF: the message names the type id and what is wrong with it."""
 
 
 Member = namedtuple("Member", "name type_id bit_offset bitfield_size")

@@ -1,9 +1,10 @@
 """Reading BTF: the raw .BTF blob (or an ELF object's .BTF section) into Type objects.
 
 Layout of the format: include/uapi/linux/btf.h and Documentation/bpf/btf.rst in the
-kernel tree.  The type section is scanned once at construction (offsets only); Type
-objects are built on demand and cached.  Name lookups (find, struct_names,
-datasec_vars) search the raw name offsets with numpy.
+kernel tree.  At construction the type section is scanned (offsets only) and checked
+(validate.py: bad BTF raises BTFError there, not later); Type objects are built on
+demand and cached.  Name lookups (find, struct_names, datasec_vars) search the raw
+name offsets with numpy.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from array import array as _array
 import numpy as np
 
 from .strings import StringTable
+from .types import (_EXTRA, _KIND_ID, _LINKAGE, _PER_VLEN, K_ARRAY, K_CONST, K_DATASEC,
+                    K_DECL_TAG, K_ENUM, K_ENUM64, K_FLOAT, K_FUNC, K_FUNC_PROTO, K_FWD,
+                    K_INT, K_PTR, K_RESTRICT, K_STRUCT, K_TYPE_TAG, K_TYPEDEF, K_UNION,
+                    K_VAR, K_VOLATILE, KINDS, BTFError, Member, Type, _suggest)
 from .validate import check
-from .types import (_EXTRA, _KIND_ID, _PER_VLEN, BTFError, _LINKAGE, K_ARRAY, K_DATASEC, K_DECL_TAG, K_ENUM, K_ENUM64,
-                    K_FLOAT, K_FUNC, K_FUNC_PROTO, K_FWD, K_INT, K_PTR, K_RESTRICT,
-                    K_STRUCT, K_TYPE_TAG, K_TYPEDEF, K_UNION, K_VAR, K_VOLATILE, K_CONST,
-                    KINDS, Member, Type, _suggest)
 
 BTF_MAGIC = 0xEB9F
 

@@ -39,11 +39,13 @@ def test_valid_shapes_that_look_like_faults_parse():
         Type(7, "ptr", "", type_id=7),                       # a pointer to itself
         Type(8, "typedef", "node_t", type_id=2),
         STRUCT(9, "holder", 24, [("n", 8, 0), ("x", 1, 128)]),
+        Type(10, "array", "", type_id=5, index_type=1, nelems=6),   # int[6][0]
     ]))
     assert b.c_decl(2) == "struct node {\n\tstruct node *next;\n\tint v;\n};"
     assert b.dtype(6).itemsize == 4 and b.size(4) == 0
     assert b.dtype(9).names == ("n", "x")
     assert b.c_name(7).endswith("*")
+    assert b.dtype(10).itemsize == 0 and b.decode(10, b"") == [[]] * 6
 
 
 def test_a_struct_holding_itself_is_a_loop():

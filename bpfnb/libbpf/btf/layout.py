@@ -296,6 +296,8 @@ class Layout:
             if self._is_char_array(t):
                 return np.dtype(f"S{t.nelems}") if t.nelems else np.dtype("V0")
             ed = self.dtype(t.type_id)
+            if ed.itemsize == 0:                 # char[6][0], struct empty[4]: no bytes
+                return np.dtype("V0")
             if ed.subdtype is not None:          # int[2][3] -> ('<i4', (2, 3))
                 base, shape = ed.subdtype
                 return np.dtype((base, (t.nelems,) + shape))

@@ -90,8 +90,8 @@ class BTFSource:
         self._types = {}
         self._np = None          # (offs, name_offs, kinds) numpy arrays, lazily
         self._names_list = None
-        local = np.asarray(offs[0 if base is not None else 1:], dtype=np.int64)
-        self._checked = check(self, np.frombuffer(w, dtype=np.uint32), local)
+        self._local_offs = np.asarray(offs[0 if base is not None else 1:], dtype=np.int64)
+        self._checked = check(self, np.frombuffer(w, dtype=np.uint32), self._local_offs)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -256,7 +256,7 @@ class BTFSource:
     # ------------------------------------------------------------------ lookups
     def _arrays(self):
         if self._np is None:
-            offs = np.asarray(self._offs[0 if self.base is not None else 1:], dtype=np.int64)
+            offs = self._local_offs
             wn = np.frombuffer(self._w, dtype=np.uint32)
             name_offs = wn[offs]
             kinds = (wn[offs + 1] >> 24) & 0x1F

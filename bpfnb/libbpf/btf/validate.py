@@ -4,8 +4,9 @@ What the kernel's BTF verifier refuses, checked before any Type is built: every 
 a type names is in range, every name offset inside the string section, members, array
 elements and DATASEC entries of the right kinds and inside their containers, sizes the
 kernel allows, and no type containing itself by value (through typedefs, qualifiers,
-arrays, struct members, vars, function prototypes).  Pointers may loop.  Nesting is
-bounded (``MAX_DEPTH``), so nothing above can recurse without end.
+vars, arrays, struct and union members, DATASEC entries).  Pointers may loop, and so
+may function prototypes (C text of them stops at a depth).  Nesting is bounded
+(``MAX_DEPTH``), so nothing above can recurse without end.
 
 The same pass computes every type's size and resolved id (modifiers skipped), which the
 parser hands to the Type objects it builds.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import types
 from .types import (K_ARRAY, K_CONST, K_DATASEC, K_DECL_TAG, K_ENUM, K_ENUM64, K_FLOAT,
                     K_FUNC, K_FUNC_PROTO, K_INT, K_PTR, K_RESTRICT, K_STRUCT, K_TYPE_TAG,
                     K_TYPEDEF, K_UNION, K_UNKN, K_VAR, K_VOLATILE, KINDS, BTFError)
@@ -25,9 +25,6 @@ from .types import (K_ARRAY, K_CONST, K_DATASEC, K_DECL_TAG, K_ENUM, K_ENUM64, K
 MAX_DEPTH = 64
 # the kernel allows types of up to 4 GiB; numpy dtypes (and any map value) stop at 2
 _MAX_SIZE = (1 << 31) - 1
-
-_EXTRA = np.array(types._EXTRA, np.int64)
-_PER_VLEN = np.array(types._PER_VLEN, np.int64)
 
 
 def _table(kinds):

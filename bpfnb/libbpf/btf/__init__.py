@@ -9,9 +9,11 @@ Pure Python plus numpy; imports nothing else of bpfnb.
     btf.encode(tid, {...})    # -> bytes
 
 One file per concern: ``types`` (the model), ``parse``/``strings`` (raw .BTF into the
-model), ``layout`` (sizes, fields, dtypes), ``codec``/``record`` (values), ``cdecl`` (C
-text), ``marshal`` (types back to raw BTF).  Layout, codec and cdecl see only the
-model, never raw words.
+model) and ``validate`` (what is refused, with BTFError), ``layout`` (sizes, fields,
+dtypes), ``codec``/``record`` (values), ``cdecl`` (C text), ``marshal`` (types back to
+raw BTF).  Layout, codec and cdecl see only the model, never raw words: another source
+of types mixes them in beside its own ``type(tid) -> Type``, ``__len__``,
+``_check_id(tid)`` and ``_endian`` ("<" or ">"), as BTF does over BTFSource.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Imports nothing else of bpfnb, nor pandas, nor IPython.
 """
 
 from ._lib import VERSION, PATH as LIBRARY_PATH, has
-from .btf import BTF, Record
+from .btf import BTF, BTFError, Record
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
                      PrivilegeError, VerifierError)
 from .map import Map
@@ -12,7 +12,7 @@ from .object import Object, live_objects
 from .program import (Link, Program, enable_stats, kernel_ids, kernel_prog_info,
                       perf_event_open)
 
-__all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "Record", "AttachError", "BPFError",
-           "LoadError", "ObjectClosedError", "OpenError", "PrivilegeError", "VerifierError",
-           "Map", "Object", "live_objects", "Link", "Program", "enable_stats",
-           "kernel_ids", "kernel_prog_info", "perf_event_open"]
+__all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "BTFError", "Record", "AttachError",
+           "BPFError", "LoadError", "ObjectClosedError", "OpenError", "PrivilegeError",
+           "VerifierError", "Map", "Object", "live_objects", "Link", "Program",
+           "enable_stats", "kernel_ids", "kernel_prog_info", "perf_event_open"]

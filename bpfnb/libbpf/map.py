@@ -1,6 +1,6 @@
 """Map: typed lookup/update/delete, iteration, batch lookups, per-CPU values.
 
-Keys and values are decoded from the object's BTF (see btf.py). Maps without BTF
+Keys and values are decoded from the object's BTF (see btf/). Maps without BTF
 types decode 1/2/4/8-byte keys and values as unsigned ints and anything else as bytes.
 """
 

@@ -28,11 +28,13 @@ BTF_MAGIC = 0xEB9F
 
 # words each type takes (types._EXTRA, _PER_VLEN) by the info word's top byte (kind
 # and kind_flag); a kind this parser does not know sends the scan far past the end
-_UNKNOWN = 1 << 40
+# (int32 words: a type section is at most 1 GiB, so positions stay below 2**28)
+_MAX_TYPES_BYTES = 1 << 30
+_UNKNOWN = 1 << 30
 _STEP = np.array([3 + _EXTRA[b & 0x1F] if b & 0x1F < len(_EXTRA) else _UNKNOWN
-                  for b in range(256)], np.int64)
+                  for b in range(256)], np.int32)
 _PER = np.array([_PER_VLEN[b & 0x1F] if b & 0x1F < len(_EXTRA) else 0
-                 for b in range(256)], np.int64)
+                 for b in range(256)], np.int32)
 
 # find() without a kind: which kind wins when a name is used by several
 _FIND_PRIORITY = ("typedef", "int", "float", "struct", "union", "enum", "enum64",
@@ -64,6 +66,9 @@ class BTFSource:
         s0 = hdr_len + str_off
         if t0 + type_len > len(data) or s0 + str_len > len(data) or type_len % 4:
             raise BTFError("corrupt BTF header: sections exceed the data")
+        if type_len > _MAX_TYPES_BYTES:
+            raise BTFError(f"BTF type section of {type_len} bytes: more than this parser "
+                           "takes (1 GiB)")
         if base is not None and base._endian != e:
             raise BTFError("split BTF and its base have different endianness")
 
@@ -388,11 +393,10 @@ def _scan(w, id_base, with_void):
     wn = np.frombuffer(w, dtype=np.uint32)
     info = wn[1:]                      # the info word of a type starting at word i
     top = info >> 24
-    nxt = np.arange(len(info), dtype=np.int64)
-    nxt += _STEP[top]
-    nxt += (info & 0xFFFF) * _PER[top]
-    hop = _array("q")
-    hop.frombytes(nxt.tobytes())
+    nxt = _STEP[top]
+    nxt += np.arange(len(info), dtype=np.int32)
+    nxt += (info & 0xFFFF).astype(np.int32) * _PER[top]
+    hop = memoryview(nxt)
     offs = [-1] if with_void else []
     append = offs.append
     n = len(wn)

@@ -57,16 +57,6 @@ def kind(map) -> str | None:
     return None
 
 
-def _dims(btf, type_id) -> dict:
-    """Sizes of the zero-length arrays of a value type: the constants bpfnb.h keeps there."""
-    out = {}
-    for m in btf.type(btf.resolve(type_id)).members:
-        t = btf.type(btf.resolve(m.type_id))
-        if t.kind == "array" and t.nelems == 0:
-            out[m.name] = btf.type(btf.resolve(t.type_id)).nelems
-    return out
-
-
 def _is_nokey(btf, type_id) -> bool:
     """Whether ``type_id`` is the typedef bpfnb_nokey (a map without a key)."""
     for _ in range(16):
@@ -205,7 +195,7 @@ def _order(map, keys):
 
 def _tseries(map) -> pd.DataFrame:
     btf = map.object.btf
-    d = _dims(btf, map.value_type_id)
+    d = hist.zero_length_dims(btf, map.value_type_id)
     ns = (d["bpfnb_ns_hi"] << 32) | d["bpfnb_ns_lo"]
     _, values = map.lookup_batch()
     intervals = values["interval"].reshape(-1).astype(np.int64)
@@ -253,7 +243,7 @@ def histogram(map) -> hist.Histogram:
     if kind(map) != "histk":
         return hist.histogram(map)
     btf = map.object.btf
-    layout = Log2kLayout(_dims(btf, map.value_type_id)["bpfnb_k"])
+    layout = Log2kLayout(hist.zero_length_dims(btf, map.value_type_id)["bpfnb_k"])
     keys, values = map.lookup_batch()
     counts = np.asarray(values["count"], dtype=np.int64)
     if counts.ndim == 2:

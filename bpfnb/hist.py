@@ -149,13 +149,20 @@ def is_histogram(map) -> bool:
         return False
 
 
-def _lhist_params(btf, type_id) -> dict:
-    """min/max/step of a BPFNB_LHIST value type: sizes of its zero-length arrays."""
+def zero_length_dims(btf, type_id) -> dict:
+    """Sizes of the zero-length arrays of a bpfnb.h value type: the constants
+    (bounds, steps, k) bpfnb.h keeps there, as ``char name[0][N]`` members."""
     dims = {}
     for m in btf.type(btf.resolve(type_id)).members:
         t = btf.type(btf.resolve(m.type_id))
         if t.kind == "array" and t.nelems == 0:
             dims[m.name] = btf.type(btf.resolve(t.type_id)).nelems
+    return dims
+
+
+def _lhist_params(btf, type_id) -> dict:
+    """min/max/step of a BPFNB_LHIST value type."""
+    dims = zero_length_dims(btf, type_id)
     lo = dims["bpfnb_min"] - dims["bpfnb_neg_min"]
     return {"min": lo, "max": lo + dims["bpfnb_span"], "step": dims["bpfnb_step"]}
 

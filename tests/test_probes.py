@@ -303,9 +303,11 @@ def test_tp_btf_starter_reads_arguments_through_core(no_leaks):
     assert "BPF_CORE_READ_STR_INTO(&k.next_comm, next, comm);" in cell
     comm = comm_of_this_test()
     with bpfnb.load(body(cell)) as obj:
-        run_as(comm, "for _ in range(5):\n    time.sleep(0.01)")
+        run_as(comm, "for _ in range(10):\n    time.sleep(0.01)")
         df = obj.maps.counts.to_df()
-    assert dict(zip(df.next_comm, df.value)).get(comm, 0) >= 5  # switched in after each sleep
+    # Switched in after each sleep; on a loaded 2-core machine a run seldom misses one
+    # (seen: 4 of 5), so the check leaves room for two, not for a broken CO-RE read (0).
+    assert dict(zip(df.next_comm, df.value)).get(comm, 0) >= 8
 
 
 def test_uprobe_starter_counts_calls_by_argument(no_leaks, target):

@@ -54,16 +54,21 @@ def privilege_hint() -> str:
             f"uid {os.geteuid()}, the kernel is locked down, or the hook needs root.")
 
 
-def tracefs_hint(path: str = TRACEFS) -> str:
-    """Why this process cannot read tracepoint ids from tracefs, and the fix ("" when it
-    can)."""
-    events = os.path.join(path, "events")
-    if os.access(events, os.R_OK | os.X_OK):
+TRACEFS_FIX = ("Use the tp_btf/ or raw_tp/ hook of the same event (no tracefs needed), "
+               "or let the bpfnb group read tracefs: `sudo python -m bpfnb kernelspec --user "
+               "$USER` re-mounts it gid=bpfnb,mode=0750 and its kernel 'bpfnb (BPF "
+               "capabilities)' runs in that group.")
+
+
+def tracefs_denial(path: str = TRACEFS) -> str:
+    """Why this process cannot read tracepoint ids under ``path`` ("mode 0700 owned by
+    root:root", "missing"), or "" when it can."""
+    if os.access(os.path.join(path, "events"), os.R_OK | os.X_OK):
         return ""
     try:
         st = os.stat(path)
     except OSError:
-        return f"{path} is missing: as root run mount -t tracefs nodev {path}"
+        return "missing"
     try:
         owner = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:
@@ -72,13 +77,19 @@ def tracefs_hint(path: str = TRACEFS) -> str:
         group = grp.getgrgid(st.st_gid).gr_name
     except KeyError:
         group = str(st.st_gid)
+    return f"mode {stat.S_IMODE(st.st_mode):04o} owned by {owner}:{group}"
+
+
+def tracefs_hint(path: str = TRACEFS) -> str:
+    """Why this process cannot attach tracepoint/ programs, and the fix ("" when it can)."""
+    denial = tracefs_denial(path)
+    if not denial:
+        return ""
+    if denial == "missing":
+        return f"{path} is missing: as root run mount -t tracefs nodev {path}"
     return (f"tracepoint/ programs read their tracepoint's id from tracefs, and {path} is "
-            f"mode {stat.S_IMODE(st.st_mode):04o} owned by {owner}:{group}, which uid "
-            f"{os.geteuid()} cannot enter (capabilities do not open files). Use the "
-            f"tp_btf/ or raw_tp/ hook of the same event (no tracefs needed), or let the "
-            f"bpfnb group read tracefs: `sudo python -m bpfnb kernelspec --user $USER` "
-            f"re-mounts it gid=bpfnb,mode=0750 and its kernel 'bpfnb (BPF capabilities)' "
-            f"runs in that group.")
+            f"{denial}, which uid {os.geteuid()} cannot enter (capabilities do not open "
+            f"files). {TRACEFS_FIX}")
 
 
 class BPFError(OSError):

@@ -77,17 +77,17 @@ def tracefs_group() -> int | None:
 
 def setpriv_argv(user: str | int, caps=CAPS, groups=None) -> list[str]:
     """setpriv(1) arguments that become ``user`` (uid, gid, its groups, plus ``bpfnb``
-    when that group exists) keeping exactly ``caps`` as ambient capabilities; the command
-    follows. The same list starts the notebook kernel and the test suite's children."""
+    when that group exists) keeping exactly ``caps`` as ambient capabilities (none when
+    empty); the command follows. The same list starts the notebook kernel and the test suite's children."""
     pw = _user(user)
-    caps = _check_caps(caps)
+    caps = _check_caps(caps) if caps else ()
     if groups is None:
         groups = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
         extra = tracefs_group()
         if extra is not None:
             groups.add(extra)
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    plus = ",".join("+" + c for c in caps)
+    plus = ",".join("+" + c for c in caps) if caps else "-all"
     return [setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
             f"--groups={','.join(str(g) for g in sorted(groups))}",
             f"--inh-caps={plus}", f"--ambient-caps={plus}", "--"]

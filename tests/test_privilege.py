@@ -235,3 +235,82 @@ def test_without_capabilities_the_error_names_cap_bpf(home):
     assert "PrivilegeError: cannot load BPF object" in r.stdout
     assert "lacks CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN" in r.stdout
     assert "bpfnb (BPF capabilities)" in r.stdout and "setcap" not in r.stdout
+
+
+def test_kernelspec_installs_lists_and_is_removed(tmp_path):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    prefix = str(tmp_path / "prefix")
+    r = subprocess.run([sys.executable, "-m", "bpfnb", "kernelspec", "--user", USER,
+                        "--prefix", prefix, "--no-tracefs"], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(prefix, "share", "jupyter", "kernels", kernelspec.NAME)
+    with open(os.path.join(path, "kernel.json")) as f:
+        spec = json.load(f)
+    assert spec["display_name"] == "bpfnb (BPF capabilities)"
+    assert spec["argv"][:3] == [sys.executable, "-m", "bpfnb.kernelspec"]
+    assert "{connection_file}" in spec["argv"] and spec["metadata"]["bpfnb"]["user"] == USER
+    jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
+    env = dict(os.environ, JUPYTER_PATH=os.path.join(prefix, "share", "jupyter"))
+    listed = subprocess.run([jupyter, "kernelspec", "list", "--json"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    specs = json.loads(listed.stdout)["kernelspecs"]
+    assert specs[kernelspec.NAME]["spec"]["display_name"] == "bpfnb (BPF capabilities)"
+    assert specs[kernelspec.NAME]["resource_dir"] == path
+
+    r = subprocess.run([sys.executable, "-m", "bpfnb", "kernelspec", "--remove", "--prefix",
+                        prefix, "--no-tracefs"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0 and "removed bpfnb-caps" in r.stdout, r.stderr
+    assert not os.path.exists(path)
+    assert kernelspec.NAME not in subprocess.run(
+        [jupyter, "kernelspec", "list"], capture_output=True, text=True, env=env).stdout
+
+
+def test_kernelspec_refuses_root():
+    with pytest.raises(kernelspec.KernelSpecError, match="not to be root"):
+        kernelspec.install("root", prefix="/nonexistent", tracefs=False)
+
+
+def test_a_notebook_runs_in_the_kernel(home, tmp_path):
+    """nbclient starts the kernelspec as Jupyter does (a root server): the cells run as
+    nobody with the three capabilities, and a tp_btf program counts exactly."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nr = GETPPID.get(platform.machine())
+    if nr is None:
+        pytest.skip(f"getppid's number on {platform.machine()} is not in the test")
+    prefix = str(tmp_path / "prefix")
+    kernelspec.install(USER, prefix=prefix, tracefs=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os\nfrom bpfnb.libbpf import errors\n"
+                                  "print(os.getuid(), f'{errors.effective_capabilities():x}')"),
+        nbformat.v4.new_code_cell("%load_ext bpfnb\nimport threading"),
+        nbformat.v4.new_code_cell(
+            "%%bpf counter --set tid={threading.get_native_id()} --set nr=" + str(nr) + "\n"
+            "const volatile u32 tid = 0;\nconst volatile long nr = 0;\nu64 calls = 0;\n"
+            'SEC("tp_btf/sys_enter")\n'
+            "int BPF_PROG(count, struct pt_regs *regs, long id)\n{\n"
+            "    if ((u32)bpf_get_current_pid_tgid() == tid && id == nr)\n"
+            "        __sync_fetch_and_add(&calls, 1);\n    return 0;\n}\n"),
+        nbformat.v4.new_code_cell("for _ in range(100): os.getppid()\nprint(counter.bss.calls)"),
+    ]
+    env = dict(JUPYTER_PATH=os.path.join(prefix, "share", "jupyter"),
+               BPFNB_CACHE=os.path.join(home, "cache"), PYTHONPATH=ROOT)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        client = nbclient.NotebookClient(nb, kernel_name=kernelspec.NAME, timeout=120)
+        client.execute(cwd=home)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    text = lambda cell: "".join(o.get("text", "") for o in cell.outputs)  # noqa: E731
+    assert text(nb.cells[0]).split() == ["65534", "c000001000"]
+    assert text(nb.cells[3]).strip() == "100", nb.cells[2].outputs

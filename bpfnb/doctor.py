@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from . import build
 from .libbpf import VERSION, Object, PrivilegeError, sysfs
-from .libbpf.errors import (CAPABILITY_BITS, PRIVILEGE_FIX, TRACEFS_FIX, effective_capabilities,
-                            missing_capabilities, tracefs_denial)
+from .libbpf.errors import (CAPABILITY_BITS, PRIVILEGE_FIX, TRACEFS_FIX,
+                            effective_capabilities, missing_capabilities, tracefs_denial)
 
 CAPABILITIES = CAPABILITY_BITS
 _CAP_WHY = {
@@ -27,11 +27,11 @@ _CAP_WHY = {
                    "need it",
     "CAP_NET_ADMIN": "XDP, tc and cgroup_skb programs need it",
 }
-# Which capabilities each program type needs on top of CAP_BPF (Linux >= 5.8).
+# The capabilities each program type needs (Linux >= 5.8); the rest trace.
 _NEEDS = {"xdp": ("CAP_BPF", "CAP_NET_ADMIN"), "tc": ("CAP_BPF", "CAP_NET_ADMIN"),
           "cgroup_skb": ("CAP_BPF", "CAP_NET_ADMIN")}
 _TRACING_NEEDS = ("CAP_BPF", "CAP_PERFMON")
-_PRIVILEGE_FIX = PRIVILEGE_FIX
+_PRIVILEGE_FIX = PRIVILEGE_FIX  # hooks.trampoline_refusal tells privilege failures by it
 MIN_KERNEL = (5, 8)  # CAP_BPF, ring buffers, task iterators
 LOOPBACK = "lo"
 UPROBE_TARGET = ("libc.so.6", "getpid")
@@ -191,7 +191,7 @@ def _privileges() -> list[Check]:
     admin = bool(caps >> CAPABILITIES["CAP_SYS_ADMIN"] & 1)
     checks.append(Check("privileges", "CAP_SYS_ADMIN", True if admin else None,
                         "effective" if admin else "missing (CAP_BPF and CAP_PERFMON replace "
-                        "it on Linux >= 5.8, but uprobes still need it: see uprobe below)"))
+                        "it on Linux >= 5.8; uprobes may still need it: see uprobe below)"))
     whose = ("shared: never setcap it, every user of it would get BPF" if shared
              else "private to this user")
     checks.append(Check("privileges", "python", None, f"{python} ({whose})"))

@@ -78,7 +78,8 @@ def tracefs_group() -> int | None:
 def setpriv_argv(user: str | int, caps=CAPS, groups=None) -> list[str]:
     """setpriv(1) arguments that become ``user`` (uid, gid, its groups, plus ``bpfnb``
     when that group exists) keeping exactly ``caps`` as ambient capabilities (none when
-    empty); the command follows. The same list starts the notebook kernel and the test suite's children."""
+    empty); the command follows. The same list starts the notebook kernel and the test
+    suite's children."""
     pw = _user(user)
     caps = _check_caps(caps) if caps else ()
     if groups is None:
@@ -123,7 +124,8 @@ def install(user: str, caps=CAPS, prefix: str | None = None, python: str | None 
         raise KernelSpecError("the point of this kernel is not to be root: name an ordinary "
                               "user (make lab BPFNB_USER=alice)")
     if not shutil.which("setpriv"):
-        raise KernelSpecError("setpriv (util-linux) is not installed: apt-get install util-linux")
+        raise KernelSpecError("setpriv (util-linux) is not installed: "
+                              "apt-get install util-linux")
     if tracefs:
         if os.geteuid() != 0:
             raise KernelSpecError("arranging tracefs access needs root: run with sudo, or "

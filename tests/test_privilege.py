@@ -314,3 +314,47 @@ def test_a_notebook_runs_in_the_kernel(home, tmp_path):
     text = lambda cell: "".join(o.get("text", "") for o in cell.outputs)  # noqa: E731
     assert text(nb.cells[0]).split() == ["65534", "c000001000"]
     assert text(nb.cells[3]).strip() == "100", nb.cells[2].outputs
+
+
+def test_the_launcher_needs_a_root_server(home):
+    """Started by a non-root Jupyter, the kernel says what to do instead of failing later."""
+    r = as_user(home, "from bpfnb import kernelspec\n"
+                      "raise SystemExit(kernelspec.main(['--user', 'nobody', '-f', 'x.json']))")
+    assert r.returncode == 1
+    assert "started by a root Jupyter server" in r.stderr and "BPFNB_USER" in r.stderr
+
+
+def test_interrupt_reaches_the_kernel(home, tmp_path):
+    """Jupyter interrupts with SIGINT to the kernel's process group: it must get through
+    the change of user (a root server signals nobody's process)."""
+    from jupyter_client.manager import start_new_kernel
+    prefix = str(tmp_path / "prefix")
+    kernelspec.install(USER, prefix=prefix, tracefs=False)
+    env = dict(JUPYTER_PATH=os.path.join(prefix, "share", "jupyter"), PYTHONPATH=ROOT)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        km, kc = start_new_kernel(kernel_name=kernelspec.NAME, startup_timeout=60)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        msg_id = kc.execute("import time\nprint('asleep', flush=True)\ntime.sleep(60)")
+        while True:  # until the cell is in its sleep
+            msg = kc.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                break
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)
+        while reply["parent_header"].get("msg_id") != msg_id:  # start-up's kernel_info
+            reply = kc.get_shell_msg(timeout=30)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert kc.execute_interactive("print(1 + 1)", timeout=30)["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not km.is_alive()

@@ -3,8 +3,9 @@ holding only the capabilities BPF needs, started by a root Jupyter server.
 
 ``install(user)`` writes the kernelspec (``python -m bpfnb kernelspec --user alice``,
 or ``make lab BPFNB_USER=alice``); ``remove()`` takes it away again. The kernelspec runs
-``python -m bpfnb.kernelspec --user alice -f {connection_file}`` as root, which hands
-the kernel its connection file and then becomes, through ``setpriv_argv()``, an
+this file as root (``python -I .../kernelspec.py --user alice -f {connection_file}``:
+alone, importing only the standard library, so the launch costs no bpfnb import), which
+hands the kernel its connection file and then becomes, through ``setpriv_argv()``, an
 ipykernel running as alice with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in its ambient
 set (kept across exec, so ``!bpftool`` in a cell has them too, and nothing else).
 
@@ -32,8 +33,7 @@ import subprocess
 import sys
 import tempfile
 
-from .libbpf.sysfs import TRACEFS
-
+TRACEFS = "/sys/kernel/tracing"  # libbpf.sysfs.TRACEFS; this file also runs on its own
 NAME = "bpfnb-caps"
 DISPLAY_NAME = "bpfnb (BPF capabilities)"
 GROUP = "bpfnb"
@@ -100,7 +100,7 @@ def spec(user: str, caps=CAPS, python: str | None = None) -> dict:
     caps = _check_caps(caps)
     python = python or sys.executable
     return {
-        "argv": [python, "-m", "bpfnb.kernelspec", "--user", pw.pw_name,
+        "argv": [python, "-I", os.path.abspath(__file__), "--user", pw.pw_name,
                  "--caps", ",".join(caps), "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "python",
@@ -232,7 +232,7 @@ def launch(user: str, connection_file: str, caps=CAPS) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bpfnb.kernelspec",
+    parser = argparse.ArgumentParser(prog="kernelspec.py",
                                      description="start the bpfnb (BPF capabilities) kernel")
     parser.add_argument("--user", required=True)
     parser.add_argument("--caps", default=",".join(CAPS))

@@ -249,7 +249,7 @@ def test_kernelspec_installs_lists_and_is_removed(tmp_path):
     with open(os.path.join(path, "kernel.json")) as f:
         spec = json.load(f)
     assert spec["display_name"] == "bpfnb (BPF capabilities)"
-    assert spec["argv"][:3] == [sys.executable, "-m", "bpfnb.kernelspec"]
+    assert spec["argv"][:3] == [sys.executable, "-I", os.path.abspath(kernelspec.__file__)]
     assert "{connection_file}" in spec["argv"] and spec["metadata"]["bpfnb"]["user"] == USER
     jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
     env = dict(os.environ, JUPYTER_PATH=os.path.join(prefix, "share", "jupyter"))

@@ -1,11 +1,14 @@
 # bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`.
 # All set-up logic lives in scripts/setup.sh; a second run checks and does nothing.
+# `sudo make lab BPFNB_USER=alice` also installs the kernel "bpfnb (BPF capabilities)"
+# (cells run as alice with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); `make kernelspec-remove`
+# takes it away. Variables given on the command line reach setup.sh's environment.
 SHELL  := /bin/bash
 PY     := .venv/bin/python
 TESTS  = tests
 PYTEST_ARGS =
 
-.PHONY: setup lab test bench clean
+.PHONY: setup lab test bench clean kernelspec-remove
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +28,9 @@ bench:
 		echo "bench: $$f" >&2; \
 		$(PY) "$$f" || { echo "bench: $$f FAILED" >&2; failed=1; }; \
 	done; exit $$failed
+
+kernelspec-remove:
+	$(PY) -m bpfnb kernelspec --remove
 
 clean:
 	rm -rf .venv .pytest_cache build *.egg-info bench/out

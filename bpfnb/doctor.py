@@ -11,21 +11,27 @@ import functools
 import html
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 
 from . import build
 from .libbpf import VERSION, Object, PrivilegeError, sysfs
+from .libbpf.errors import (CAPABILITY_BITS, PRIVILEGE_FIX, TRACEFS_FIX,
+                            effective_capabilities, missing_capabilities, tracefs_denial)
 
-# Capability bits of /proc/self/status CapEff (uapi/linux/capability.h).
-CAPABILITIES = {"CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
-_CAP_FIX = {
-    "CAP_BPF": "loading programs needs it: run as root, or "
-               "`sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))`",
-    "CAP_PERFMON": "tracing programs need it: run as root, or grant cap_perfmon (see CAP_BPF)",
-    "CAP_NET_ADMIN": "XDP and tc need it: run as root, or grant cap_net_admin (see CAP_BPF)",
-    "CAP_SYS_ADMIN": "not needed with CAP_BPF on Linux >= 5.8; needed on older kernels",
+CAPABILITIES = CAPABILITY_BITS
+_CAP_WHY = {
+    "CAP_BPF": "every BPF program and map needs it",
+    "CAP_PERFMON": "tracing programs (tracepoint, raw_tp, tp_btf, uprobe, perf_event, iter) "
+                   "need it",
+    "CAP_NET_ADMIN": "XDP, tc and cgroup_skb programs need it",
 }
+# The capabilities each program type needs (Linux >= 5.8); the rest trace.
+_NEEDS = {"xdp": ("CAP_BPF", "CAP_NET_ADMIN"), "tc": ("CAP_BPF", "CAP_NET_ADMIN"),
+          "cgroup_skb": ("CAP_BPF", "CAP_NET_ADMIN")}
+_TRACING_NEEDS = ("CAP_BPF", "CAP_PERFMON")
+_PRIVILEGE_FIX = PRIVILEGE_FIX  # hooks.trampoline_refusal tells privilege failures by it
 MIN_KERNEL = (5, 8)  # CAP_BPF, ring buffers, task iterators
 LOOPBACK = "lo"
 UPROBE_TARGET = ("libc.so.6", "getpid")
@@ -75,8 +81,6 @@ PROGRAM_FIX = {
                   "(mount -t cgroup2 none /sys/fs/cgroup)",
     "iter": "BPF iterators need Linux >= 5.8 (task iterator) with kernel BTF",
 }
-
-_PRIVILEGE_FIX = "the privileges above are missing: run as root, or grant the capabilities"
 
 PROGRAM_TYPES = tuple(PROBES)
 
@@ -164,14 +168,6 @@ def run() -> Report:
 
 # --- privileges, system, toolchain -------------------------------------------------
 
-def effective_capabilities() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
 def _privileges() -> list[Check]:
     try:
         caps = effective_capabilities()
@@ -179,15 +175,80 @@ def _privileges() -> list[Check]:
         return [Check("privileges", "capabilities", False, f"cannot read /proc/self/status: {e}",
                       "mount /proc")]
     checks = []
-    for name, bit in CAPABILITIES.items():
-        have = bool(caps >> bit & 1)
-        if have:
+    shared, python = _interpreter()
+    fix = _PRIVILEGE_FIX
+    if not shared:
+        fix += (f"; or, as {python} is yours alone: sudo setcap "
+                f"cap_bpf,cap_perfmon,cap_net_admin+ep {python}")
+    first = None
+    for name in ("CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"):
+        if caps >> CAPABILITIES[name] & 1:
             checks.append(Check("privileges", name, True, "effective"))
         else:
-            optional = name == "CAP_SYS_ADMIN" and caps >> CAPABILITIES["CAP_BPF"] & 1
-            checks.append(Check("privileges", name, None if optional else False, "missing",
-                                _CAP_FIX[name]))
+            checks.append(Check("privileges", name, False, f"missing: {_CAP_WHY[name]}",
+                                f"as for {first}" if first else fix))
+            first = first or name
+    admin = bool(caps >> CAPABILITIES["CAP_SYS_ADMIN"] & 1)
+    checks.append(Check("privileges", "CAP_SYS_ADMIN", True if admin else None,
+                        "effective" if admin else "missing (CAP_BPF and CAP_PERFMON replace "
+                        "it on Linux >= 5.8; uprobes may still need it: see uprobe below)"))
+    whose = ("shared: never setcap it, every user of it would get BPF" if shared
+             else "private to this user")
+    checks.append(Check("privileges", "python", None, f"{python} ({whose})"))
+    checks += _sysctls(caps)
     return checks
+
+
+def _interpreter() -> tuple[bool, str]:
+    """(shared, real path) of this Python: shared unless it is this non-root user's own
+    file that nobody else may execute."""
+    python = os.path.realpath(sys.executable)
+    try:
+        st = os.stat(python)
+    except OSError:
+        return True, python
+    private = st.st_uid == os.geteuid() != 0 and not st.st_mode & 0o011
+    return not private, python
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        with open(f"/proc/sys/kernel/{name}") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _sysctls(caps: int) -> list[Check]:
+    """kernel.unprivileged_bpf_disabled and kernel.perf_event_paranoid: what they mean for
+    this process (they only matter without CAP_BPF / CAP_PERFMON)."""
+    out = []
+    bpf = caps >> CAPABILITIES["CAP_BPF"] & 1
+    value = _sysctl("unprivileged_bpf_disabled")
+    if value is None:
+        out.append(Check("privileges", "unprivileged_bpf_disabled", None, "not readable"))
+    elif bpf:
+        out.append(Check("privileges", "unprivileged_bpf_disabled", None,
+                         f"{value} (does not apply: CAP_BPF is held)"))
+    else:
+        meaning = ("0: without CAP_BPF only socket filters load" if value == 0 else
+                   f"{value}: without CAP_BPF no bpf() call is allowed"
+                   + (" until reboot" if value == 1 else ""))
+        out.append(Check("privileges", "unprivileged_bpf_disabled", None,
+                         meaning + "; tracing needs CAP_BPF whatever its value"))
+    perfmon = caps >> CAPABILITIES["CAP_PERFMON"] & 1
+    value = _sysctl("perf_event_paranoid")
+    if value is None:
+        out.append(Check("privileges", "perf_event_paranoid", None, "not readable"))
+    elif perfmon:
+        out.append(Check("privileges", "perf_event_paranoid", None,
+                         f"{value} (does not apply: CAP_PERFMON is held)"))
+    else:
+        out.append(Check("privileges", "perf_event_paranoid", None,
+                         f"{value}: without CAP_PERFMON perf events "
+                         + ("of other processes and CPUs are refused" if value >= 1 else
+                            "are allowed, but BPF programs still need CAP_PERFMON")))
+    return out
 
 
 def kernel_version() -> tuple[int, ...]:
@@ -209,10 +270,27 @@ def _system() -> list[Check]:
     checks.append(Check("system", "BTF", btf, str(build.BTF_VMLINUX) if btf else "missing",
                         "" if btf else "CO-RE and vmlinux.h need a kernel built with "
                                        "CONFIG_DEBUG_INFO_BTF=y"))
-    for item, ensure in (("tracefs", sysfs.ensure_tracefs), ("bpffs", sysfs.ensure_bpffs)):
-        ok, note = ensure()
-        checks.append(Check("system", item, ok, note, "" if ok else note))
+    checks.append(_tracefs())
+    ok, note = sysfs.ensure_bpffs()
+    if ok and not os.access(sysfs.BPFFS, os.W_OK):
+        checks.append(Check("system", "bpffs", None, f"{note}; not writable by uid "
+                            f"{os.geteuid()}: pinning (only done when asked) would fail"))
+    else:
+        checks.append(Check("system", "bpffs", ok, note, "" if ok else note))
     return checks
+
+
+def _tracefs() -> Check:
+    """One verdict: mounted, and readable by this process (tracepoint ids live there)."""
+    ok, note = sysfs.ensure_tracefs()
+    if not ok:
+        return Check("system", "tracefs", False, note, note)
+    denial = tracefs_denial()
+    if denial:
+        return Check("system", "tracefs", False,
+                     f"{sysfs.TRACEFS} is {denial}: uid {os.geteuid()} cannot read tracepoint "
+                     f"ids (tracepoint/ fails; tp_btf/ and raw_tp/ work)", TRACEFS_FIX)
+    return Check("system", "tracefs", True, f"{note}, readable by uid {os.geteuid()}")
 
 
 def libbpf_file() -> str:
@@ -275,21 +353,11 @@ def _attach(kind: str, prog) -> str:
 def program_type(kind: str) -> Check:
     """The check of one program type (one of ``PROGRAM_TYPES``), tried once per process.
 
-    What bpfnb.probes() says of a probe's kind. Without CAP_BPF or CAP_PERFMON nothing
-    is tried (a tracing program cannot load): the check names the missing privilege.
+    What bpfnb.probes() says of a probe's kind. Without the capabilities the type needs
+    nothing is tried: the check names the missing ones.
     """
     if kind not in PROBES:
         raise ValueError(f"unknown program type {kind!r}: one of {', '.join(PROGRAM_TYPES)}")
-    try:
-        caps = effective_capabilities()
-    except OSError:
-        caps = 0
-    missing = [name for name in ("CAP_BPF", "CAP_PERFMON") if not caps >> CAPABILITIES[name] & 1]
-    if missing:
-        return Check("program types", kind, False, f"not tried: {' and '.join(missing)} "
-                     f"missing", "loading a tracing program needs CAP_BPF and CAP_PERFMON: "
-                     "run as root, or `sudo setcap cap_bpf,cap_perfmon+ep $(readlink -f "
-                     "$(which python3))`")
     try:
         return _probe(kind)
     except build.ClangNotFound as e:
@@ -297,6 +365,11 @@ def program_type(kind: str) -> Check:
 
 
 def _probe(kind: str) -> Check:
+    missing = missing_capabilities(_NEEDS.get(kind, _TRACING_NEEDS))
+    if missing:
+        return Check("program types", kind, False, f"not tried: {', '.join(missing)} missing",
+                     f"{kind} needs {' and '.join(_NEEDS.get(kind, _TRACING_NEEDS))}: "
+                     f"see privileges above")
     try:
         path = build.compile(PROBES[kind], filename=f"<doctor-{kind}>")
     except build.CompileError as e:
@@ -311,7 +384,8 @@ def _probe(kind: str) -> Check:
         return Check("program types", kind, True, f"loads and attaches ({where})")
     except OSError as e:  # BPFError, and a missing cgroup v2 mount
         detail = str(e).splitlines()[0]
-        fix = _PRIVILEGE_FIX if isinstance(e, PrivilegeError) else PROGRAM_FIX[kind]
+        # a refusal despite the capabilities: its hint says why (tracefs, lockdown)
+        fix = e.hint if isinstance(e, PrivilegeError) and e.hint else PROGRAM_FIX[kind]
         return Check("program types", kind, False, detail, fix)
     finally:
         if obj is not None:

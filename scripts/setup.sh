@@ -7,7 +7,10 @@
 #
 # A second run checks and does nothing (well under a few seconds).
 # Environment: PYTHON=/path/to/python3 picks the interpreter for .venv (>= 3.10);
-#              PORT=8888 JupyterLab's port; SKIP_APT=1 never calls apt-get.
+#              PORT=8888 JupyterLab's port; SKIP_APT=1 never calls apt-get;
+#              BPFNB_USER=alice (as root) installs the Jupyter kernel "bpfnb (BPF
+#              capabilities)": cells run as alice with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
+#              and tracefs is re-mounted gid=bpfnb,mode=0750 for it (BPFNB_TRACEFS=0: not).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         --lab) LAB=1 ;;
         --test) TEST=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "setup: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -244,7 +247,26 @@ if [ "$(uname -s)" = Linux ]; then
     [ -r /sys/kernel/btf/vmlinux ] \
         || warn "/sys/kernel/btf/vmlinux is missing: bpfnb needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     if [ "$(id -u)" -ne 0 ]; then
-        warn "not root: loading BPF programs needs root (or CAP_BPF + CAP_PERFMON). Try: sudo make lab"
+        warn "not root: loading BPF programs needs root (or CAP_BPF + CAP_PERFMON). Try: sudo make lab,
+    or sudo make lab BPFNB_USER=$(id -un) to run notebook cells as $(id -un) with only those capabilities"
+    fi
+fi
+
+# --- the kernel that runs cells as an ordinary user ------------------------------------
+if [ -n "${BPFNB_USER:-}" ]; then
+    [ $PRIV -eq 1 ] || die "BPFNB_USER=$BPFNB_USER needs root: sudo make lab BPFNB_USER=$BPFNB_USER"
+    id -u "$BPFNB_USER" >/dev/null 2>&1 || die "BPFNB_USER: no user '$BPFNB_USER' on this machine"
+    [ "$(id -u "$BPFNB_USER")" -ne 0 ] || die "BPFNB_USER must be an ordinary user, not root"
+    command -v setpriv >/dev/null 2>&1 || die "setpriv is missing: apt-get install util-linux"
+    ks_args=(kernelspec --user "$BPFNB_USER" --prefix "$VENV")
+    [ "${BPFNB_TRACEFS:-1}" = 0 ] && ks_args+=(--no-tracefs)
+    $SUDO "$VENV/bin/python" -m bpfnb "${ks_args[@]}" | sed 's/^/setup: /' \
+        || die "could not install the kernelspec for $BPFNB_USER"
+    # the kernel runs .venv/bin/python as that user: it must be able to
+    if ! $SUDO setpriv --reuid="$BPFNB_USER" --regid="$(id -g "$BPFNB_USER")" --clear-groups \
+            "$VENV/bin/python" -c 'import bpfnb, ipykernel' >/dev/null 2>&1; then
+        warn "$BPFNB_USER cannot run $VENV/bin/python or import bpfnb from $ROOT:
+    make the checkout and .venv readable for that user (e.g. clone it into a directory they can read)"
     fi
 fi
 
@@ -256,6 +278,7 @@ if [ $LAB -eq 1 ]; then
     args=(lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="${PORT:-8888}"
           --ServerApp.root_dir="$ROOT/notebooks")
     [ "$(id -u)" -eq 0 ] && args+=(--allow-root)
+    [ -n "${BPFNB_USER:-}" ] && say "pick the kernel 'bpfnb (BPF capabilities)' to run cells as $BPFNB_USER"
     say "starting JupyterLab on notebooks/ at http://127.0.0.1:${PORT:-8888}/lab"
     say "JupyterLab prints the URL with its access token below; Ctrl-C twice stops it"
     exec "$VENV/bin/jupyter" "${args[@]}"

@@ -40,8 +40,14 @@ def test_report_on_this_machine(no_leaks, lo_untouched):
     assert "EPERM" in checks["fentry"].detail and "tp_btf" in checks["fentry"].fix
     assert "tracepoint" in checks["kprobe"].fix
     assert checks["iter"].detail.startswith("loads and attaches (read ")
-    for item in ("CAP_BPF", "CAP_PERFMON", "BTF", "tracefs", "bpffs", "clang", "libbpf"):
+    for item in ("CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "BTF", "tracefs", "bpffs",
+                 "clang", "libbpf"):
         assert checks[item].ok, item
+    for item in ("python", "unprivileged_bpf_disabled", "perf_event_paranoid"):
+        assert checks[item].ok is None, item
+    assert "does not apply: CAP_BPF is held" in checks["unprivileged_bpf_disabled"].detail
+    assert checks["tracefs"].detail.endswith("readable by uid 0")
+    assert len(report.checks) == len({c.item for c in report.checks})  # one verdict each
     assert "libbpf.so" in checks["libbpf"].detail and "clang" in checks["clang"].detail
     assert report.can_load
 
@@ -75,7 +81,8 @@ def test_cli(need_root):
 
 
 def test_without_privileges_nothing_loads_and_the_fix_is_named(need_root):
-    """As user nobody (setpriv), every probe fails: exit status 1, fixes name sudo."""
+    """As user nobody (setpriv), nothing is tried: exit status 1, each missing capability
+    named once, the fixes name sudo and the kernelspec, never setcap."""
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is not installed")
     home = tempfile.mkdtemp(prefix="bpfnb-nobody-")  # pytest's tmp_path is root-only
@@ -97,6 +104,49 @@ def test_without_privileges_nothing_loads_and_the_fix_is_named(need_root):
     finally:
         shutil.rmtree(home, ignore_errors=True)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "FAIL  CAP_BPF" in r.stdout and "setcap" in r.stdout
+    assert "FAIL  CAP_BPF" in r.stdout and "bpfnb (BPF capabilities)" in r.stdout
+    assert "sudo" in r.stdout and "setcap cap_" not in r.stdout  # the interpreter is shared
+    assert "shared: never setcap it" in r.stdout
+    assert "FAIL  tracepoint                 not tried: CAP_BPF, CAP_PERFMON missing" in r.stdout
     assert "ok    tracepoint" not in r.stdout and "FAIL  tracepoint" in r.stdout
     assert "No program type loads here" in r.stdout
+
+
+def test_setcap_only_for_a_private_interpreter(need_root, tmp_path):
+    """setcap is named only for an interpreter that is the user's own file, executable by
+    nobody else (a copy in a venv of theirs), never for a shared one."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    base = tempfile.mkdtemp(prefix="bpfnb-pyown-")  # pytest's tmp_path is root-only
+    try:
+        os.chmod(base, 0o755)
+        venv = os.path.join(base, "venv")
+        subprocess.run([sys._base_executable, "-m", "venv", "--copies", "--without-pip", venv],
+                       check=True, capture_output=True, timeout=60)
+        python = os.path.join(venv, "bin", os.path.basename(os.path.realpath(
+            sys._base_executable)))
+        for d, dirs, files in os.walk(venv):
+            for name in dirs + files:
+                os.lchown(os.path.join(d, name), 65534, 65534)
+        os.chown(venv, 65534, 65534)
+        code = ("from bpfnb import doctor\n"
+                "for c in doctor._privileges(): print(c.item, '|', c.detail, '|', c.fix)")
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *site]))
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                  "--inh-caps=-all"]
+        runs = {}
+        for mode in (0o755, 0o700):
+            os.chmod(python, mode)
+            r = subprocess.run(nobody + [python, "-c", code], capture_output=True, text=True,
+                               env=env, timeout=60)
+            if r.returncode and "No module named" in r.stderr:
+                pytest.skip(f"a venv copy cannot import bpfnb here: {r.stderr[-300:]}")
+            assert r.returncode == 0, r.stderr[-2000:]
+            runs[mode] = r.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert "setcap" not in runs[0o755].replace("never setcap it", "")
+    assert "(shared: never setcap it" in runs[0o755]
+    assert f"sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep {python}" in runs[0o700]
+    assert "(private to this user)" in runs[0o700]

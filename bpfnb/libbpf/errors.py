@@ -4,13 +4,92 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
+import grp
 import os
+import pwd
 import re
+import stat
 
-_PRIVILEGE_HINT = ("BPF needs root, or the capabilities CAP_BPF and CAP_PERFMON "
-                   "(CAP_NET_ADMIN for XDP/tc, CAP_SYS_ADMIN on older kernels): run the "
-                   "notebook with sudo, or grant them, e.g. "
-                   "`sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))`.")
+from .sysfs import TRACEFS
+
+# Capability bits of /proc/<pid>/status CapEff (uapi/linux/capability.h).
+CAPABILITY_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+# What a person does about a missing capability. Never setcap on the interpreter: it is
+# usually shared (/usr/bin/python3, a pyenv build), and every user of it would get BPF.
+PRIVILEGE_FIX = ("run the notebook kernel as root (sudo), or use the kernel "
+                 "'bpfnb (BPF capabilities)': `sudo make lab BPFNB_USER=$USER` installs it "
+                 "(README: Running without root)")
+
+
+def effective_capabilities(pid: int | str = "self") -> int:
+    """The effective capability set of ``pid`` (this process by default), as a bit mask."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def missing_capabilities(names=("CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN")) -> list[str]:
+    """Which of ``names`` this process does not hold (all of them if /proc is unreadable)."""
+    try:
+        caps = effective_capabilities()
+    except OSError:
+        return list(names)
+    return [n for n in names if not caps >> CAPABILITY_BITS[n] & 1]
+
+
+def privilege_hint() -> str:
+    """What the kernel's EPERM/EACCES means for this process: the capabilities it lacks,
+    or, when it holds them all, that capabilities are not the cause."""
+    missing = missing_capabilities()
+    if "CAP_BPF" in missing or "CAP_PERFMON" in missing:
+        return (f"BPF needs CAP_BPF and CAP_PERFMON (and CAP_NET_ADMIN for XDP, tc and "
+                f"cgroup_skb); this process lacks {', '.join(missing)}: {PRIVILEGE_FIX}.")
+    if missing:
+        return ("this process holds CAP_BPF and CAP_PERFMON but not CAP_NET_ADMIN, which "
+                f"XDP, tc and cgroup_skb programs need: {PRIVILEGE_FIX}.")
+    return ("this process holds CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, so missing "
+            "capabilities are not the cause: a file the call needs is not readable by "
+            f"uid {os.geteuid()}, the kernel is locked down, or the hook needs root.")
+
+
+TRACEFS_FIX = ("Use the tp_btf/ or raw_tp/ hook of the same event (no tracefs needed), "
+               "or let the bpfnb group read tracefs: `sudo python -m bpfnb kernelspec --user "
+               "$USER` re-mounts it gid=bpfnb,mode=0750 and its kernel 'bpfnb (BPF "
+               "capabilities)' runs in that group.")
+
+
+def tracefs_denial(path: str = TRACEFS) -> str:
+    """Why this process cannot read tracepoint ids under ``path`` ("mode 0700 owned by
+    root:root", "missing"), or "" when it can."""
+    if os.access(os.path.join(path, "events"), os.R_OK | os.X_OK):
+        return ""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"mode {stat.S_IMODE(st.st_mode):04o} owned by {owner}:{group}"
+
+
+def tracefs_hint(path: str = TRACEFS) -> str:
+    """Why this process cannot attach tracepoint/ programs, and the fix ("" when it can)."""
+    denial = tracefs_denial(path)
+    if not denial:
+        return ""
+    if denial == "missing":
+        return f"{path} is missing: as root run mount -t tracefs nodev {path}"
+    return (f"tracepoint/ programs read their tracepoint's id from tracefs, and {path} is "
+            f"{denial}, which uid {os.geteuid()} cannot enter (capabilities do not open "
+            f"files). {TRACEFS_FIX}")
 
 
 class BPFError(OSError):
@@ -148,6 +227,7 @@ def last_errno(rc: int | None = None) -> int:
 
 def make(cls, message: str, err: int, log: str = "", hint: str = "") -> BPFError:
     """Build the right exception for ``err``, adding the privilege hint where it applies."""
-    if err in (_errno.EPERM, _errno.EACCES) and os.geteuid() != 0:
-        return PrivilegeError(message, err, log, hint or _PRIVILEGE_HINT)
+    if err in (_errno.EPERM, _errno.EACCES) and (
+            os.geteuid() != 0 or missing_capabilities(("CAP_BPF", "CAP_PERFMON"))):
+        return PrivilegeError(message, err, log, hint or privilege_hint())
     return cls(message, err, log, hint)

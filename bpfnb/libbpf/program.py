@@ -19,7 +19,8 @@ import weakref
 
 from . import _lib, sysfs
 from ._lib import lib
-from .errors import AttachError, BPFError, ObjectClosedError, last_errno, make
+from .errors import (AttachError, BPFError, ObjectClosedError, last_errno, make,
+                     missing_capabilities, tracefs_hint)
 
 _AUTO_PREFIXES = ("tracepoint/", "tp/", "raw_tp/", "raw_tracepoint/", "tp_btf/",
                   "fentry/", "fexit/", "fmod_ret/", "lsm/", "kprobe/", "kretprobe/",
@@ -135,8 +136,9 @@ class Program:
     def _link(self, ptr: int, target: str, log: str = "", hint: str = "") -> Link:
         if not ptr:
             err = last_errno()
+            hook = target if target.startswith("tracepoint/") else self.section
             raise make(AttachError, f"cannot attach program {self.name!r} to {target}",
-                       err, log, hint or _attach_hint(self.section, err))
+                       err, log, hint or _attach_hint(hook, err))
         link = Link(ptr, target)
         self.links.append(link)
         return link
@@ -528,6 +530,10 @@ def _explicit_call(section: str) -> str:
 
 
 def _attach_hint(section: str, err: int) -> str:
+    if section.startswith(("tracepoint/", "tp/")) and err in (errno.EACCES, errno.EPERM):
+        hint = tracefs_hint()  # CAP_BPF and CAP_PERFMON held, tracefs closed
+        if hint:
+            return hint
     if section.startswith(("tracepoint/", "tp/")) and err == errno.ENOENT:
         ok, note = sysfs.ensure_tracefs()
         if not ok:
@@ -536,6 +542,11 @@ def _attach_hint(section: str, err: int) -> str:
         if len(parts) >= 3:
             return (f"no tracepoint {parts[1]}:{parts[2]} on this kernel; list them in "
                     f"{sysfs.TRACEFS}/events/{parts[1]}/")
+    if section.startswith(("uprobe", "uretprobe", "usdt")) and err in (
+            errno.EACCES, errno.EPERM) and missing_capabilities(("CAP_SYS_ADMIN",)):
+        return ("the kernel refused the uprobe perf event without CAP_SYS_ADMIN (CAP_BPF "
+                "and CAP_PERFMON are not enough for uprobes on this kernel): run the "
+                "notebook kernel as root (sudo)")
     if section.startswith(("uprobe", "uretprobe", "usdt")) and err in (errno.ENOENT,
                                                                         errno.ESRCH):
         return "the binary or the function was not found: check the path and the symbol name"

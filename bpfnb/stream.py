@@ -12,16 +12,27 @@ into a bounded buffer (the oldest rows go first, counted in ``dropped``). It sto
 ``close()``, when the stream is garbage collected, and soon after its Object is
 destroyed (after collecting what was left in the buffer); it holds its own fd and
 mappings, so the Object's teardown never waits for it nor pulls memory from under it.
+``to_df()`` and ``tail()`` first have the thread read the buffer once more, so they
+hold every record committed before the call.
+
+Lost records are counted where they are lost. A perf buffer's events count the
+samples the kernel could not write (read from the events at the moment ``lost`` is
+asked). A ring buffer keeps no such count: objects built by bpfnb count each failed
+reservation or output themselves (bpf/bpf/bpf_helpers.h: bpfnb_lost and a counter per
+call site, tagged with the map it writes); for any other object a ring buffer's
+``lost`` is None, with the reason in ``lost_reason``, never a 0 that is not known.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import re
 import select
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 
@@ -32,17 +43,27 @@ from .libbpf.ringbuf import PerfBuffer, RingBuffer
 DEFAULT_MAX_ROWS = 1_000_000
 # How soon a waiting thread notices that its Object was destroyed.
 POLL_INTERVAL = 0.1
-# bpf/bpfnb.h's .bss counter of ring buffer reservations that failed.
+# bpf/bpf/bpf_helpers.h's .bss counter of the object's failed reservations and
+# outputs, and the BTF decl tag of each call site's own counter.
 LOST_VARIABLE = "bpfnb_lost"
+LOST_SITE_TAG = "bpfnb_lost:"
+# How long to_df() waits for the thread's read of what was committed before it.
+FLUSH_TIMEOUT = 5.0
+NOT_COUNTED = ("the object was not built by bpfnb, so failed reservations are not "
+               "counted")
 
 
 class EventStream:
     """Records of a ring buffer or perf event array map, collected in the background.
 
-    ``lost`` = ``kernel_lost`` (records the kernel could not put in the buffer: perf
-    buffers count them; ring buffers count them when written with bpf/bpfnb.h's
-    ``bpfnb_ringbuf_output``/``bpfnb_ringbuf_reserve``, one counter per object) +
-    ``dropped`` (rows pushed out of our buffer by ``max_rows``).
+    ``lost`` = ``kernel_lost`` (records that never reached the buffer) + ``dropped``
+    (rows pushed out of our buffer by ``max_rows``). ``kernel_lost`` counts, per map,
+    the failed writes of an object built by bpfnb (each call site counts towards the
+    map it names; a site writing through a pointer variable counts towards every map
+    it could be), else a perf buffer's own count of the samples it dropped; it is None
+    for a ring buffer of another object (``lost_reason`` says why). It counts from the
+    stream's start, or from the object's load for the first stream of a ring buffer
+    never read before (that stream also receives the records written before it).
     """
 
     def __init__(self, map, type: str | None = None, *, max_rows: int = DEFAULT_MAX_ROWS,
@@ -72,8 +93,10 @@ class EventStream:
             reader = PerfBuffer(map.fd, self.dtype, page_cnt)
         self._perf = reader if map.type == PERF_EVENT_ARRAY else None
         self._lost_now = 0
+        self._sites, self.lost_reason = _lost_counters(obj, map, self._bss)
         try:
-            self._lost_base = self._kernel_counter()
+            fresh = map.type == RINGBUF and reader.consumed == 0
+            self._lost_base = 0 if fresh else self._kernel_counter()
             self._collector = _Collector(reader, self._obj, max_rows,
                                          f"bpfnb-stream-{map.name}")
         except BaseException:
@@ -85,22 +108,25 @@ class EventStream:
 
     # --- counters -----------------------------------------------------------
 
-    def _kernel_counter(self) -> int:
-        """The object's bpfnb_lost (ring buffers) or the perf buffer's lost count."""
-        if self._perf is not None:
-            return self._perf.lost
-        if self._bss is None or LOST_VARIABLE not in self._bss:
-            return 0
+    def _kernel_counter(self) -> int | None:
+        """Failed writes into the map counted by the object (bpfnb_lost minus the sites
+        naming other maps), else the perf buffer's lost count; None if neither."""
+        if self._sites is None:
+            return self._perf.lost if self._perf is not None else None
+        total, others = self._sites
         try:  # once the object is gone its last value stands
-            self._lost_now = int(getattr(self._bss, LOST_VARIABLE))
+            self._lost_now = int(getattr(self._bss, LOST_VARIABLE)) - sum(
+                int(getattr(self._bss, site)) for site in others)
         except (ObjectClosedError, BPFError):
             pass
         return self._lost_now
 
     @property
-    def kernel_lost(self) -> int:
-        """Records the kernel dropped since the stream opened (or was cleared)."""
-        return self._kernel_counter() - self._lost_base
+    def kernel_lost(self) -> int | None:
+        """Records that never reached the buffer since the stream opened (or was
+        cleared); None when nothing counts them (see ``lost_reason``)."""
+        now = self._kernel_counter()
+        return None if now is None else now - self._lost_base
 
     @property
     def dropped(self) -> int:
@@ -108,8 +134,10 @@ class EventStream:
         return self._collector.dropped
 
     @property
-    def lost(self) -> int:
-        return self.kernel_lost + self.dropped
+    def lost(self) -> int | None:
+        """``kernel_lost`` + ``dropped``; None when the kernel side is not counted."""
+        kernel = self.kernel_lost
+        return None if kernel is None else kernel + self.dropped
 
     @property
     def running(self) -> bool:
@@ -130,11 +158,18 @@ class EventStream:
 
         ``decode`` ({column: decoder}) adds to the stream's own ``decode=``."""
         self._check()
-        return self._frame(self._collector.snapshot(), decode)
+        self._collector.flush()
+        df = self._frame(self._collector.snapshot(), decode)
+        lost = self.lost
+        df.attrs.update(lost=lost, dropped=self.dropped)
+        if lost is None:
+            df.attrs["lost_reason"] = self.lost_reason
+        return df
 
     def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()
+        self._collector.flush()
         return self._frame(self._collector.snapshot(n), decode)
 
     def clear(self):
@@ -173,8 +208,54 @@ class EventStream:
     def __repr__(self):
         state = "running" if self.running else "stopped"
         what = self.type or "raw bytes"
-        return (f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, "
-                f"{self.lost} lost>")
+        lost = self.lost
+        lost_text = (f"{lost} lost" if lost is not None
+                     else f"lost: unknown ({self.lost_reason})")
+        return f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, {lost_text}>"
+
+
+_MAP_ARGUMENT = re.compile(r"\(*&?\(*(\w+)\)*")
+
+
+def _lost_counters(obj, map, bss):
+    """(("bpfnb_lost", [site counters naming other maps]), None) when the object
+    counts the failed writes into ``map`` (built by bpfnb); else (None, why a ring
+    buffer's losses are unknown), or (None, None) for a perf buffer, whose events
+    count its losses. A site whose map argument is not a map's name (a pointer
+    variable) is in no list: it counts towards every map."""
+    btf = obj.btf
+    if bss is None or btf is None or LOST_VARIABLE not in bss:
+        if map.type == PERF_EVENT_ARRAY:
+            return None, None
+        return None, _not_counted_reason(obj)
+    named: dict[str, list] = {}
+    for t in btf.types():
+        if t.kind == "decl_tag" and t.name.startswith(LOST_SITE_TAG):
+            text = re.sub(r"\s+|\((?:const\s*)?(?:void|struct\s*\w+)\s*\*\)", "",
+                          t.name[len(LOST_SITE_TAG):])
+            m = _MAP_ARGUMENT.fullmatch(text)
+            var = btf.type(t.type_id)
+            if m and m.group(1) in obj.maps and var.name in bss:
+                named.setdefault(m.group(1), []).append(var.name)
+    if map.type == PERF_EVENT_ARRAY and map.name not in named:
+        return None, None  # no counted write names it: its events' count is better
+    others = [site for name, sites in named.items() if name != map.name for site in sites]
+    return (LOST_VARIABLE, others), None
+
+
+def _not_counted_reason(obj) -> str:
+    from . import build
+    path = getattr(obj, "path", None)
+    try:
+        ours = path is not None and Path(path).resolve().parent == \
+            (build.cache_dir() / "obj").resolve()
+    except OSError:
+        ours = False
+    if ours:
+        return ("no write into this ring buffer was compiled through bpfnb's "
+                "<bpf/bpf_helpers.h> (is another one first on the include path?), so "
+                "failed reservations are not counted")
+    return NOT_COUNTED
 
 
 def _typed_records(runs: list, dtype: np.dtype):
@@ -213,6 +294,11 @@ class _Collector:
         self._obj_ref = obj_ref
         self._lock = threading.Lock()
         self._stopping = False
+        # flush(): tickets asked by readers, and the last one a read pass began after
+        self._flush = threading.Condition()
+        self._asked = 0
+        self._done = 0
+        self._finished = False
         self._wake_lock = threading.Lock()
         self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -234,16 +320,48 @@ class _Collector:
                 ep.register(self.reader.fileno(), select.EPOLLIN)
                 ep.register(self._wake, select.EPOLLIN)
                 while not self._stopping and self._object_alive():
+                    ticket = self._asked  # before the read: it covers this request
                     runs = self.reader.read()
                     if runs:
                         self._add(runs)
-                    else:
-                        ep.poll(POLL_INTERVAL)
+                    if ticket != self._done:
+                        with self._flush:
+                            self._done = ticket
+                            self._flush.notify_all()
+                    if not runs and ep.poll(POLL_INTERVAL):
+                        self._clear_wake()
             self._add(self.reader.read())  # what was written before the stop
         except Exception as e:  # surfaced by to_df(): a thread's exception is lost
             self.error = e
         finally:
             self._release()
+            with self._flush:  # nothing more will come: no reader waits
+                self._finished = True
+                self._flush.notify_all()
+
+    def _clear_wake(self):
+        with self._wake_lock:
+            if self._wake >= 0:
+                try:
+                    os.eventfd_read(self._wake)
+                except BlockingIOError:
+                    pass
+
+    def flush(self):
+        """Wait until the thread has read the buffer once after this call began."""
+        if threading.current_thread() is self.thread:
+            return
+        with self._flush:
+            if self._finished or not self.thread.is_alive():
+                return
+            self._asked += 1
+            ticket = self._asked
+        with self._wake_lock:
+            if self._wake >= 0:
+                os.eventfd_write(self._wake, 1)
+        with self._flush:
+            self._flush.wait_for(lambda: self._done >= ticket or self._finished,
+                                 FLUSH_TIMEOUT)
 
     def _release(self):
         self.reader.close()

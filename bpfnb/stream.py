@@ -293,6 +293,9 @@ class _Collector:
         self.error: BaseException | None = None
         self._obj_ref = obj_ref
         self._lock = threading.Lock()
+        # Held by the thread from a read() until its runs are added, and to close the
+        # reader: with it, flush() sees either all of a read or none of it.
+        self._read_lock = threading.Lock()
         self._stopping = False
         # flush(): tickets asked by readers, and the last one a read pass began after
         self._flush = threading.Condition()
@@ -321,16 +324,18 @@ class _Collector:
                 ep.register(self._wake, select.EPOLLIN)
                 while not self._stopping and self._object_alive():
                     ticket = self._asked  # before the read: it covers this request
-                    runs = self.reader.read()
-                    if runs:
-                        self._add(runs)
+                    with self._read_lock:
+                        runs = self.reader.read()
+                        if runs:
+                            self._add(runs)
                     if ticket != self._done:
                         with self._flush:
                             self._done = ticket
                             self._flush.notify_all()
                     if not runs and ep.poll(POLL_INTERVAL):
                         self._clear_wake()
-            self._add(self.reader.read())  # what was written before the stop
+            with self._read_lock:
+                self._add(self.reader.read())  # what was written before the stop
         except Exception as e:  # surfaced by to_df(): a thread's exception is lost
             self.error = e
         finally:
@@ -348,9 +353,13 @@ class _Collector:
                     pass
 
     def flush(self):
-        """Wait until the thread has read the buffer once after this call began."""
+        """Wait until the thread has read the buffer once after this call began; at
+        once when it holds nothing (the common case: no wake-up, no wait)."""
         if threading.current_thread() is self.thread:
             return
+        with self._read_lock:
+            if self._finished or not self.reader.pending():
+                return
         with self._flush:
             if self._finished or not self.thread.is_alive():
                 return
@@ -364,7 +373,8 @@ class _Collector:
                                  FLUSH_TIMEOUT)
 
     def _release(self):
-        self.reader.close()
+        with self._read_lock:
+            self.reader.close()
         with self._wake_lock:
             if self._wake >= 0:
                 os.close(self._wake)

@@ -141,6 +141,7 @@ _PROTOTYPES = {
     "perf_buffer__new_raw": (P, [c_int, c_size_t, P, P, P, P]),
     "perf_buffer__buffer_cnt": (c_size_t, [P]),
     "perf_buffer__buffer_fd": (c_int, [P, c_size_t]),
+    "perf_buffer__buffer": (c_int, [P, c_int, P, P]),
     "perf_buffer__poll": (c_int, [P, c_int]),
     "perf_buffer__consume": (c_int, [P]),
     "perf_buffer__free": (None, [P]),

@@ -98,6 +98,11 @@ class RingBuffer:
         """An fd that polls readable (EPOLLIN) while records are waiting."""
         return self._fd
 
+    def pending(self) -> bool:
+        """Whether the producer is past what this reader consumed (any thread, not
+        during close())."""
+        return self._fd >= 0 and int(self._prod_pos[0]) != self._cons
+
     def read(self) -> list:
         """Every committed record up to the producer position, as runs."""
         if self._fd < 0:
@@ -191,6 +196,7 @@ PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 _ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7; the fields past the ones set stay zero
 _HEADER = struct.Struct("<IHH")  # struct perf_event_header: type, misc, size
+_DATA_HEAD = 1024  # offsetof(struct perf_event_mmap_page, data_head); data_tail follows
 
 
 def _perf_attr(read_format: int) -> ctypes.Array:
@@ -226,10 +232,8 @@ class PerfBuffer:
         # The callback must outlive the perf_buffer: held on self until close().
         self._record_cb = _RECORD_FN(self._on_record)
         ptr = self._open(page_cnt, PERF_FORMAT_LOST)
-        if ptr:
-            n = lib.perf_buffer__buffer_cnt(ptr)
-            self._event_fds = [lib.perf_buffer__buffer_fd(ptr, i) for i in range(n)]
-        else:  # a kernel before 6.0: PERF_RECORD_LOST only
+        lost_format = bool(ptr)
+        if not ptr:  # a kernel before 6.0: PERF_RECORD_LOST only
             ptr = self._open(page_cnt, 0)
         if not ptr:
             err = last_errno()
@@ -237,6 +241,18 @@ class PerfBuffer:
             self._fd = -1
             raise BPFError("cannot open the perf buffer", err)
         self._ptr = ptr
+        n = lib.perf_buffer__buffer_cnt(ptr)
+        if lost_format:
+            self._event_fds = [lib.perf_buffer__buffer_fd(ptr, i) for i in range(n)]
+        # Each CPU's ring starts with its struct perf_event_mmap_page: data_head and
+        # data_tail say whether samples wait there (pending()).
+        self._heads = []
+        for i in range(n):
+            base, size = c_void_p(), ctypes.c_size_t()
+            if lib.perf_buffer__buffer(ptr, i, ctypes.byref(base), ctypes.byref(size)) == 0 \
+                    and base.value:
+                self._heads.append((c_uint64.from_address(base.value + _DATA_HEAD),
+                                    c_uint64.from_address(base.value + _DATA_HEAD + 8)))
         self._epoll_fd = lib.perf_buffer__epoll_fd(ptr)
         if self._epoll_fd < 0:
             self.close()
@@ -268,6 +284,12 @@ class PerfBuffer:
                                       for fd in self._event_fds)
         return self._lost_read + self._lost_records
 
+    def pending(self) -> bool:
+        """Whether a CPU's ring holds records not yet read (any thread, not during
+        close())."""
+        return self._ptr is not None and any(head.value != tail.value
+                                             for head, tail in self._heads)
+
     def fileno(self) -> int:
         """libbpf's epoll fd over the per-CPU rings: readable while samples wait."""
         return self._epoll_fd
@@ -289,6 +311,7 @@ class PerfBuffer:
             self.lost  # the final count, while the events are open
         with self._lock:
             ptr, self._ptr = getattr(self, "_ptr", None), None
+            self._heads = []  # they point into the rings freed next
             if ptr:
                 lib.perf_buffer__free(ptr)
         if self._fd >= 0:

@@ -260,3 +260,45 @@ def test_libbpf_tools_compat_writers_compile_and_count(clean, tmp_path):
             assert len(s.to_df()) == RING // 72 and s.lost == N - RING // 72
     finally:
         obj.destroy()
+
+
+TWO_RINGS = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "getpidsnoop.h"
+
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } small SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 20); } big SEC(".maps");
+
+pid_t target_tgid = 0;
+u64 seen = 0;
+
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int getpid_both(void *ctx)
+{
+	struct event e = {};
+
+	if (!target_tgid || (bpf_get_current_pid_tgid() >> 32) != target_tgid)
+		return 0;
+	e.seq = __sync_fetch_and_add(&seen, 1);
+	bpf_ringbuf_output(&small, &e, sizeof(e), 0);
+	bpf_ringbuf_output(&big, &e, sizeof(e), 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_each_ring_buffer_has_its_own_count(clean, tmp_path):
+    source = tmp_path / "two_rings.bpf.c"
+    source.write_text(TWO_RINGS)
+    obj = bpfnb.load(source, cflags=["-I", str(PROGS)])  # for getpidsnoop.h
+    try:
+        burst(obj)
+        with obj.maps.small.stream() as small, obj.maps.big.stream() as big:
+            assert len(small.to_df()) == FIT and small.lost == N - FIT
+            assert len(big.to_df()) == N and big.lost == 0
+        assert obj.bss.bpfnb_lost == N - FIT  # the object's total
+    finally:
+        obj.destroy()

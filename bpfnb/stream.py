@@ -15,42 +15,32 @@ mappings, so the Object's teardown never waits for it nor pulls memory from unde
 ``to_df()`` and ``tail()`` first have the thread read the buffer once more, so they
 hold every record committed before the call.
 
-Lost records are counted where they are lost. A perf buffer's events count the
-samples the kernel could not write (read from the events at the moment ``lost`` is
-asked). A ring buffer keeps no such count: objects built by bpfnb count each failed
-reservation or output themselves (bpf/bpf/bpf_helpers.h: bpfnb_lost and a counter per
-call site, tagged with the map it writes); for any other object a ring buffer's
-``lost`` is None, with the reason in ``lost_reason``, never a 0 that is not known.
+Lost records (bpfnb/lost.py): objects built by bpfnb count their failed writes per
+map; a perf buffer's events count the samples they dropped, read when ``lost`` is
+asked; a ring buffer of any other object has ``lost`` None, with ``lost_reason``.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import re
 import select
 import threading
 import time
 import weakref
-from pathlib import Path
 
 import numpy as np
 
-from .libbpf import BPFError, ObjectClosedError
+from .libbpf import BPFError
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
 from .libbpf.ringbuf import PerfBuffer, RingBuffer
+from .lost import LostCounter
 
 DEFAULT_MAX_ROWS = 1_000_000
 # How soon a waiting thread notices that its Object was destroyed.
 POLL_INTERVAL = 0.1
-# bpf/bpf/bpf_helpers.h's .bss counter of the object's failed reservations and
-# outputs, and the BTF decl tag of each call site's own counter.
-LOST_VARIABLE = "bpfnb_lost"
-LOST_SITE_TAG = "bpfnb_lost:"
 # How long to_df() waits for the thread's read of what was committed before it.
 FLUSH_TIMEOUT = 5.0
-NOT_COUNTED = ("the object was not built by bpfnb, so failed reservations are not "
-               "counted")
 
 
 class EventStream:
@@ -86,14 +76,13 @@ class EventStream:
                                  f"decode: name it, e.g. .stream('struct event', decode=...)")
             self._frame([], self.decode)
         self._obj = weakref.ref(obj)
-        self._bss = obj.globals.get("bss")
         if map.type == RINGBUF:
             reader = RingBuffer(map.fd, map.max_entries, self.dtype)
         else:
             reader = PerfBuffer(map.fd, self.dtype, page_cnt)
         self._perf = reader if map.type == PERF_EVENT_ARRAY else None
-        self._lost_now = 0
-        self._sites, self.lost_reason = _lost_counters(obj, map, self._bss)
+        self._counter = LostCounter(obj, map, self._perf)
+        self.lost_reason = self._counter.reason
         try:
             fresh = map.type == RINGBUF and reader.consumed == 0
             self._lost_base = 0 if fresh else self._kernel_counter()
@@ -109,17 +98,7 @@ class EventStream:
     # --- counters -----------------------------------------------------------
 
     def _kernel_counter(self) -> int | None:
-        """Failed writes into the map counted by the object (bpfnb_lost minus the sites
-        naming other maps), else the perf buffer's lost count; None if neither."""
-        if self._sites is None:
-            return self._perf.lost if self._perf is not None else None
-        total, others = self._sites
-        try:  # once the object is gone its last value stands
-            self._lost_now = int(getattr(self._bss, LOST_VARIABLE)) - sum(
-                int(getattr(self._bss, site)) for site in others)
-        except (ObjectClosedError, BPFError):
-            pass
-        return self._lost_now
+        return self._counter.read()
 
     @property
     def kernel_lost(self) -> int | None:
@@ -196,7 +175,7 @@ class EventStream:
 
     def close(self):
         """Stop the thread (collecting what is already in the buffer), free the buffer."""
-        self._lost_now = self._kernel_counter()
+        self._kernel_counter()  # its last value, while the object may still be there
         self._finalizer()
 
     def __enter__(self):
@@ -211,51 +190,8 @@ class EventStream:
         lost = self.lost
         lost_text = (f"{lost} lost" if lost is not None
                      else f"lost: unknown ({self.lost_reason})")
-        return f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, {lost_text}>"
-
-
-_MAP_ARGUMENT = re.compile(r"\(*&?\(*(\w+)\)*")
-
-
-def _lost_counters(obj, map, bss):
-    """(("bpfnb_lost", [site counters naming other maps]), None) when the object
-    counts the failed writes into ``map`` (built by bpfnb); else (None, why a ring
-    buffer's losses are unknown), or (None, None) for a perf buffer, whose events
-    count its losses. A site whose map argument is not a map's name (a pointer
-    variable) is in no list: it counts towards every map."""
-    btf = obj.btf
-    if bss is None or btf is None or LOST_VARIABLE not in bss:
-        if map.type == PERF_EVENT_ARRAY:
-            return None, None
-        return None, _not_counted_reason(obj)
-    named: dict[str, list] = {}
-    for t in btf.types():
-        if t.kind == "decl_tag" and t.name.startswith(LOST_SITE_TAG):
-            text = re.sub(r"\s+|\((?:const\s*)?(?:void|struct\s*\w+)\s*\*\)", "",
-                          t.name[len(LOST_SITE_TAG):])
-            m = _MAP_ARGUMENT.fullmatch(text)
-            var = btf.type(t.type_id)
-            if m and m.group(1) in obj.maps and var.name in bss:
-                named.setdefault(m.group(1), []).append(var.name)
-    if map.type == PERF_EVENT_ARRAY and map.name not in named:
-        return None, None  # no counted write names it: its events' count is better
-    others = [site for name, sites in named.items() if name != map.name for site in sites]
-    return (LOST_VARIABLE, others), None
-
-
-def _not_counted_reason(obj) -> str:
-    from . import build
-    path = getattr(obj, "path", None)
-    try:
-        ours = path is not None and Path(path).resolve().parent == \
-            (build.cache_dir() / "obj").resolve()
-    except OSError:
-        ours = False
-    if ours:
-        return ("no write into this ring buffer was compiled through bpfnb's "
-                "<bpf/bpf_helpers.h> (is another one first on the include path?), so "
-                "failed reservations are not counted")
-    return NOT_COUNTED
+        return (f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, "
+                f"{lost_text}>")
 
 
 def _typed_records(runs: list, dtype: np.dtype):

@@ -17,7 +17,7 @@ import pytest
 
 import bpfnb
 from bpfnb import build
-from bpfnb.stream import NOT_COUNTED
+from bpfnb.lost import NOT_COUNTED
 
 from test_stream import our_threads, wait_for
 

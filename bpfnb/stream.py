@@ -81,9 +81,9 @@ class EventStream:
         else:
             reader = PerfBuffer(map.fd, self.dtype, page_cnt)
         self._perf = reader if map.type == PERF_EVENT_ARRAY else None
-        self._counter = LostCounter(obj, map, self._perf)
-        self.lost_reason = self._counter.reason
         try:
+            self._counter = LostCounter(obj, map, self._perf)
+            self.lost_reason = self._counter.reason
             fresh = map.type == RINGBUF and reader.consumed == 0
             self._lost_base = 0 if fresh else self._kernel_counter()
             self._collector = _Collector(reader, self._obj, max_rows,

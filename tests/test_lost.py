@@ -302,3 +302,48 @@ def test_each_ring_buffer_has_its_own_count(clean, tmp_path):
         assert obj.bss.bpfnb_lost == N - FIT  # the object's total
     finally:
         obj.destroy()
+
+
+EITHER_RING = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "getpidsnoop.h"
+
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } odd SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } even SEC(".maps");
+
+pid_t target_tgid = 0;
+u64 seen = 0;
+
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int getpid_either(void *ctx)
+{
+	struct event e = {};
+	void *ring;
+
+	if (!target_tgid || (bpf_get_current_pid_tgid() >> 32) != target_tgid)
+		return 0;
+	e.seq = __sync_fetch_and_add(&seen, 1);
+	ring = e.seq & 1 ? (void *)&odd : (void *)&even;
+	bpf_ringbuf_output(ring, &e, sizeof(e), 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_write_through_a_pointer_counts_towards_every_map(clean, tmp_path):
+    # The call site names no map (`ring`), so neither count can leave its losses out:
+    # each ring's lost is the object's total, more than its own share, never less.
+    source = tmp_path / "either_ring.bpf.c"
+    source.write_text(EITHER_RING)
+    obj = bpfnb.load(source, cflags=["-I", str(PROGS)])
+    try:
+        burst(obj)
+        with obj.maps.odd.stream() as odd, obj.maps.even.stream() as even:
+            assert len(odd.to_df()) == len(even.to_df()) == FIT
+            assert odd.lost == even.lost == obj.bss.bpfnb_lost == N - 2 * FIT
+            assert odd.lost >= N // 2 - FIT
+    finally:
+        obj.destroy()

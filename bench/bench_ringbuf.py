@@ -17,7 +17,8 @@ total and without the set-up (opening the ring: mostly its mmap, twice its size,
 
 Concurrent: the C program calls lseek in a loop for a while (another process, PER_CALL
 records a call) while the stream, or the C consumer, collects from a smaller ring;
-records the ring could not take are counted by bpfnb.h's helper (bpfnb_lost). As
+records the ring could not take are counted by the object (bpfnb_lost: bpfnb's
+<bpf/bpf_helpers.h> counts every failed reservation and output). As
 fast as it can, the producer runs at different speeds against the two consumers
 (libbpf's is woken for nearly every record, and the wake-ups slow the producer), so
 a paced run at one rate for both compares their losses like for like.

@@ -34,42 +34,22 @@
  * the type in the program's BTF, which clang leaves out for types of local
  * variables, so that an object stripped of its DWARF still names it.
  *
- * A ring buffer reservation fails when the ring is full; the ring buffer helpers
- * then add 1 to bpfnb_lost, which EventStream.lost reports (perf buffers count their
- * losses themselves). A static .bss variable rather than a per-CPU map: libbpf 1.1
- * refuses static maps, and a global map would appear in every cell, while the
- * compiler drops this variable from cells that never use these helpers. */
-static __u64 bpfnb_lost;
+ * A reservation or output fails when the buffer is full: bpfnb's <bpf/bpf_helpers.h>
+ * counts every failed one, made through these helpers or the plain ones (bpfnb_lost
+ * and a counter per call site: see the "lost records" part there), and
+ * EventStream.lost reports them. */
 
 #define bpfnb_record_type(type) \
 	asm volatile("" :: "r"(__builtin_btf_type_id(*(type *)0, 0)))
 
-static __always_inline long __bpfnb_ringbuf_output(void *ringbuf, void *data, __u64 size)
-{
-	long err = bpf_ringbuf_output(ringbuf, data, size, 0);
-
-	if (err)
-		__sync_fetch_and_add(&bpfnb_lost, 1);
-	return err;
-}
-
 #define bpfnb_ringbuf_output(ringbuf, data, size) ({		\
 	bpfnb_record_type(typeof(*(data)));			\
-	__bpfnb_ringbuf_output(ringbuf, data, size);		\
+	bpf_ringbuf_output(ringbuf, data, size, 0);		\
 })
-
-static __always_inline void *__bpfnb_ringbuf_reserve(void *ringbuf, __u64 size)
-{
-	void *record = bpf_ringbuf_reserve(ringbuf, size, 0);
-
-	if (!record)
-		__sync_fetch_and_add(&bpfnb_lost, 1);
-	return record;
-}
 
 #define bpfnb_ringbuf_reserve(ringbuf, type) ({			\
 	bpfnb_record_type(type);				\
-	(type *)__bpfnb_ringbuf_reserve(ringbuf, sizeof(type));	\
+	(type *)bpf_ringbuf_reserve(ringbuf, sizeof(type), 0);	\
 })
 
 #define bpfnb_perf_output(ctx, map, data, size) ({		\

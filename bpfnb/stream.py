@@ -12,6 +12,12 @@ into a bounded buffer (the oldest rows go first, counted in ``dropped``). It sto
 ``close()``, when the stream is garbage collected, and soon after its Object is
 destroyed (after collecting what was left in the buffer); it holds its own fd and
 mappings, so the Object's teardown never waits for it nor pulls memory from under it.
+``to_df()`` and ``tail()`` first have the thread read the buffer once more, so they
+hold every record committed before the call.
+
+Lost records (bpfnb/lost.py): objects built by bpfnb count their failed writes per
+map; a perf buffer's events count the samples they dropped, read when ``lost`` is
+asked; a ring buffer of any other object has ``lost`` None, with ``lost_reason``.
 """
 
 from __future__ import annotations
@@ -25,24 +31,29 @@ import weakref
 
 import numpy as np
 
-from .libbpf import BPFError, ObjectClosedError
+from .libbpf import BPFError
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
 from .libbpf.ringbuf import PerfBuffer, RingBuffer
+from .lost import LostCounter
 
 DEFAULT_MAX_ROWS = 1_000_000
 # How soon a waiting thread notices that its Object was destroyed.
 POLL_INTERVAL = 0.1
-# bpf/bpfnb.h's .bss counter of ring buffer reservations that failed.
-LOST_VARIABLE = "bpfnb_lost"
+# How long to_df() waits for the thread's read of what was committed before it.
+FLUSH_TIMEOUT = 5.0
 
 
 class EventStream:
     """Records of a ring buffer or perf event array map, collected in the background.
 
-    ``lost`` = ``kernel_lost`` (records the kernel could not put in the buffer: perf
-    buffers count them; ring buffers count them when written with bpf/bpfnb.h's
-    ``bpfnb_ringbuf_output``/``bpfnb_ringbuf_reserve``, one counter per object) +
-    ``dropped`` (rows pushed out of our buffer by ``max_rows``).
+    ``lost`` = ``kernel_lost`` (records that never reached the buffer) + ``dropped``
+    (rows pushed out of our buffer by ``max_rows``). ``kernel_lost`` counts, per map,
+    the failed writes of an object built by bpfnb (each call site counts towards the
+    map it names; a site writing through a pointer variable counts towards every map
+    it could be), else a perf buffer's own count of the samples it dropped; it is None
+    for a ring buffer of another object (``lost_reason`` says why). It counts from the
+    stream's start, or from the object's load for the first stream of a ring buffer
+    never read before (that stream also receives the records written before it).
     """
 
     def __init__(self, map, type: str | None = None, *, max_rows: int = DEFAULT_MAX_ROWS,
@@ -65,15 +76,16 @@ class EventStream:
                                  f"decode: name it, e.g. .stream('struct event', decode=...)")
             self._frame([], self.decode)
         self._obj = weakref.ref(obj)
-        self._bss = obj.globals.get("bss")
         if map.type == RINGBUF:
             reader = RingBuffer(map.fd, map.max_entries, self.dtype)
         else:
             reader = PerfBuffer(map.fd, self.dtype, page_cnt)
         self._perf = reader if map.type == PERF_EVENT_ARRAY else None
-        self._lost_now = 0
         try:
-            self._lost_base = self._kernel_counter()
+            self._counter = LostCounter(obj, map, self._perf)
+            self.lost_reason = self._counter.reason
+            fresh = map.type == RINGBUF and reader.consumed == 0
+            self._lost_base = 0 if fresh else self._kernel_counter()
             self._collector = _Collector(reader, self._obj, max_rows,
                                          f"bpfnb-stream-{map.name}")
         except BaseException:
@@ -85,22 +97,15 @@ class EventStream:
 
     # --- counters -----------------------------------------------------------
 
-    def _kernel_counter(self) -> int:
-        """The object's bpfnb_lost (ring buffers) or the perf buffer's lost count."""
-        if self._perf is not None:
-            return self._perf.lost
-        if self._bss is None or LOST_VARIABLE not in self._bss:
-            return 0
-        try:  # once the object is gone its last value stands
-            self._lost_now = int(getattr(self._bss, LOST_VARIABLE))
-        except (ObjectClosedError, BPFError):
-            pass
-        return self._lost_now
+    def _kernel_counter(self) -> int | None:
+        return self._counter.read()
 
     @property
-    def kernel_lost(self) -> int:
-        """Records the kernel dropped since the stream opened (or was cleared)."""
-        return self._kernel_counter() - self._lost_base
+    def kernel_lost(self) -> int | None:
+        """Records that never reached the buffer since the stream opened (or was
+        cleared); None when nothing counts them (see ``lost_reason``)."""
+        now = self._kernel_counter()
+        return None if now is None else now - self._lost_base
 
     @property
     def dropped(self) -> int:
@@ -108,8 +113,10 @@ class EventStream:
         return self._collector.dropped
 
     @property
-    def lost(self) -> int:
-        return self.kernel_lost + self.dropped
+    def lost(self) -> int | None:
+        """``kernel_lost`` + ``dropped``; None when the kernel side is not counted."""
+        kernel = self.kernel_lost
+        return None if kernel is None else kernel + self.dropped
 
     @property
     def running(self) -> bool:
@@ -130,11 +137,18 @@ class EventStream:
 
         ``decode`` ({column: decoder}) adds to the stream's own ``decode=``."""
         self._check()
-        return self._frame(self._collector.snapshot(), decode)
+        self._collector.flush()
+        df = self._frame(self._collector.snapshot(), decode)
+        lost = self.lost
+        df.attrs.update(lost=lost, dropped=self.dropped)
+        if lost is None:
+            df.attrs["lost_reason"] = self.lost_reason
+        return df
 
     def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()
+        self._collector.flush()
         return self._frame(self._collector.snapshot(n), decode)
 
     def clear(self):
@@ -161,7 +175,7 @@ class EventStream:
 
     def close(self):
         """Stop the thread (collecting what is already in the buffer), free the buffer."""
-        self._lost_now = self._kernel_counter()
+        self._kernel_counter()  # its last value, while the object may still be there
         self._finalizer()
 
     def __enter__(self):
@@ -173,8 +187,11 @@ class EventStream:
     def __repr__(self):
         state = "running" if self.running else "stopped"
         what = self.type or "raw bytes"
+        lost = self.lost
+        lost_text = (f"{lost} lost" if lost is not None
+                     else f"lost: unknown ({self.lost_reason})")
         return (f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, "
-                f"{self.lost} lost>")
+                f"{lost_text}>")
 
 
 def _typed_records(runs: list, dtype: np.dtype):
@@ -212,7 +229,15 @@ class _Collector:
         self.error: BaseException | None = None
         self._obj_ref = obj_ref
         self._lock = threading.Lock()
+        # Held by the thread from a read() until its runs are added, and to close the
+        # reader: with it, flush() sees either all of a read or none of it.
+        self._read_lock = threading.Lock()
         self._stopping = False
+        # flush(): tickets asked by readers, and the last one a read pass began after
+        self._flush = threading.Condition()
+        self._asked = 0
+        self._done = 0
+        self._finished = False
         self._wake_lock = threading.Lock()
         self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -234,19 +259,58 @@ class _Collector:
                 ep.register(self.reader.fileno(), select.EPOLLIN)
                 ep.register(self._wake, select.EPOLLIN)
                 while not self._stopping and self._object_alive():
-                    runs = self.reader.read()
-                    if runs:
-                        self._add(runs)
-                    else:
-                        ep.poll(POLL_INTERVAL)
-            self._add(self.reader.read())  # what was written before the stop
+                    ticket = self._asked  # before the read: it covers this request
+                    with self._read_lock:
+                        runs = self.reader.read()
+                        if runs:
+                            self._add(runs)
+                    if ticket != self._done:
+                        with self._flush:
+                            self._done = ticket
+                            self._flush.notify_all()
+                    if not runs and ep.poll(POLL_INTERVAL):
+                        self._clear_wake()
+            with self._read_lock:
+                self._add(self.reader.read())  # what was written before the stop
         except Exception as e:  # surfaced by to_df(): a thread's exception is lost
             self.error = e
         finally:
             self._release()
+            with self._flush:  # nothing more will come: no reader waits
+                self._finished = True
+                self._flush.notify_all()
+
+    def _clear_wake(self):
+        with self._wake_lock:
+            if self._wake >= 0:
+                try:
+                    os.eventfd_read(self._wake)
+                except BlockingIOError:
+                    pass
+
+    def flush(self):
+        """Wait until the thread has read the buffer once after this call began; at
+        once when it holds nothing (the common case: no wake-up, no wait)."""
+        if threading.current_thread() is self.thread:
+            return
+        with self._read_lock:
+            if self._finished or not self.reader.pending():
+                return
+        with self._flush:
+            if self._finished or not self.thread.is_alive():
+                return
+            self._asked += 1
+            ticket = self._asked
+        with self._wake_lock:
+            if self._wake >= 0:
+                os.eventfd_write(self._wake, 1)
+        with self._flush:
+            self._flush.wait_for(lambda: self._done >= ticket or self._finished,
+                                 FLUSH_TIMEOUT)
 
     def _release(self):
-        self.reader.close()
+        with self._read_lock:
+            self.reader.close()
         with self._wake_lock:
             if self._wake >= 0:
                 os.close(self._wake)

@@ -14,7 +14,11 @@ copied out in batches through a strided numpy view (one copy per run of records,
 one Python call per record); anything else takes a per-record walk.
 
 ``PerfBuffer`` wraps libbpf's perf_buffer (BPF_MAP_TYPE_PERF_EVENT_ARRAY) with a
-ctypes sample callback and counts lost samples.
+ctypes callback per record, and counts lost samples at the moment it is asked: each
+CPU's perf event is opened with PERF_FORMAT_LOST, so a read() of its fd gives the
+samples the kernel could not write (Linux >= 6.0). The PERF_RECORD_LOST records
+carry the same count, but only once the next sample that fits reaches that CPU's
+ring; they are the fallback where the kernel lacks PERF_FORMAT_LOST.
 
 Both hand out *runs*: a numpy structured array of records of the given dtype, or a
 list of ``bytes`` for records of another size, in arrival order. Neither starts a
@@ -28,6 +32,8 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import struct
+import threading
 from ctypes import c_int, c_uint32, c_uint64, c_void_p
 
 import numpy as np
@@ -80,6 +86,7 @@ class RingBuffer:
         self._cons_pos = np.frombuffer(self._cons_mm, dtype=np.uint64, count=1)
         self._prod_pos = np.frombuffer(self._data_mm, dtype=np.uint64, count=1)
         self._cons = int(self._cons_pos[0])
+        self.consumed = self._cons  # where this reader starts: 0 if never read before
         if self.dtype is not None:
             self._record_size = self.dtype.itemsize
             self._stride = _padded(self._record_size + HEADER_SIZE)
@@ -90,6 +97,11 @@ class RingBuffer:
     def fileno(self) -> int:
         """An fd that polls readable (EPOLLIN) while records are waiting."""
         return self._fd
+
+    def pending(self) -> bool:
+        """Whether the producer is past what this reader consumed (any thread, not
+        during close())."""
+        return self._fd >= 0 and int(self._prod_pos[0]) != self._cons
 
     def read(self) -> list:
         """Every committed record up to the producer position, as runs."""
@@ -171,52 +183,112 @@ class RingBuffer:
             pass
 
 
-_SAMPLE_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_void_p, c_uint32)
-_LOST_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_uint64)
+_RECORD_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_int, c_void_p)
+_PERF_EVENT_CONT = 1  # enum bpf_perf_event_ret: go on
 # Sample sizes are the record padded so that size + 4 is a multiple of 8.
 _PERF_PAD = 8
+# include/uapi/linux/perf_event.h
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_BPF_OUTPUT = 10
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FORMAT_LOST = 1 << 4
+PERF_RECORD_LOST = 2
+PERF_RECORD_SAMPLE = 9
+_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7; the fields past the ones set stay zero
+_HEADER = struct.Struct("<IHH")  # struct perf_event_header: type, misc, size
+_DATA_HEAD = 1024  # offsetof(struct perf_event_mmap_page, data_head); data_tail follows
+
+
+def _perf_attr(read_format: int) -> ctypes.Array:
+    """struct perf_event_attr as libbpf's perf_buffer__new builds it, plus read_format."""
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into("<IIQQQQ", attr, 0, PERF_TYPE_SOFTWARE, _ATTR_SIZE,
+                     PERF_COUNT_SW_BPF_OUTPUT, 1, PERF_SAMPLE_RAW, read_format)
+    struct.pack_into("<I", attr, 48, 1)  # wakeup_events: every sample wakes the poll
+    return attr
 
 
 class PerfBuffer:
     """Consume a perf event array map through libbpf's perf_buffer.
 
-    One ctypes callback per sample (the kernel interface hands samples out one by one
+    One ctypes callback per record (the kernel interface hands samples out one by one
     across per-CPU rings); samples are gathered as bytes and decoded per ``read()`` in
-    one numpy call. ``lost`` counts samples the kernel dropped for lack of space.
+    one numpy call. ``lost`` is the number of samples the kernel dropped for lack of
+    space, current when read (any thread).
     """
 
     def __init__(self, map_fd: int, dtype: np.dtype | None = None, page_cnt: int = 64):
         if page_cnt <= 0 or page_cnt & (page_cnt - 1):
             raise ValueError(f"page_cnt must be a power of 2, not {page_cnt}")
         self.dtype = np.dtype(dtype) if dtype is not None else None
-        self.lost = 0
         self._samples: list[bytes] = []
+        self._lost_records = 0   # from PERF_RECORD_LOST (the fallback)
+        self._lost_read = 0      # from the events' fds, last read
+        self._event_fds: list[int] = []
+        self._lock = threading.Lock()  # lost (any thread) against close()
         # libbpf keeps the fd and deletes its per-CPU entries from it at free time:
         # our own dup keeps that from hitting an fd number the Object closed and reused.
         self._fd = os.dup(map_fd)
-        # The callbacks must outlive the perf_buffer: held on self until close().
-        self._sample_cb = _SAMPLE_FN(self._on_sample)
-        self._lost_cb = _LOST_FN(self._on_lost)
-        ptr = lib.perf_buffer__new(self._fd, page_cnt,
-                                   ctypes.cast(self._sample_cb, c_void_p),
-                                   ctypes.cast(self._lost_cb, c_void_p), None, None)
+        # The callback must outlive the perf_buffer: held on self until close().
+        self._record_cb = _RECORD_FN(self._on_record)
+        ptr = self._open(page_cnt, PERF_FORMAT_LOST)
+        lost_format = bool(ptr)
+        if not ptr:  # a kernel before 6.0: PERF_RECORD_LOST only
+            ptr = self._open(page_cnt, 0)
         if not ptr:
             err = last_errno()
             os.close(self._fd)
             self._fd = -1
             raise BPFError("cannot open the perf buffer", err)
         self._ptr = ptr
+        n = lib.perf_buffer__buffer_cnt(ptr)
+        if lost_format:
+            self._event_fds = [lib.perf_buffer__buffer_fd(ptr, i) for i in range(n)]
+        # Each CPU's ring starts with its struct perf_event_mmap_page: data_head and
+        # data_tail say whether samples wait there (pending()).
+        self._heads = []
+        for i in range(n):
+            base, size = c_void_p(), ctypes.c_size_t()
+            if lib.perf_buffer__buffer(ptr, i, ctypes.byref(base), ctypes.byref(size)) == 0 \
+                    and base.value:
+                self._heads.append((c_uint64.from_address(base.value + _DATA_HEAD),
+                                    c_uint64.from_address(base.value + _DATA_HEAD + 8)))
         self._epoll_fd = lib.perf_buffer__epoll_fd(ptr)
         if self._epoll_fd < 0:
             self.close()
             raise BPFError("perf buffer has no epoll fd", last_errno(self._epoll_fd))
 
-    def _on_sample(self, _ctx, _cpu, data, size):
-        if data and size:
-            self._samples.append(ctypes.string_at(data, size))
+    def _open(self, page_cnt: int, read_format: int):
+        attr = _perf_attr(read_format)  # libbpf passes it to perf_event_open only
+        return lib.perf_buffer__new_raw(self._fd, page_cnt, attr,
+                                        ctypes.cast(self._record_cb, c_void_p), None, None)
 
-    def _on_lost(self, _ctx, _cpu, count):
-        self.lost += count
+    def _on_record(self, _ctx, _cpu, header):
+        if header:
+            kind, _, size = _HEADER.unpack(ctypes.string_at(header, 8))
+            if kind == PERF_RECORD_SAMPLE and size > 12:
+                raw = ctypes.string_at(header + 8, size - 8)
+                self._samples.append(raw[4:4 + int.from_bytes(raw[:4], "little")])
+            elif kind == PERF_RECORD_LOST and not self._event_fds:
+                self._lost_records += int.from_bytes(ctypes.string_at(header + 16, 8),
+                                                     "little")
+        return _PERF_EVENT_CONT
+
+    @property
+    def lost(self) -> int:
+        """Samples the kernel could not write, up to now."""
+        with self._lock:
+            if self._ptr is not None and self._event_fds:
+                # struct read_format with PERF_FORMAT_LOST alone: {u64 value, u64 lost}
+                self._lost_read = sum(struct.unpack("<QQ", os.read(fd, 16))[1]
+                                      for fd in self._event_fds)
+        return self._lost_read + self._lost_records
+
+    def pending(self) -> bool:
+        """Whether a CPU's ring holds records not yet read (any thread, not during
+        close())."""
+        return self._ptr is not None and any(head.value != tail.value
+                                             for head, tail in self._heads)
 
     def fileno(self) -> int:
         """libbpf's epoll fd over the per-CPU rings: readable while samples wait."""
@@ -233,10 +305,15 @@ class PerfBuffer:
         return _group(samples, self.dtype)
 
     def close(self):
-        """Free libbpf's perf_buffer. Not while another thread is inside read()."""
-        ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr:
-            lib.perf_buffer__free(ptr)
+        """Free libbpf's perf_buffer (``lost`` keeps its last count). Not while another
+        thread is inside read()."""
+        if getattr(self, "_ptr", None):
+            self.lost  # the final count, while the events are open
+        with self._lock:
+            ptr, self._ptr = getattr(self, "_ptr", None), None
+            self._heads = []  # they point into the rings freed next
+            if ptr:
+                lib.perf_buffer__free(ptr)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

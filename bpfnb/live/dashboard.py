@@ -195,9 +195,11 @@ class Dashboard(widgets.VBox):
 
     def _show_status(self, state: str):
         rows = sum(v.rows for v in self.views)
-        lost = sum(v.lost for v in self.views)
+        losses = [v.lost for v in self.views]
+        lost = None if None in losses else sum(losses)
         color = "#b00" if self.error else "#555"
-        lost_html = f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost"
+        lost_html = ("lost: unknown" if lost is None else
+                     f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost")
         self.status.value = (f"<span style='font-size:11px;color:{color}'>{state} · "
                              f"{self.fps:.1f} frames/s · {self.frame_ms:.0f} ms/frame · "
                              f"{rows:,} rows · {lost_html}</span>")

@@ -596,7 +596,7 @@ class Table(View):
     def sample(self, now):
         if isinstance(self.source, EventStream):
             self.data = self.source.tail(self.n)
-            self.lost = int(self.source.lost)
+            self.lost = self.source.lost  # None: not counted (a prebuilt ring buffer)
         else:
             self.data = _frame(self.source).head(self.n)
         self.rows = len(self.data)

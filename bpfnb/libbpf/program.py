@@ -13,11 +13,12 @@ import errno
 import os
 import platform
 import socket
+import stat
 import struct
 import threading
 import weakref
 
-from . import _lib, sysfs
+from . import _check, _lib, sysfs
 from ._lib import lib
 from .errors import AttachError, BPFError, ObjectClosedError, last_errno, make
 
@@ -172,6 +173,8 @@ class Program:
         """Attach to ``function`` (or ``offset``) in ``binary`` (a path or a library name
         like "libc.so.6"); ``pid=-1`` traces every process."""
         self.fd
+        pid = _pid(pid, f"attach_uprobe of {self.name!r}")
+        offset = _check.u64(offset, f"attach_uprobe of {self.name!r}: offset")
         if retprobe is None:
             retprobe = self.section.startswith("uretprobe")
         opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), retprobe=retprobe,
@@ -184,6 +187,7 @@ class Program:
 
     def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
         self.fd
+        pid = _pid(pid, f"attach_usdt of {self.name!r}")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_usdt(self._ptr, pid, binary.encode(),
                                                provider.encode(), name.encode(), None)
@@ -193,7 +197,11 @@ class Program:
                           cpus=None, event: str = "cpu-clock", pid: int = -1) -> list[Link]:
         """Sample on every CPU (or ``cpus``) at ``freq`` Hz, or every ``period`` events."""
         self.fd
-        cpus = _online_cpus() if cpus is None else cpus
+        what = f"attach_perf_event of {self.name!r}"
+        cpus = _online_cpus() if cpus is None else [
+            _check.check(cpu, f"{what}: cpu", 32, True, lo=0) for cpu in cpus]
+        pid = _pid(pid, what)
+        _sample_rate(freq, period, what)
         links = []
         try:
             for cpu in cpus:
@@ -211,8 +219,10 @@ class Program:
         return links
 
     def attach_perf_event_fd(self, pfd: int) -> Link:
-        """Attach to a perf event the caller opened; the link owns ``pfd`` from now on."""
+        """Attach to a perf event the caller opened; the link owns ``pfd`` from now on
+        (on failure the caller still does)."""
         self.fd
+        pfd = _check.fd(pfd, f"attach_perf_event_fd of {self.name!r}: pfd")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
         return self._link(ptr, f"perf_event/fd{pfd}", log.text)
@@ -231,7 +241,12 @@ class Program:
         if path is None:
             raise AttachError("cgroup v2 is not mounted: mount -t cgroup2 none /sys/fs/cgroup",
                               errno.ENOENT)
-        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise AttachError(f"cannot attach program {self.name!r}: cannot open cgroup "
+                              f"{path} ({e.strerror}); give a cgroup v2 directory",
+                              e.errno) from None
         try:
             with _lib.capture() as log:
                 ptr = lib.bpf_program__attach_cgroup(self._ptr, cg)
@@ -245,7 +260,13 @@ class Program:
         created when missing and removed again when the last of our filters goes."""
         fd = self.fd
         ifindex = _ifindex(interface)
+        if direction not in ("ingress", "egress"):
+            raise ValueError(f"attach_tc of {self.name!r}: direction is 'ingress' or "
+                             f"'egress', not {direction!r}")
         point = {"ingress": _TC_INGRESS, "egress": _TC_EGRESS}[direction]
+        # tc filter priorities are 16-bit; 0 would let the kernel pick one we never learn
+        priority = _check.check(priority, f"attach_tc of {self.name!r}: priority", 16,
+                                False, lo=1)
         hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
         opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fd, priority=priority)
         with _lib.capture() as log:
@@ -267,12 +288,17 @@ class Program:
         return link
 
     def attach_socket(self, sock: socket.socket | int) -> Link:
-        """Attach a socket filter to a socket (SO_ATTACH_BPF)."""
+        """Attach a socket filter to a socket (SO_ATTACH_BPF): a socket object, or the
+        fd of one (the link keeps its own duplicate, closed on detach)."""
         fd = self.fd
-        sock = sock if isinstance(sock, socket.socket) else socket.socket(fileno=os.dup(sock))
+        owned = not isinstance(sock, socket.socket)
+        if owned:
+            sock = _socket_from_fd(sock, f"attach_socket of {self.name!r}")
         try:
             sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_BPF, fd)
         except OSError as e:
+            if owned:
+                sock.close()
             raise make(AttachError, f"cannot attach socket filter {self.name!r}",
                        e.errno) from None
 
@@ -281,6 +307,8 @@ class Program:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_BPF, 0)
             except OSError:
                 pass  # socket already closed: the filter went with it
+            if owned:
+                sock.close()
 
         link = Link(None, f"socket/{sock.fileno()}", detach)
         self.links.append(link)
@@ -453,13 +481,44 @@ def _tc_hook_release(ifindex: int):
 
 
 def _ifindex(interface: str | int) -> int:
-    if isinstance(interface, int):
-        return interface
+    if not isinstance(interface, str):
+        return _check.check(interface, "interface index", 32, True, lo=1)
     try:
         return socket.if_nametoindex(interface)
     except OSError:
         raise AttachError(f"no network interface named {interface!r} in this network "
                           f"namespace (see `ip link`)", errno.ENODEV) from None
+
+
+def _pid(pid, what: str) -> int:
+    """A pid argument: -1 (every process) or a pid, as a C int."""
+    return _check.check(pid, f"{what}: pid", 32, True, lo=-1)
+
+
+def _sample_rate(freq, period, what: str):
+    """perf_event_attr.sample_freq/period are u64; 0 would mean "never sample"."""
+    if period:
+        _check.check(period, f"{what}: period", 64, False, lo=1)
+    elif freq is not None:
+        _check.check(freq, f"{what}: freq", 64, False, lo=1)
+
+
+def _socket_from_fd(fd, what: str) -> socket.socket:
+    """A socket object over a duplicate of ``fd``, after checking it is a socket."""
+    fd = _check.fd(fd, f"{what}: fd")
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        raise AttachError(f"{what}: fd {fd} is not open", e.errno) from None
+    if not stat.S_ISSOCK(mode):
+        raise AttachError(f"{what}: fd {fd} is not a socket; pass a socket or its "
+                          f"fileno()", errno.ENOTSOCK)
+    dup = os.dup(fd)
+    try:
+        return socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise
 
 
 def _online_cpus() -> list[int]:
@@ -499,6 +558,10 @@ def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
     if event not in _PERF_EVENTS:
         raise ValueError(f"unknown perf event {event!r}; known: {', '.join(_PERF_EVENTS)}")
     ptype, config = _PERF_EVENTS[event]
+    what = f"perf_event_open({event})"
+    cpu = _check.check(cpu, f"{what}: cpu", 32, True, lo=-1)
+    pid = _pid(pid, what)
+    _sample_rate(freq, period, what)
     attr = _PerfEventAttr(type=ptype, size=ctypes.sizeof(_PerfEventAttr), config=config)
     if period:
         attr.sample_period = period

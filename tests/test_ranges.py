@@ -280,3 +280,20 @@ def test_attach_arguments_are_checked_before_any_syscall(obj, call, message):
 def test_attach_cgroup_with_a_bad_path_is_an_attach_error(obj):
     with pytest.raises(AttachError, match=r"cannot open cgroup /nonexistent/cg"):
         obj.progs.keep_all.attach_cgroup("/nonexistent/cg")
+
+
+def test_failed_attaches_leave_no_fd(obj):
+    """Each failure path closes what it opened: the perf event fds opened per CPU, the
+    cgroup directory, the uprobe's binary. (A socket filter attaches to none of these.)"""
+    prog = obj.progs.keep_all
+    before = fds()
+    for _ in range(20):
+        with pytest.raises(AttachError):
+            prog.attach_perf_event(freq=1)  # perf fds open, then the attach is refused
+        with pytest.raises(AttachError):
+            prog.attach_cgroup("/etc")  # a directory, not a cgroup
+        with pytest.raises(AttachError):
+            prog.attach_uprobe("/nonexistent/binary", "main")
+        with pytest.raises(AttachError):
+            prog.attach_xdp(2**31 - 1)  # no such interface
+    assert fds() == before and prog.links == []

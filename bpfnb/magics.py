@@ -458,7 +458,8 @@ def _parse_sets(items) -> dict:
 def _set_range_message(e: RangeError, values: dict) -> str:
     """The --set error naming the variable: "--set small=300: `small` is a u8 (0..255)"
     (``e.what`` may be a field in it: cfg.port)."""
-    var = re.match(r"\w+", e.what).group()
+    word = re.match(r"\w+", e.what)
+    var = word.group() if word else e.what
     article = "an" if e.type.startswith("enum") else "a"
     return (f"--set {var}={values.get(var)!r}: `{e.what}` is {article} {e.type} "
             f"({e.lo}..{e.hi})")

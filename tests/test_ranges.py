@@ -297,3 +297,9 @@ def test_failed_attaches_leave_no_fd(obj):
         with pytest.raises(AttachError):
             prog.attach_xdp(2**31 - 1)  # no such interface
     assert fds() == before and prog.links == []
+
+
+def test_kernel_prog_info_checks_the_id(obj):
+    assert bpfnb.libbpf.kernel_prog_info(obj.progs.keep_all.id)["name"] == "keep_all"
+    with pytest.raises(RangeError, match=r"kernel_prog_info: prog_id: -1 out of range"):
+        bpfnb.libbpf.kernel_prog_info(-1)

@@ -88,6 +88,19 @@ def fd(value, what: str = "fd") -> int:
     return check(value, what, 32, True, lo=0)
 
 
+def pid(value, what: str) -> int:
+    """A pid argument: -1 (every process) or a pid, as a C int."""
+    return check(value, f"{what}: pid", 32, True, lo=-1)
+
+
+def sample_rate(freq, period, what: str):
+    """perf_event_attr.sample_freq/period are u64; 0 would mean "never sample"."""
+    if period:
+        check(period, f"{what}: period", 64, False, lo=1)
+    elif freq is not None:
+        check(freq, f"{what}: freq", 64, False, lo=1)
+
+
 def array(values, dtype: np.dtype, what: str) -> np.ndarray:
     """``values`` as a contiguous array of ``dtype``, refusing anything numpy would wrap.
 

@@ -173,7 +173,7 @@ class Program:
         """Attach to ``function`` (or ``offset``) in ``binary`` (a path or a library name
         like "libc.so.6"); ``pid=-1`` traces every process."""
         self.fd
-        pid = _pid(pid, f"attach_uprobe of {self.name!r}")
+        pid = _check.pid(pid, f"attach_uprobe of {self.name!r}")
         offset = _check.u64(offset, f"attach_uprobe of {self.name!r}: offset")
         if retprobe is None:
             retprobe = self.section.startswith("uretprobe")
@@ -187,7 +187,7 @@ class Program:
 
     def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
         self.fd
-        pid = _pid(pid, f"attach_usdt of {self.name!r}")
+        pid = _check.pid(pid, f"attach_usdt of {self.name!r}")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_usdt(self._ptr, pid, binary.encode(),
                                                provider.encode(), name.encode(), None)
@@ -200,8 +200,8 @@ class Program:
         what = f"attach_perf_event of {self.name!r}"
         cpus = _online_cpus() if cpus is None else [
             _check.check(cpu, f"{what}: cpu", 32, True, lo=0) for cpu in cpus]
-        pid = _pid(pid, what)
-        _sample_rate(freq, period, what)
+        pid = _check.pid(pid, what)
+        _check.sample_rate(freq, period, what)
         links = []
         try:
             for cpu in cpus:
@@ -418,7 +418,7 @@ def prog_info(fd: int) -> dict | None:
 
 def kernel_prog_info(prog_id: int) -> dict | None:
     """prog_info() of any program in the kernel by id; None once it is gone."""
-    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    fd = lib.bpf_prog_get_fd_by_id(_check.u32(prog_id, "kernel_prog_info: prog_id"))
     if fd < 0:
         return None
     try:
@@ -490,19 +490,6 @@ def _ifindex(interface: str | int) -> int:
                           f"namespace (see `ip link`)", errno.ENODEV) from None
 
 
-def _pid(pid, what: str) -> int:
-    """A pid argument: -1 (every process) or a pid, as a C int."""
-    return _check.check(pid, f"{what}: pid", 32, True, lo=-1)
-
-
-def _sample_rate(freq, period, what: str):
-    """perf_event_attr.sample_freq/period are u64; 0 would mean "never sample"."""
-    if period:
-        _check.check(period, f"{what}: period", 64, False, lo=1)
-    elif freq is not None:
-        _check.check(freq, f"{what}: freq", 64, False, lo=1)
-
-
 def _socket_from_fd(fd, what: str) -> socket.socket:
     """A socket object over a duplicate of ``fd``, after checking it is a socket."""
     fd = _check.fd(fd, f"{what}: fd")
@@ -560,8 +547,8 @@ def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
     ptype, config = _PERF_EVENTS[event]
     what = f"perf_event_open({event})"
     cpu = _check.check(cpu, f"{what}: cpu", 32, True, lo=-1)
-    pid = _pid(pid, what)
-    _sample_rate(freq, period, what)
+    pid = _check.pid(pid, what)
+    _check.sample_rate(freq, period, what)
     attr = _PerfEventAttr(type=ptype, size=ctypes.sizeof(_PerfEventAttr), config=config)
     if period:
         attr.sample_period = period

@@ -122,6 +122,20 @@ def test_batch_out_of_range_element_is_named_and_nothing_written(obj):
         counts.lookup_batch(chunk=0)
 
 
+def test_per_cpu_values_are_checked_per_cpu(obj):
+    per_cpu, ncpu = obj.maps.per_cpu, len(obj.maps.per_cpu[0])
+    with pytest.raises(RangeError, match=r"map 'per_cpu' value: 4294967296 out of range"):
+        per_cpu[1] = [0] * (ncpu - 1) + [2**32]
+    values = np.zeros((2, ncpu), np.int64)
+    values[1, ncpu - 1] = -1
+    with pytest.raises(RangeError, match=rf"update_batch values\[1, {ncpu - 1}\]: -1 out"):
+        per_cpu.update_batch([0, 1], values)
+    assert per_cpu[1] == [0] * ncpu
+    values[1, ncpu - 1] = U32_MAX
+    per_cpu.update_batch([0, 1], values)
+    assert per_cpu[1] == [0] * (ncpu - 1) + [U32_MAX]
+
+
 def test_the_binding_itself_never_wraps(obj):
     """Under the named checks, every prototype's integer arguments are checked too."""
     counts = obj.maps.counts
@@ -143,11 +157,14 @@ def test_the_binding_itself_never_wraps(obj):
     ("smin", -2**31 - 1, r"smin: -2147483649 out of range for s32 "
                          r"\(-2147483648\.\.2147483647\)"),
     ("big", 2**64, r"big: 18446744073709551616 out of range for u64"),
+    ("enabled", 2, r"enabled: 2 out of range for bool \(0\.\.1\)"),
+    ("small", "7", r"small: expected int for u8, got str '7'"),
+    ("small", 7.0, r"small: expected int for u8, got float 7\.0"),
     ("comm", "x" * 16, r"comm: expected str of at most 15 chars \(UTF-8 bytes\) for "
                        r"const volatile char\[16\], got 16"),
 ])
 def test_rodata_out_of_range_names_the_variable(no_leaks, name, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         bpfnb.load(PROG, maps=SIZES, rodata={name: value})
 
 
@@ -168,7 +185,8 @@ def test_bitfields_and_enums_are_checked(obj, value, error, message):
 
 
 def seen_after_opens(**rodata):
-    with bpfnb.load(PROG, maps=SIZES, rodata={"targ_pid": os.getpid(), **rodata}) as o:
+    rodata = {"targ_pid": os.getpid(), "enabled": True, **rodata}
+    with bpfnb.load(PROG, maps=SIZES, rodata=rodata) as o:
         opts = {"mode": 7, "verbose": 1, "delta": -8, "level": "LEVEL_HIGH"}
         o.bss.opts = opts
         open_n(3)

@@ -149,4 +149,6 @@ def _check_cast(src: np.ndarray, dtype: np.dtype, what: str):
     if lo < info.min or hi > info.max:
         flat = src.ravel()
         i = int(np.argmax((flat < info.min) | (flat > info.max)))
-        raise RangeError(f"{what}[{i}]", int(flat[i]), label, int(info.min), int(info.max))
+        where = ", ".join(str(int(j)) for j in np.unravel_index(i, src.shape))
+        raise RangeError(f"{what}[{where}]", int(flat[i]), label, int(info.min),
+                         int(info.max))

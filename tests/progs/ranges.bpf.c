@@ -11,6 +11,7 @@ const volatile __u8 small = 0;
 const volatile __u32 ubig = 0;
 const volatile __s32 smin = 0;
 const volatile __u64 big = 0;
+const volatile bool enabled = false;
 const volatile char comm[TASK_COMM_LEN] = {};
 struct opts opts = {};
 __u64 hits = 0;
@@ -29,13 +30,20 @@ struct {
 	__type(value, __s64);
 } counts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} per_cpu SEC(".maps");
+
 SEC("tracepoint/syscalls/sys_enter_openat")
 int on_openat(struct trace_event_raw_sys_enter *ctx)
 {
 	struct seen s = {};
 	__u32 key = 0;
 
-	if ((bpf_get_current_pid_tgid() >> 32) != targ_pid)
+	if (!enabled || (bpf_get_current_pid_tgid() >> 32) != targ_pid)
 		return 0;
 	__sync_fetch_and_add(&hits, 1);
 	s.big = big;

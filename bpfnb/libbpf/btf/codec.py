@@ -280,12 +280,12 @@ class Codec:
                     return
                 else:
                     if isinstance(value, (float, np.floating)) or isinstance(value, str):
-                        raise TypeError(f"{path}: expected {what} for {cname}, got "
+                        raise TypeError(f"{path}: expected {what} for {label}, got "
                                         f"{type(value).__name__} {value!r}")
                     try:
                         v = operator.index(value)
                     except TypeError:
-                        raise TypeError(f"{path}: expected {what} for {cname}, got "
+                        raise TypeError(f"{path}: expected {what} for {label}, got "
                                         f"{type(value).__name__}") from None
                     if not lo <= v <= hi:
                         raise RangeError(path, v, label, lo, hi)

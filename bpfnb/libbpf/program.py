@@ -264,9 +264,8 @@ class Program:
             raise ValueError(f"attach_tc of {self.name!r}: direction is 'ingress' or "
                              f"'egress', not {direction!r}")
         point = {"ingress": _TC_INGRESS, "egress": _TC_EGRESS}[direction]
-        # tc filter priorities are 16-bit; 0 would let the kernel pick one we never learn
-        priority = _check.check(priority, f"attach_tc of {self.name!r}: priority", 16,
-                                False, lo=1)
+        # tc filter priorities are 16-bit (0: the kernel picks one, read back below)
+        priority = _check.u16(priority, f"attach_tc of {self.name!r}: priority")
         hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
         opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fd, priority=priority)
         with _lib.capture() as log:

@@ -159,17 +159,32 @@ def _checked(base, fn_name: str):
     lo, hi = int_range(nbits, signed)
     label = int_type(nbits, signed)
 
-    class Checked(base):
-        @classmethod
+    def convert(value):
+        if isinstance(value, base):
+            return value
+        v = operator.index(value)
+        if not lo <= v <= hi:
+            raise RangeError(f"{fn_name}()", v, label, lo, hi)
+        return base(v)
+
+    # Fast paths, as these sit under per-element calls: ctypes passes a plain int as a
+    # C int, exact for 32-bit arguments within the int range; 64-bit ones reuse
+    # instances for the small values (flags) they mostly carry.
+    if nbits == 32:
+        fast_lo, fast_hi = max(lo, -(1 << 31)), min(hi, (1 << 31) - 1)
+
         def from_param(cls, value):
-            if isinstance(value, base):
+            if type(value) is int and fast_lo <= value <= fast_hi:
                 return value
-            v = operator.index(value)
-            if not lo <= v <= hi:
-                raise RangeError(f"{fn_name}()", v, label, lo, hi)
-            return base(v)
-    Checked.__name__ = f"checked_{base.__name__}"
-    return Checked
+            return convert(value)
+    else:
+        small = [base(i) for i in range(256)]
+
+        def from_param(cls, value):
+            if type(value) is int and 0 <= value < 256:
+                return small[value]
+            return convert(value)
+    return type(f"checked_{base.__name__}", (base,), {"from_param": classmethod(from_param)})
 
 
 _missing: set[str] = set()

@@ -230,6 +230,7 @@ def test_set_names_the_variable_its_type_and_range(no_leaks):
         assert ip.user_ns["tiny"].rodata.small == 255
     finally:
         registry.stop_all()
+        ip.run_line_magic("unload_ext", "bpfnb")
 
 
 # --- attach arguments and fds ---------------------------------------------------------

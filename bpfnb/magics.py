@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import build, loader, output
-from .libbpf import BPFError, VerifierError, enable_stats
+from .libbpf import BPFError, RangeError, VerifierError, enable_stats
 from .registry import registry
 from .summary import summarize
 
@@ -147,6 +147,9 @@ class BPFMagics(Magics):
         try:
             try:
                 obj.set(**values)
+            except RangeError as e:
+                raise BPFCellError(f"%%bpf {name}: {_set_range_message(e, values)}{keeps}.",
+                                   e) from None
             except (AttributeError, TypeError, ValueError, OverflowError) as e:
                 raise BPFCellError(f"%%bpf {name}: --set failed{keeps}.\n{e}", e) from None
             if load:
@@ -450,6 +453,16 @@ def _parse_sets(items) -> dict:
                                  f"defined and imported?)") from None
             values[var] = text  # a bare word: a string (for char[] globals)
     return values
+
+
+def _set_range_message(e: RangeError, values: dict) -> str:
+    """The --set error naming the variable: "--set small=300: `small` is a u8 (0..255)"
+    (``e.what`` may be a field in it: cfg.port)."""
+    word = re.match(r"\w+", e.what)
+    var = word.group() if word else e.what
+    article = "an" if e.type.startswith("enum") else "a"
+    return (f"--set {var}={values.get(var)!r}: `{e.what}` is {article} {e.type} "
+            f"({e.lo}..{e.hi})")
 
 
 def _describe(error: BaseException) -> str:

@@ -3,6 +3,7 @@
 Imports nothing else of bpfnb, nor pandas, nor IPython.
 """
 
+from ._check import RangeError
 from ._lib import VERSION, PATH as LIBRARY_PATH, has
 from .btf import BTF, BTFError, Record
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
@@ -14,5 +15,5 @@ from .program import (Link, Program, enable_stats, kernel_ids, kernel_prog_info,
 
 __all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "BTFError", "Record", "AttachError",
            "BPFError", "LoadError", "ObjectClosedError", "OpenError", "PrivilegeError",
-           "VerifierError", "Map", "Object", "live_objects", "Link", "Program",
+           "RangeError", "VerifierError", "Map", "Object", "live_objects", "Link", "Program",
            "enable_stats", "kernel_ids", "kernel_prog_info", "perf_event_open"]

@@ -2,19 +2,24 @@
 
 Every pointer-returning call is declared with ``restype = c_void_p`` (ctypes would
 otherwise cut it to 32 bits), and the library is opened with ``use_errno=True`` so a
-failing call's errno can be read back.
+failing call's errno can be read back. Integer arguments are range-checked: ctypes
+would pass ``2**32 + 1`` to a ``__u32`` as 1 (callers check with names first, see
+_check.py; this is the net under them).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import operator
 import os
 import platform
 import sys
 import threading
 from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint32,
                     c_uint64, c_void_p)
+
+from ._check import RangeError, int_range, int_type
 
 MIN_VERSION = (1, 0)
 
@@ -148,6 +153,44 @@ _PROTOTYPES = {
     "perf_buffer__epoll_fd": (c_int, [P]),
 }
 
+_INT_ARGS = {c_int: (32, True), c_uint32: (32, False), c_uint64: (64, False),
+             c_size_t: (ctypes.sizeof(c_size_t) * 8, False)}
+
+
+def _checked(base, fn_name: str):
+    """``base`` as an argument type that raises RangeError instead of wrapping."""
+    nbits, signed = _INT_ARGS[base]
+    lo, hi = int_range(nbits, signed)
+    label = int_type(nbits, signed)
+
+    def convert(value):
+        if isinstance(value, base):
+            return value
+        v = operator.index(value)
+        if not lo <= v <= hi:
+            raise RangeError(f"{fn_name}()", v, label, lo, hi)
+        return base(v)
+
+    # Fast paths, as these sit under per-element calls: ctypes passes a plain int as a
+    # C int, exact for 32-bit arguments within the int range; 64-bit ones reuse
+    # instances for the small values (flags) they mostly carry.
+    if nbits == 32:
+        fast_lo, fast_hi = max(lo, -(1 << 31)), min(hi, (1 << 31) - 1)
+
+        def from_param(cls, value):
+            if type(value) is int and fast_lo <= value <= fast_hi:
+                return value
+            return convert(value)
+    else:
+        small = [base(i) for i in range(256)]
+
+        def from_param(cls, value):
+            if type(value) is int and 0 <= value < 256:
+                return small[value]
+            return convert(value)
+    return type(f"checked_{base.__name__}", (base,), {"from_param": classmethod(from_param)})
+
+
 _missing: set[str] = set()
 for _name, (_res, _args) in _PROTOTYPES.items():
     try:
@@ -156,7 +199,7 @@ for _name, (_res, _args) in _PROTOTYPES.items():
         _missing.add(_name)
         continue
     _fn.restype = _res
-    _fn.argtypes = _args
+    _fn.argtypes = [_checked(a, _name) if a in _INT_ARGS else a for a in _args]
 
 
 def has(name: str) -> bool:

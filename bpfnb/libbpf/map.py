@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from . import _lib
+from . import _check, _lib
 from ._lib import lib
 from .errors import BPFError, ObjectClosedError, last_errno
 from .names import type_label
@@ -25,7 +25,7 @@ PERCPU_TYPES = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, 21}  # 21: percpu cg
 ARRAY_TYPES = {ARRAY, PERCPU_ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY}
 NO_VALUE_TYPES = {RINGBUF, 28}  # ringbuf, user ringbuf: not key/value maps
 
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
 ENOTSUPP = 524  # kernel-internal errno: the map type has no batch ops
 
 
@@ -35,10 +35,13 @@ def type_name(map_type: int) -> str:
 
 
 class _RawCodec:
-    """Fallback codec for maps without BTF key/value types."""
+    """Fallback codec for maps without BTF key/value types.
 
-    def __init__(self, size: int):
-        self.size = size
+    Without a type the sign is unknown: an int is taken if it fits ``size`` bytes
+    either way (-2**31..2**32-1 for 4 bytes), as two's complement."""
+
+    def __init__(self, size: int, what: str):
+        self.size, self.what = size, what
         self.dtype = np.dtype(f"<u{size}") if size in (1, 2, 4, 8) else np.dtype(f"V{size}")
         self.plain = size in (1, 2, 4, 8)
 
@@ -49,16 +52,22 @@ class _RawCodec:
     def encode(self, value) -> bytes:
         if isinstance(value, (bytes, bytearray)):
             if len(value) != self.size:
-                raise ValueError(f"expected {self.size} bytes, got {len(value)}")
+                raise ValueError(f"{self.what}: expected {self.size} bytes, got {len(value)}")
             return bytes(value)
-        if isinstance(value, int) and self.size in (1, 2, 4, 8):
-            return value.to_bytes(self.size, "little", signed=value < 0)
-        raise TypeError(f"expected an int or {self.size} bytes, got {type(value).__name__}")
+        if self.size in (1, 2, 4, 8) and not isinstance(value, (float, str)):
+            v = _check.integer(value, self.what, f"{self.size}-byte int")
+            nbits = self.size * 8
+            if not -(1 << (nbits - 1)) <= v < 1 << nbits:
+                raise _check.RangeError(self.what, v, f"{self.size}-byte int",
+                                        -(1 << (nbits - 1)), (1 << nbits) - 1)
+            return (v & ((1 << nbits) - 1)).to_bytes(self.size, "little")
+        raise TypeError(f"{self.what}: expected an int or {self.size} bytes, got "
+                        f"{type(value).__name__}")
 
 
 class _BTFCodec:
-    def __init__(self, btf, type_id: int, size: int):
-        self.btf, self.type_id, self.size = btf, type_id, size
+    def __init__(self, btf, type_id: int, size: int, what: str):
+        self.btf, self.type_id, self.size, self.what = btf, type_id, size, what
         self.dtype = btf.dtype(type_id)
         # ints and floats decode the same through numpy's tolist(), much faster
         self.plain = btf.type(btf.resolve(type_id)).kind in ("int", "float") and \
@@ -70,7 +79,7 @@ class _BTFCodec:
     def encode(self, value) -> bytes:
         if isinstance(value, (bytes, bytearray)) and len(value) == self.size:
             return bytes(value)
-        return self.btf.encode(self.type_id, value)
+        return self.btf.encode(self.type_id, value, self.what)
 
 
 class Map:
@@ -115,6 +124,7 @@ class Map:
         obj = self.object
         if obj.state != "opened":
             raise BPFError(f"map {self.name!r}: max_entries can only change before load()")
+        n = _check.u32(n, f"map {self.name!r} max_entries")
         rc = lib.bpf_map__set_max_entries(self._ptr, n)
         if rc < 0:
             raise BPFError(f"cannot resize map {self.name!r}", last_errno(rc))
@@ -123,6 +133,7 @@ class Map:
         """Size the value before load (stack-trace maps declared with value_size 0)."""
         if self.object.state != "opened":
             raise BPFError(f"map {self.name!r}: value_size can only change before load()")
+        size = _check.u32(size, f"map {self.name!r} value_size")
         rc = lib.bpf_map__set_value_size(self._ptr, size)
         if rc < 0:
             raise BPFError(f"cannot set value_size of map {self.name!r}", last_errno(rc))
@@ -146,10 +157,13 @@ class Map:
             btf = self.object.btf
             # value_size may be fixed up at load (stack maps): read it again.
             self.value_size = lib.bpf_map__value_size(self._ptr)
-            key = (_BTFCodec(btf, self.key_type_id, self.key_size)
-                   if btf is not None and self.key_type_id else _RawCodec(self.key_size))
-            value = (_BTFCodec(btf, self.value_type_id, self.value_size)
-                     if btf is not None and self.value_type_id else _RawCodec(self.value_size))
+            kwhat, vwhat = f"map {self.name!r} key", f"map {self.name!r} value"
+            key = (_BTFCodec(btf, self.key_type_id, self.key_size, kwhat)
+                   if btf is not None and self.key_type_id
+                   else _RawCodec(self.key_size, kwhat))
+            value = (_BTFCodec(btf, self.value_type_id, self.value_size, vwhat)
+                     if btf is not None and self.value_type_id
+                     else _RawCodec(self.value_size, vwhat))
             self._codecs = (key, value)
         return self._codecs
 
@@ -232,6 +246,7 @@ class Map:
         self._check_kv()
         kbuf = self._codec()[0].encode(key)
         vbuf = self._encode_value(value)
+        flags = _check.u64(flags, f"map {self.name!r} update flags")
         rc = lib.bpf_map_update_elem(self.fd, kbuf, vbuf, flags)
         if rc < 0:
             raise BPFError(f"update of map {self.name!r} failed", last_errno(rc))
@@ -314,6 +329,8 @@ class Map:
         """
         self._check_kv()
         kdt, vdt = self.key_dtype, self.value_dtype
+        chunk = _check.check(chunk, f"map {self.name!r} lookup_batch chunk", 32, False,
+                             lo=1)
         keys, values = self._lookup_batch_raw(chunk)
         keys = np.frombuffer(keys, dtype=kdt) if keys else np.empty(0, kdt)
         if self.percpu:
@@ -378,8 +395,9 @@ class Map:
         for per-CPU maps (anything numpy converts to those).
         """
         self._check_kv()
-        keys = np.ascontiguousarray(keys, dtype=self.key_dtype)
-        values = np.ascontiguousarray(values, dtype=self.value_dtype)
+        keys = _check.array(keys, self.key_dtype, f"map {self.name!r} update_batch keys")
+        values = _check.array(values, self.value_dtype,
+                              f"map {self.name!r} update_batch values")
         n = len(keys)
         shape = (n, _lib.possible_cpus()) if self.percpu else (n,)
         if keys.ndim != 1 or values.shape != shape:

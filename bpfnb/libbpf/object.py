@@ -133,7 +133,7 @@ class Globals:
 
     def __setattr__(self, name, value):
         tid, off, size = self._var(name)
-        raw = self._obj.btf.encode(tid, value)
+        raw = self._obj.btf.encode(tid, value, name)  # range-checked, errors name it
         buf = self._buffer(True)
         memoryview(buf).cast("B")[off:off + size] = raw
         if isinstance(buf, bytearray):  # a copy (see _copy)

@@ -13,11 +13,12 @@ import errno
 import os
 import platform
 import socket
+import stat
 import struct
 import threading
 import weakref
 
-from . import _lib, sysfs
+from . import _check, _lib, sysfs
 from ._lib import lib
 from .errors import (AttachError, BPFError, ObjectClosedError, last_errno, make,
                      missing_capabilities, tracefs_hint)
@@ -174,6 +175,8 @@ class Program:
         """Attach to ``function`` (or ``offset``) in ``binary`` (a path or a library name
         like "libc.so.6"); ``pid=-1`` traces every process."""
         self.fd
+        pid = _check.pid(pid, f"attach_uprobe of {self.name!r}")
+        offset = _check.u64(offset, f"attach_uprobe of {self.name!r}: offset")
         if retprobe is None:
             retprobe = self.section.startswith("uretprobe")
         opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), retprobe=retprobe,
@@ -186,6 +189,7 @@ class Program:
 
     def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
         self.fd
+        pid = _check.pid(pid, f"attach_usdt of {self.name!r}")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_usdt(self._ptr, pid, binary.encode(),
                                                provider.encode(), name.encode(), None)
@@ -195,7 +199,11 @@ class Program:
                           cpus=None, event: str = "cpu-clock", pid: int = -1) -> list[Link]:
         """Sample on every CPU (or ``cpus``) at ``freq`` Hz, or every ``period`` events."""
         self.fd
-        cpus = _online_cpus() if cpus is None else cpus
+        what = f"attach_perf_event of {self.name!r}"
+        cpus = _online_cpus() if cpus is None else [
+            _check.check(cpu, f"{what}: cpu", 32, True, lo=0) for cpu in cpus]
+        pid = _check.pid(pid, what)
+        _check.sample_rate(freq, period, what)
         links = []
         try:
             for cpu in cpus:
@@ -213,8 +221,10 @@ class Program:
         return links
 
     def attach_perf_event_fd(self, pfd: int) -> Link:
-        """Attach to a perf event the caller opened; the link owns ``pfd`` from now on."""
+        """Attach to a perf event the caller opened; the link owns ``pfd`` from now on
+        (on failure the caller still does)."""
         self.fd
+        pfd = _check.fd(pfd, f"attach_perf_event_fd of {self.name!r}: pfd")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
         return self._link(ptr, f"perf_event/fd{pfd}", log.text)
@@ -233,7 +243,12 @@ class Program:
         if path is None:
             raise AttachError("cgroup v2 is not mounted: mount -t cgroup2 none /sys/fs/cgroup",
                               errno.ENOENT)
-        cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            cg = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise AttachError(f"cannot attach program {self.name!r}: cannot open cgroup "
+                              f"{path} ({e.strerror}); give a cgroup v2 directory",
+                              e.errno) from None
         try:
             with _lib.capture() as log:
                 ptr = lib.bpf_program__attach_cgroup(self._ptr, cg)
@@ -247,7 +262,12 @@ class Program:
         created when missing and removed again when the last of our filters goes."""
         fd = self.fd
         ifindex = _ifindex(interface)
+        if direction not in ("ingress", "egress"):
+            raise ValueError(f"attach_tc of {self.name!r}: direction is 'ingress' or "
+                             f"'egress', not {direction!r}")
         point = {"ingress": _TC_INGRESS, "egress": _TC_EGRESS}[direction]
+        # tc filter priorities are 16-bit (0: the kernel picks one, read back below)
+        priority = _check.u16(priority, f"attach_tc of {self.name!r}: priority")
         hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
         opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fd, priority=priority)
         with _lib.capture() as log:
@@ -269,12 +289,17 @@ class Program:
         return link
 
     def attach_socket(self, sock: socket.socket | int) -> Link:
-        """Attach a socket filter to a socket (SO_ATTACH_BPF)."""
+        """Attach a socket filter to a socket (SO_ATTACH_BPF): a socket object, or the
+        fd of one (the link keeps its own duplicate, closed on detach)."""
         fd = self.fd
-        sock = sock if isinstance(sock, socket.socket) else socket.socket(fileno=os.dup(sock))
+        owned = not isinstance(sock, socket.socket)
+        if owned:
+            sock = _socket_from_fd(sock, f"attach_socket of {self.name!r}")
         try:
             sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_BPF, fd)
         except OSError as e:
+            if owned:
+                sock.close()
             raise make(AttachError, f"cannot attach socket filter {self.name!r}",
                        e.errno) from None
 
@@ -283,6 +308,8 @@ class Program:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_BPF, 0)
             except OSError:
                 pass  # socket already closed: the filter went with it
+            if owned:
+                sock.close()
 
         link = Link(None, f"socket/{sock.fileno()}", detach)
         self.links.append(link)
@@ -392,7 +419,7 @@ def prog_info(fd: int) -> dict | None:
 
 def kernel_prog_info(prog_id: int) -> dict | None:
     """prog_info() of any program in the kernel by id; None once it is gone."""
-    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    fd = lib.bpf_prog_get_fd_by_id(_check.u32(prog_id, "kernel_prog_info: prog_id"))
     if fd < 0:
         return None
     try:
@@ -455,13 +482,31 @@ def _tc_hook_release(ifindex: int):
 
 
 def _ifindex(interface: str | int) -> int:
-    if isinstance(interface, int):
-        return interface
+    if not isinstance(interface, str):
+        return _check.check(interface, "interface index", 32, True, lo=1)
     try:
         return socket.if_nametoindex(interface)
     except OSError:
         raise AttachError(f"no network interface named {interface!r} in this network "
                           f"namespace (see `ip link`)", errno.ENODEV) from None
+
+
+def _socket_from_fd(fd, what: str) -> socket.socket:
+    """A socket object over a duplicate of ``fd``, after checking it is a socket."""
+    fd = _check.fd(fd, f"{what}: fd")
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        raise AttachError(f"{what}: fd {fd} is not open", e.errno) from None
+    if not stat.S_ISSOCK(mode):
+        raise AttachError(f"{what}: fd {fd} is not a socket; pass a socket or its "
+                          f"fileno()", errno.ENOTSOCK)
+    dup = os.dup(fd)
+    try:
+        return socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise
 
 
 def _online_cpus() -> list[int]:
@@ -501,6 +546,10 @@ def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
     if event not in _PERF_EVENTS:
         raise ValueError(f"unknown perf event {event!r}; known: {', '.join(_PERF_EVENTS)}")
     ptype, config = _PERF_EVENTS[event]
+    what = f"perf_event_open({event})"
+    cpu = _check.check(cpu, f"{what}: cpu", 32, True, lo=-1)
+    pid = _check.pid(pid, what)
+    _check.sample_rate(freq, period, what)
     attr = _PerfEventAttr(type=ptype, size=ctypes.sizeof(_PerfEventAttr), config=config)
     if period:
         attr.sample_period = period

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._check import RangeError, int_type
 from .record import Record, _Schema
 from .types import EnumValue, _suggest
 
@@ -197,12 +198,17 @@ class Codec:
         return (dec_bits, first)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, type_id, value) -> bytes:
-        """Inverse of decode: Python value -> bytes of exactly ``size(type_id)``."""
+    def encode(self, type_id, value, what: str = "value") -> bytes:
+        """Inverse of decode: Python value -> bytes of exactly ``size(type_id)``.
+
+        Nothing is truncated: an int outside its type's range (bitfields: their bit
+        width) raises RangeError, a str longer than its char[N] ValueError; errors
+        name ``what`` (a variable, ``map 'm' key``) and the field path in it.
+        """
         tid = self._check_id(type_id)
         size = self.size(tid)
         buf = bytearray(size)
-        self._encoder(tid)(value, buf, 0, "value")
+        self._encoder(tid)(value, buf, 0, what)
         return bytes(buf)
 
     def _encoder(self, tid):
@@ -251,8 +257,12 @@ class Codec:
                 names = {nm: val for nm, val in t.values}
                 # enums: accept both signed and unsigned readings of the bits
                 lo, hi = -(1 << (nbits - 1)), (1 << nbits) - 1
+            if is_bool:
+                lo, hi = 0, 1
             mask = (1 << nbits) - 1
             what = "bool" if is_bool else ("enum name or int" if names is not None else "int")
+            label = ("bool" if is_bool else cname if names is not None
+                     else "pointer" if k == "ptr" else int_type(nbits, signed))
 
             def enc_int(value, buf, off, path):
                 if value is None and k == "ptr":
@@ -270,16 +280,15 @@ class Codec:
                     return
                 else:
                     if isinstance(value, (float, np.floating)) or isinstance(value, str):
-                        raise TypeError(f"{path}: expected {what} for {cname}, got "
+                        raise TypeError(f"{path}: expected {what} for {label}, got "
                                         f"{type(value).__name__} {value!r}")
                     try:
                         v = operator.index(value)
                     except TypeError:
-                        raise TypeError(f"{path}: expected {what} for {cname}, got "
+                        raise TypeError(f"{path}: expected {what} for {label}, got "
                                         f"{type(value).__name__}") from None
                     if not lo <= v <= hi:
-                        raise ValueError(f"{path}: {v} out of range for {cname} "
-                                         f"[{lo}, {hi}]")
+                        raise RangeError(path, v, label, lo, hi)
                 buf[off:off + size] = (v & mask).to_bytes(size, order)
             return enc_int
         if k == "float":
@@ -435,10 +444,12 @@ class Codec:
         rt = self.type(self.resolve(f.type_id))
         names = {nm: val for nm, val in rt.values} if rt.kind in ("enum", "enum64") else None
         lo, hi = (-(1 << (bs - 1)), (1 << (bs - 1)) - 1) if f.signed else (0, mask)
+        is_bool = rt.kind == "int" and rt.encoding == "bool"
         if names is not None:
             lo = -(1 << (bs - 1))
             hi = mask
-        mtype = f"{self.c_name(f.type_id)}:{bs}"
+        mtype = (f"{self.c_name(f.type_id)}:{bs}" if names is not None else
+                 f"{int_type(self.size(f.type_id) * 8, bool(f.signed))}:{bs}")
 
         def enc_bits(value, buf, off, path):
             if names is not None and isinstance(value, str):
@@ -455,9 +466,10 @@ class Codec:
                 except TypeError:
                     raise TypeError(f"{path}: expected int for bitfield {mtype}, got "
                                     f"{type(value).__name__}") from None
+            if is_bool and not 0 <= v <= 1:
+                raise RangeError(path, v, f"bool:{bs} bitfield", 0, 1)
             if not lo <= v <= hi:
-                raise ValueError(f"{path}: {v} out of range for bitfield {mtype} "
-                                 f"[{lo}, {hi}]")
+                raise RangeError(path, v, f"bitfield {mtype}", lo, hi)
             o = off + first
             cur = int.from_bytes(buf[o:o + nbytes], order)
             cur = (cur & ~(mask << shift)) | ((v & mask) << shift)

@@ -40,20 +40,21 @@ quotes.) A .c file is compiled in place, so its own ``"..."`` includes work.
 
 The cache
 ---------
-``$BPFNB_CACHE``, else ``$XDG_CACHE_HOME/bpfnb``, else ``~/.cache/bpfnb``::
+bpfnb.cache holds where it lives and what it trusts (a per-user directory at 0700,
+refused when others can write it; entries sealed by digests and an HMAC). Entries::
 
-    kernel-<btfhash>/vmlinux.h, bpfnb_prelude.h   per running kernel (BTF content)
-    bpfnb_license.h                               the GPL license for sources without
-    pch/<key>.pch                                 per clang + flags + kernel + headers
-    src/<key>/cell.c                              a cell's text, as handed to clang
-    obj/<key>.o, obj/<key>.json                   the object; warnings and header deps
+    kernel/<key>/vmlinux.h, bpfnb_kfuncs.h,    per running kernel (BTF content) and
+                 bpfnb_prelude.h, bpfnb_license.h  prelude text
+    pch/<key>/prelude.pch                      per clang + flags + kernel + headers
+    src/<key>/cell.c                           a cell's text, as handed to clang
+    obj/<key>/<key>.o                          the object; its manifest keeps clang's
+                                               warnings and the header deps
 
 The object key hashes the source text, file name, flags, clang version, kernel
 BTF and the prelude headers' content. Headers the source pulls in itself (a program's
 own ``foo.h``) are recorded from clang's ``-MD`` output and checked (size, mtime, then
-content) on a hit, so editing one recompiles. Every file is written to a temporary name
-and renamed, so concurrent processes never see half a file. A PCH that cannot be built
-or used is never an error: the compile falls back to ``-include``.
+content) on a hit, so editing one recompiles. A PCH that cannot be built or used is
+never an error: the compile falls back to ``-include``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from . import cache
 
@@ -307,15 +308,6 @@ def _sha(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _file_sha(path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest() \
-                if hasattr(hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
-
-
 def vmlinux_h() -> Path:
     """The running kernel's vmlinux.h, generated once per kernel (BTF content)."""
     path = cache.using(_kernel_entry) / "vmlinux.h"
@@ -499,68 +491,6 @@ def has_license(source: str) -> bool:
     return bool(_HAS_LICENSE.search(source))
 
 
-def _parse_deps(text: str) -> list[str]:
-    text = text.replace("\\\n", " ")
-    _, _, deps = text.partition(": ")
-    out, cur, i = [], [], 0
-    while i < len(deps):
-        c = deps[i]
-        if c == "\\" and i + 1 < len(deps) and deps[i + 1] in " #\\":
-            cur.append(deps[i + 1])
-            i += 2
-            continue
-        if c.isspace():
-            if cur:
-                out.append("".join(cur))
-                cur = []
-        else:
-            cur.append(c)
-        i += 1
-    if cur:
-        out.append("".join(cur))
-    return out
-
-
-def _record_deps(dep_file: Path, skip: Iterable[str], cache_root: Path) -> list:
-    """[path, size, mtime, sha256] of the headers a compile read, but the cache's own
-    (its entries are verified when used and named by what they hold)."""
-    try:
-        text = Path(dep_file).read_text()
-    except OSError:
-        return []
-    skip = {os.path.realpath(s) for s in skip}
-    inside = os.path.realpath(cache_root) + os.sep
-    recs = []
-    for d in dict.fromkeys(_parse_deps(text)):
-        p = os.path.abspath(d)
-        if os.path.realpath(p) in skip or os.path.realpath(p).startswith(inside):
-            continue
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        recs.append([p, st.st_size, st.st_mtime_ns, _file_sha(p)])
-    return recs
-
-
-def _deps_valid(recs: list) -> tuple[bool, bool]:
-    """-> (still valid, some mtime changed with the content unchanged)"""
-    touched = False
-    for rec in recs:
-        p, size, mtime, sha = rec
-        try:
-            st = os.stat(p)
-        except OSError:
-            return False, False
-        if st.st_size != size:
-            return False, False
-        if st.st_mtime_ns != mtime:
-            if _file_sha(p) != sha:
-                return False, False
-            rec[2], touched = st.st_mtime_ns, True
-    return True, touched
-
-
 def _src_stem(filename: str) -> str:
     stem = re.sub(r"\.c$", "", os.path.basename(filename.strip("<>")))
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "cell"
@@ -611,13 +541,13 @@ def _build(c: cache.Cache, t0: float, text: str, filename: str, real_path: Path 
     prelude_hash = _prelude_hash(c, flags) if use_prelude else None
     key = _sha(_KEY_VERSION, text, filename, str(real_path or ""), flags, use_prelude,
                add_license, clang_version(clang), kernel_key(), prelude_hash,
-               _file_sha(COMPAT_H))[:32]
+               cache.file_sha(COMPAT_H))[:32]
     obj_path = c.entry_path("obj", key) / f"{key}.o"
 
     manifest = c.open_entry("obj", key)
     if manifest is not None:
         meta = manifest["meta"]
-        valid, touched = _deps_valid(meta.get("deps", []))
+        valid, touched = cache.deps_valid(meta.get("deps", []))
         if valid:
             if touched:  # remember the new mtimes: hash only once
                 c.update_meta("obj", key, manifest, meta)
@@ -666,7 +596,7 @@ def _build(c: cache.Cache, t0: float, text: str, filename: str, real_path: Path 
                            if a not in (str(tmp_d), "-MD", "-MF"))
         if out.returncode != 0:
             raise CompileError(diagnostics, text, filename, public_cmd)
-        deps = _record_deps(tmp_d, [src_path], c.root)
+        deps = cache.record_deps(tmp_d, [src_path], c.root)
         os.unlink(tmp_d)
         c.commit(staging, "obj", key, {
             "filename": filename, "source": str(src_path), "warnings": diagnostics,

@@ -43,6 +43,7 @@ import stat
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 MANIFEST = "manifest.json"
 SECRET = "secret"
@@ -382,6 +383,81 @@ def write_file(staging: Path, name: str, data: bytes | str) -> Path:
     path = staging / name
     _write_new(path, data.encode() if isinstance(data, str) else data)
     return path
+
+
+# --- what a compile read --------------------------------------------------------
+
+def file_sha(path) -> str | None:
+    """sha256 of a file anywhere (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() \
+                if hasattr(hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _parse_deps(text: str) -> list[str]:
+    text = text.replace("\\\n", " ")
+    _, _, deps = text.partition(": ")
+    out, cur, i = [], [], 0
+    while i < len(deps):
+        c = deps[i]
+        if c == "\\" and i + 1 < len(deps) and deps[i + 1] in " #\\":
+            cur.append(deps[i + 1])
+            i += 2
+            continue
+        if c.isspace():
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+        i += 1
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
+def record_deps(dep_file: Path, skip: Iterable[str], cache_root: Path) -> list:
+    """[path, size, mtime, sha256] of the headers a compile read, but the cache's own
+    (its entries are verified when used and named by what they hold)."""
+    try:
+        text = Path(dep_file).read_text()
+    except OSError:
+        return []
+    skip = {os.path.realpath(s) for s in skip}
+    inside = os.path.realpath(cache_root) + os.sep
+    recs = []
+    for d in dict.fromkeys(_parse_deps(text)):
+        p = os.path.abspath(d)
+        if os.path.realpath(p) in skip or os.path.realpath(p).startswith(inside):
+            continue
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        recs.append([p, st.st_size, st.st_mtime_ns, file_sha(p)])
+    return recs
+
+
+def deps_valid(recs: list) -> tuple[bool, bool]:
+    """Whether the headers of record_deps are unchanged: size, then mtime, then content.
+    -> (still valid, some mtime changed with the content unchanged)"""
+    touched = False
+    for rec in recs:
+        p, size, mtime, sha = rec
+        try:
+            st = os.stat(p)
+        except OSError:
+            return False, False
+        if st.st_size != size:
+            return False, False
+        if st.st_mtime_ns != mtime:
+            if file_sha(p) != sha:
+                return False, False
+            rec[2], touched = st.st_mtime_ns, True
+    return True, touched
 
 
 # --- which cache ------------------------------------------------------------------

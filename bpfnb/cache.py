@@ -40,6 +40,7 @@ import pwd
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -137,6 +138,8 @@ def _check_dir(path: Path, create: bool) -> None:
     problem = "is a symbolic link" if stat.S_ISLNK(st.st_mode) else _problem(st)
     if problem:
         raise UnsafeCache(path, problem)
+    if stat.S_IMODE(st.st_mode) & 0o077:  # ours, readable by others (an older bpfnb)
+        os.chmod(path, 0o700)
 
 
 # --- the cache --------------------------------------------------------------------
@@ -463,16 +466,22 @@ def deps_valid(recs: list) -> tuple[bool, bool]:
 # --- which cache ------------------------------------------------------------------
 
 def _warn_once(memo_key, message: str) -> None:
-    if memo_key not in _warned:
-        _warned.add(memo_key)
-        warnings.warn(message, CacheWarning, stacklevel=4)
+    if memo_key in _warned:
+        return
+    _warned.add(memo_key)
+    # point at the caller's line (a notebook cell), not at bpfnb's own frames
+    package, level = os.path.dirname(os.path.abspath(__file__)) + os.sep, 2
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, CacheWarning, stacklevel=level)
 
 
 def refuse(err: UnsafeCache) -> None:
     _warn_once(("refuse", str(err.path), err.problem),
                f"bpfnb compile cache refused: {err.path} {err.problem}, so another user "
                f"could have put programs there. Compiling in a private temporary "
-               f"directory instead (removed at exit; every cell is recompiled). To fix: "
+               f"directory instead (removed when this process exits). To fix: "
                f"make it yours and private (chown {_user(os.geteuid())} {err.path}; "
                f"chmod 700 {err.path}), or set BPFNB_CACHE to a directory of your own.")
 

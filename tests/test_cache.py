@@ -190,6 +190,22 @@ def test_a_missing_manifest_drops_the_entry(cache_root):
         assert not build.build(OPENS, CFLAGS).cached
 
 
+def test_a_touched_header_keeps_the_entry_trusted(cache_root, tmp_path):
+    # a header's mtime moving with its content unchanged rewrites the manifest (new
+    # mtime, new HMAC): later hits neither rehash the header nor distrust the entry
+    shutil.copy(PROGS / "tally.h", tmp_path)
+    header, flags = tmp_path / "tally.h", ["-I", str(tmp_path)]
+    first = build.build(OPENS, flags)
+    st = header.stat()
+    os.utime(header, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert build.build(OPENS, flags).cached
+    deps = json.loads((entry_of(first.path) / cache.MANIFEST).read_text())["meta"]["deps"]
+    assert [d[2] for d in deps if d[0] == str(header)] == [st.st_mtime_ns + 10**9]
+    assert build.build(OPENS, flags).cached
+    header.write_text(header.read_text().replace("64", "32"))
+    assert not build.build(OPENS, flags).cached
+
+
 def test_every_file_and_directory_is_private(cache_root):
     old = os.umask(0)  # the most permissive umask must not widen anything
     try:

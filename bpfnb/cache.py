@@ -25,7 +25,12 @@ a key that anyone can compute from a cell's text buys nothing. Every use re-hash
 files (the ones over 1 MiB, vmlinux.h and the PCH, only when their inode, size, mtime or
 ctime changed since this process hashed them: a write always moves ctime). An entry
 that fails (a file changed, a manifest edited, a wrong owner or mode) is dropped with a
-:class:`CacheWarning` (once per entry and process) and rebuilt.
+:class:`CacheWarning` (once per entry and process) and rebuilt. The checks run when
+bpfnb opens an entry; clang and libbpf then read its files by path, inside directories
+only this user (and root) can write.
+
+A hit also checks the headers the source included itself (``record_deps`` /
+``deps_valid``: size, mtime, then content), so editing one recompiles.
 """
 
 from __future__ import annotations
@@ -48,7 +53,6 @@ from typing import Iterable
 
 MANIFEST = "manifest.json"
 SECRET = "secret"
-KINDS = ("obj", "pch", "src", "kernel")
 _BIG = 1 << 20  # files re-hashed only when their stat identity changes
 _hashed: dict = {}  # path -> (stat identity, sha256): large files hashed by this process
 _secrets: dict = {}  # root -> (stat identity, key)

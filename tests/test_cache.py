@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -57,6 +58,22 @@ def load_opens():
 
 def private_root() -> Path:
     return cache.private().root
+
+
+def test_the_default_root_is_the_effective_users(tmp_path, monkeypatch):
+    monkeypatch.delenv("BPFNB_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.default_root() == tmp_path / "bpfnb"
+    # sudo -E: HOME and XDG_CACHE_HOME still name the invoking user's
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(theirs))
+    monkeypatch.setenv("HOME", str(theirs))
+    assert cache.default_root() == Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".cache/bpfnb"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache.default_root() == tmp_path / ".cache/bpfnb"
 
 
 # --- refused caches -------------------------------------------------------------------

@@ -78,6 +78,7 @@ from . import cache
 REPO_BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 PRELUDE_NAME = "bpfnb_prelude.h"
+PCH_NAME = "prelude.pch"  # in pch/<key>/
 # Put before every source (cells get it through bpfnb.h too): what libbpf >= 1.2
 # headers define and older ones lack, each only when missing.
 COMPAT_H = REPO_BPF_DIR / "bpfnb_compat.h"
@@ -430,9 +431,6 @@ def _pch_flags(c: cache.Cache, cflags: Sequence[str]) -> list[str]:
 
 
 _VALIDATE = ["-Xclang", "-fvalidate-ast-input-files-content"]
-
-
-PCH_NAME = "prelude.pch"
 
 
 def vmlinux_pch(cflags: Sequence[str] = ()) -> Path | None:

@@ -212,6 +212,7 @@ class Cache:
     def _new_secret(self, path: Path) -> bytes:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-secret.")
         try:
+            os.fchmod(fd, 0o600)
             os.write(fd, secrets.token_bytes(32))
             os.close(fd)
             try:
@@ -343,12 +344,17 @@ class Cache:
 # --- files ------------------------------------------------------------------------
 
 class _NotOurs(Exception):
-    pass
+    """A file of an entry that bpfnb did not write as it writes them."""
 
 
 def _open_own(path: Path) -> int:
     """An fd of a regular file of ours that nobody else can write (no symlink)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _NotOurs("is a symbolic link") from None
+        raise
     st = os.fstat(fd)
     mode = stat.S_IMODE(st.st_mode)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o022:
@@ -381,6 +387,7 @@ def _file_digest(path: Path, memo: bool = True) -> str:
 def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
+    os.fchmod(fd, 0o600)  # the umask may have narrowed it further
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 

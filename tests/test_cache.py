@@ -107,6 +107,31 @@ def test_cache_others_can_write_is_refused(cache_root, mode, who):
     assert list(cache_root.iterdir()) == []
 
 
+def test_the_magic_refuses_a_cache_others_can_write(cache_root, no_leaks):
+    # the case: a cache directory another user can write, root runs %%bpf
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from bpfnb.registry import registry
+    cache_root.mkdir()
+    os.chmod(cache_root, 0o1777)  # like /tmp: sticky does not stop new files
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "bpfnb")
+    cell = (f"%%bpf opens --cflags '-I {PROGS}' --set target_tid="
+            f"{threading.get_native_id()}\n{OPENS}")
+    try:
+        with pytest.warns(CacheWarning, match=rf"refused: {cache_root} is writable by its "
+                                              rf"group and others \(mode 1777"):
+            with capture_output() as cap:
+                result = ip.run_cell(cell)
+        assert result.success, cap.stdout + cap.stderr
+        assert opens_counted(ip.user_ns["opens"]) == N
+    finally:
+        registry.stop_all()
+        ip.run_line_magic("unload_ext", "bpfnb")
+    assert list(cache_root.iterdir()) == []
+
+
 @pytest.mark.parametrize("tamper", ["chown", "chmod", "symlink"])
 def test_a_directory_inside_the_cache_others_can_write_refuses_it(cache_root, tmp_path,
                                                                   tamper):

@@ -47,6 +47,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -57,6 +58,7 @@ _BIG = 1 << 20  # files re-hashed only when their stat identity changes
 _hashed: dict = {}  # path -> (stat identity, sha256): large files hashed by this process
 _secrets: dict = {}  # root -> (stat identity, key)
 _warned: set = set()
+_swept: set = set()  # (kind dir, pid): old staging directories removed
 _private: dict = {}  # pid -> private Cache (a fork must not remove its parent's)
 
 
@@ -298,7 +300,11 @@ class Cache:
 
     def stage(self, kind: str) -> Path:
         """A new private directory to write an entry's files into (see commit)."""
-        path = Path(tempfile.mkdtemp(dir=self.kind_dir(kind), prefix=".tmp-"))
+        kind_dir = self.kind_dir(kind)
+        if (str(kind_dir), os.getpid()) not in _swept:
+            _swept.add((str(kind_dir), os.getpid()))
+            _sweep(kind_dir)
+        path = Path(tempfile.mkdtemp(dir=kind_dir, prefix=".tmp-"))
         os.chmod(path, 0o700)
         return path
 
@@ -339,6 +345,23 @@ class Cache:
         tmp = path / f".tmp-{MANIFEST}.{secrets.token_hex(4)}"
         _write_new(tmp, json.dumps(new).encode())
         os.replace(tmp, path / MANIFEST)
+
+
+def _sweep(kind_dir: Path) -> None:
+    """Remove what killed processes left: staging directories and dropped entries
+    untouched for an hour (a live compile touches its staging directory)."""
+    limit = time.time() - 3600
+    try:
+        names = [n for n in os.listdir(kind_dir) if n.startswith((".tmp-", ".dead-"))]
+    except OSError:
+        return
+    for name in names:
+        path = kind_dir / name
+        try:
+            if os.lstat(path).st_mtime < limit:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 # --- files ------------------------------------------------------------------------

@@ -261,6 +261,20 @@ def test_every_file_and_directory_is_private(cache_root):
         assert not [n for n in dirnames + filenames if n.startswith((".tmp-", ".dead-"))]
 
 
+def test_what_a_killed_compile_left_is_swept(cache_root):
+    build.build(OPENS, CFLAGS)
+    obj_dir = cache_root / "obj"
+    old, fresh = obj_dir / ".tmp-killed", obj_dir / ".tmp-running"
+    for d in (old, fresh):
+        d.mkdir()
+        (d / "half.o").write_bytes(b"\x7fELF")
+    os.utime(old, (1, 1))
+    subprocess.run([sys.executable, "-c", "from bpfnb import build; import sys; "
+                    f"build.build(sys.argv[1], {CFLAGS!r})", OPENS + "// new\n"],
+                   env=base_env(BPFNB_CACHE=str(cache_root)), check=True, timeout=300)
+    assert not old.exists() and fresh.exists()
+
+
 # --- other users, other processes -------------------------------------------------------
 
 def run_python(code: str, env: dict, as_nobody: bool = False, umask: int = 0o022):

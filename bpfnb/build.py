@@ -256,7 +256,8 @@ def kernel_key() -> str:
 
 
 def _kernel_dir(c: cache.Cache) -> Path:
-    """Where this kernel's headers are in cache ``c`` (see _kernel_entry)."""
+    """Where this kernel's headers are in cache ``c`` (see _kernel_entry). Its key
+    must cover everything _kernel_entry writes there."""
     return c.entry_path("kernel", _sha(_KEY_VERSION, kernel_key(), _prelude_text(),
                                        _LICENSE_TEXT)[:24])
 

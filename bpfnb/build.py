@@ -40,20 +40,21 @@ quotes.) A .c file is compiled in place, so its own ``"..."`` includes work.
 
 The cache
 ---------
-``$BPFNB_CACHE``, else ``$XDG_CACHE_HOME/bpfnb``, else ``~/.cache/bpfnb``::
+bpfnb.cache holds where it lives and what it trusts (a per-user directory at 0700,
+refused when others can write it; entries sealed by digests and an HMAC). Entries::
 
-    kernel-<btfhash>/vmlinux.h, bpfnb_prelude.h   per running kernel (BTF content)
-    bpfnb_license.h                               the GPL license for sources without
-    pch/<key>.pch                                 per clang + flags + kernel + headers
-    src/<key>/cell.c                              a cell's text, as handed to clang
-    obj/<key>.o, obj/<key>.json                   the object; warnings and header deps
+    kernel/<key>/vmlinux.h, bpfnb_kfuncs.h,    per running kernel (BTF content) and
+                 bpfnb_prelude.h, bpfnb_license.h  prelude text
+    pch/<key>/prelude.pch                      per clang + flags + kernel + headers
+    src/<key>/cell.c                           a cell's text, as handed to clang
+    obj/<key>/<key>.o                          the object; its manifest keeps clang's
+                                               warnings and the header deps
 
 The object key hashes the source text, file name, flags, clang version, kernel
 BTF and the prelude headers' content. Headers the source pulls in itself (a program's
 own ``foo.h``) are recorded from clang's ``-MD`` output and checked (size, mtime, then
-content) on a hit, so editing one recompiles. Every file is written to a temporary name
-and renamed, so concurrent processes never see half a file. A PCH that cannot be built
-or used is never an error: the compile falls back to ``-include``.
+content) on a hit, so editing one recompiles. A PCH that cannot be built or used is
+never an error: the compile falls back to ``-include``.
 """
 
 from __future__ import annotations
@@ -70,16 +71,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
+
+from . import cache
 
 REPO_BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 PRELUDE_NAME = "bpfnb_prelude.h"
+PCH_NAME = "prelude.pch"  # in pch/<key>/
 # Put before every source (cells get it through bpfnb.h too): what libbpf >= 1.2
 # headers define and older ones lack, each only when missing.
 COMPAT_H = REPO_BPF_DIR / "bpfnb_compat.h"
 KFUNCS_NAME = "bpfnb_kfuncs.h"  # per kernel, beside vmlinux.h: its kfunc prototypes
-_KEY_VERSION = "bpfnb-build-3"  # bump to invalidate every cached object
+_KEY_VERSION = "bpfnb-build-4"  # bump to invalidate every cached object
 
 PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
                    "bpf/bpf_core_read.h", "bpf/bpf_endian.h")
@@ -234,11 +238,9 @@ def multiarch_include() -> str | None:
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("BPFNB_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bpfnb"
+    """The cache root in use: the default one (see bpfnb.cache) when it is safe, else
+    this process's private temporary one."""
+    return cache.current().root
 
 
 def kernel_key() -> str:
@@ -253,8 +255,33 @@ def kernel_key() -> str:
     return _memo["kernel"]
 
 
-def _kernel_dir() -> Path:
-    return cache_dir() / f"kernel-{kernel_key()}"
+def _kernel_dir(c: cache.Cache) -> Path:
+    """Where this kernel's headers are in cache ``c`` (see _kernel_entry). Its key
+    must cover everything _kernel_entry writes there."""
+    return c.entry_path("kernel", _sha(_KEY_VERSION, kernel_key(), _prelude_text(),
+                                       _LICENSE_TEXT)[:24])
+
+
+def _kernel_entry(c: cache.Cache) -> Path:
+    """This kernel's headers, made once and verified on every use: vmlinux.h and
+    bpfnb_kfuncs.h (when the kernel has BTF), the prelude and the license header."""
+    path = _kernel_dir(c)
+    if c.open_entry("kernel", path.name) is not None:
+        return path
+    staging = c.stage("kernel")
+    try:
+        cache.write_file(staging, PRELUDE_NAME, _prelude_text())
+        cache.write_file(staging, LICENSE_NAME, _LICENSE_TEXT)
+        if BTF_VMLINUX.exists():
+            from .libbpf.btf import BTF
+            from .libbpf.cheader import dump_c_header
+            cache.write_file(staging, "vmlinux.h", dump_c_header(str(BTF_VMLINUX)))
+            cache.write_file(staging, KFUNCS_NAME,
+                             _kfunc_text(BTF.from_file(str(BTF_VMLINUX))))
+        c.commit(staging, "kernel", path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
 
 
 # --- files ------------------------------------------------------------------------
@@ -265,7 +292,7 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache's files
+        os.chmod(tmp, 0o644)  # a file of the repository (bpf/bpfnb.h), not of the cache
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
@@ -279,50 +306,29 @@ def _unlink(path) -> None:
         pass
 
 
-def _tmp_name(directory: Path, suffix: str) -> str:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    return tmp
-
-
 def _sha(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _file_sha(path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest() \
-                if hasattr(hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
-
-
 def vmlinux_h() -> Path:
     """The running kernel's vmlinux.h, generated once per kernel (BTF content)."""
-    path = _kernel_dir() / "vmlinux.h"
+    path = cache.using(_kernel_entry) / "vmlinux.h"
     if not path.exists():
-        if not BTF_VMLINUX.exists():
-            raise FileNotFoundError(
-                2, "this kernel exposes no BTF, so no vmlinux.h can be generated "
-                   "(needs CONFIG_DEBUG_INFO_BTF=y)", str(BTF_VMLINUX))
-        from .libbpf.cheader import dump_c_header
-        _atomic_write(path, dump_c_header(str(BTF_VMLINUX)))
+        raise _no_btf()
     return path
+
+
+def _no_btf() -> FileNotFoundError:
+    return FileNotFoundError(2, "this kernel exposes no BTF, so no vmlinux.h can be "
+                                "generated (needs CONFIG_DEBUG_INFO_BTF=y)", str(BTF_VMLINUX))
 
 
 def kfuncs_h() -> Path | None:
     """Prototypes of the running kernel's kfuncs (bpf_* functions its BTF tags
     "bpf_kfunc"), as bpftool puts them in vmlinux.h; bpfnb.h includes them, after
     vmlinux.h, unless BPF_NO_KFUNC_PROTOTYPES is defined. None without kernel BTF."""
-    path = _kernel_dir() / KFUNCS_NAME
-    if not path.exists():
-        if not BTF_VMLINUX.exists():
-            return None
-        from .libbpf.btf import BTF
-        _atomic_write(path, _kfunc_text(BTF.from_file(str(BTF_VMLINUX))))
-    return path
+    path = cache.using(_kernel_entry) / KFUNCS_NAME
+    return path if path.exists() else None
 
 
 def _kfunc_text(btf) -> str:
@@ -358,16 +364,7 @@ def _prelude_text() -> str:
 
 
 def prelude_h() -> Path:
-    vmlinux_h()
-    path = _kernel_dir() / PRELUDE_NAME
-    text = _prelude_text()
-    try:
-        current = path.read_text()
-    except OSError:
-        current = None
-    if current != text:
-        _atomic_write(path, text)
-    return path
+    return cache.using(_kernel_entry) / PRELUDE_NAME
 
 
 def _include_dirs(flags: Sequence[str]) -> list[str]:
@@ -381,12 +378,13 @@ def _include_dirs(flags: Sequence[str]) -> list[str]:
     return dirs + ["/usr/local/include", "/usr/include"]
 
 
-def _prelude_hash(flags: Sequence[str]) -> str:
+def _prelude_hash(c: cache.Cache, flags: Sequence[str]) -> str:
     """Hash of the prelude headers as clang would find them, every copy on the path:
-    bpf/bpf/bpf_helpers.h wraps the system's through #include_next (vmlinux.h is
-    covered by the kernel key)."""
+    bpf/bpf/bpf_helpers.h wraps the system's through #include_next (the kernel's
+    headers are covered by the name of their entry, and verified when used)."""
     h = hashlib.sha256(_prelude_text().encode())
-    dirs = _include_dirs(flags)
+    kernel = str(_kernel_dir(c))
+    dirs = [d for d in _include_dirs(flags) if d != kernel]
     names = list(PRELUDE_HEADERS) + (["bpfnb.h", COMPAT_H.name, KFUNCS_NAME]
                                      if ensure_bpfnb_h() else [])
     for name in names:
@@ -408,29 +406,29 @@ def default_cflags() -> list[str]:
             "-fno-color-diagnostics"]
 
 
-def _search_flags() -> list[str]:
-    flags = ["-I", str(REPO_BPF_DIR), "-I", str(_kernel_dir())]
+def _search_flags(c: cache.Cache) -> list[str]:
+    flags = ["-I", str(REPO_BPF_DIR), "-I", str(_kernel_dir(c))]
     multi = multiarch_include()
     if multi:
         flags += ["-idirafter", multi]
     return flags
 
 
-def _compile_flags(cflags: Sequence[str]) -> list[str]:
+def _compile_flags(c: cache.Cache, cflags: Sequence[str]) -> list[str]:
     # user -D/-W come after ours (the last wins); user -I come before bpf/ and the
     # vmlinux.h directory (the first wins), so a user's own vmlinux.h is preferred.
-    return default_cflags() + list(cflags) + _search_flags()
+    return default_cflags() + list(cflags) + _search_flags(c)
 
 
 def _is_warning_flag(f: str) -> bool:
     return (f.startswith("-W") and not re.match(r"-W[apl],", f)) or f == "-w"
 
 
-def _pch_flags(cflags: Sequence[str]) -> list[str]:
+def _pch_flags(c: cache.Cache, cflags: Sequence[str]) -> list[str]:
     """Flags a PCH is built with: what compiles use, minus the user's warning flags
     (clang accepts a PCH built under other warning flags)."""
     user = [f for f in cflags if not _is_warning_flag(f)]
-    return default_cflags() + user + _search_flags()
+    return default_cflags() + user + _search_flags(c)
 
 
 _VALIDATE = ["-Xclang", "-fvalidate-ast-input-files-content"]
@@ -439,38 +437,40 @@ _VALIDATE = ["-Xclang", "-fvalidate-ast-input-files-content"]
 def vmlinux_pch(cflags: Sequence[str] = ()) -> Path | None:
     """A precompiled header of the prelude for these flags, or None if it cannot be
     built (then compiles fall back to ``-include``)."""
+    return cache.using(lambda c: _pch(c, _split(cflags)))
+
+
+def _pch(c: cache.Cache, cflags: list[str]) -> Path | None:
     try:
         clang = find_clang()
-        flags = _pch_flags(_split(cflags))
-        prelude = prelude_h()
-        kfuncs_h()
+        flags = _pch_flags(c, cflags)
+        prelude = _kernel_entry(c) / PRELUDE_NAME
         key = _sha(_KEY_VERSION, "pch", clang_version(clang), flags, kernel_key(),
-                   _prelude_hash(flags))[:24]
+                   _prelude_hash(c, flags))[:24]
     except (OSError, RuntimeError):
         return None
-    path = cache_dir() / "pch" / f"{key}.pch"
-    if path.exists():
+    path = c.entry_path("pch", key) / PCH_NAME
+    if c.open_entry("pch", key) is not None:
         return path
     if _memo.get(("pch-failed", key)):
         return None
-    tmp = None
+    staging = c.stage("pch")
     try:
-        tmp = _tmp_name(path.parent, ".pch")
-        # content validation: a vmlinux.h rewritten with the same bytes (a race
-        # between two processes) must not invalidate the PCH through its mtime.
+        # content validation: the PCH names the prelude and vmlinux.h it was built
+        # from; clang then checks their content, not only their mtime.
         out = subprocess.run([clang, *flags, *_VALIDATE, "-x", "c-header", str(prelude),
-                              "-o", tmp], capture_output=True, text=True, timeout=300)
+                              "-o", str(staging / PCH_NAME)],
+                             capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             _memo[("pch-failed", key)] = out.stderr
             return None
-        os.replace(tmp, path)
+        c.commit(staging, "pch", key)
         return path
     except (OSError, subprocess.SubprocessError) as e:
         _memo[("pch-failed", key)] = str(e)
         return None
     finally:
-        if tmp:
-            _unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _split(cflags) -> list[str]:
@@ -481,17 +481,6 @@ def _split(cflags) -> list[str]:
 
 # --- the compile ------------------------------------------------------------------
 
-def _license_h() -> Path:
-    path = cache_dir() / LICENSE_NAME
-    try:
-        if path.read_text() == _LICENSE_TEXT:
-            return path
-    except OSError:
-        pass
-    _atomic_write(path, _LICENSE_TEXT)
-    return path
-
-
 def wants_prelude(source: str) -> bool:
     """A source gets the prelude unless it includes vmlinux.h or <linux/...> headers."""
     return not (_INCLUDES_VMLINUX.search(source) or _INCLUDES_UAPI.search(source))
@@ -499,65 +488,6 @@ def wants_prelude(source: str) -> bool:
 
 def has_license(source: str) -> bool:
     return bool(_HAS_LICENSE.search(source))
-
-
-def _parse_deps(text: str) -> list[str]:
-    text = text.replace("\\\n", " ")
-    _, _, deps = text.partition(": ")
-    out, cur, i = [], [], 0
-    while i < len(deps):
-        c = deps[i]
-        if c == "\\" and i + 1 < len(deps) and deps[i + 1] in " #\\":
-            cur.append(deps[i + 1])
-            i += 2
-            continue
-        if c.isspace():
-            if cur:
-                out.append("".join(cur))
-                cur = []
-        else:
-            cur.append(c)
-        i += 1
-    if cur:
-        out.append("".join(cur))
-    return out
-
-
-def _record_deps(dep_file: str, skip: Iterable[str]) -> list:
-    try:
-        text = Path(dep_file).read_text()
-    except OSError:
-        return []
-    skip = {os.path.realpath(s) for s in skip}
-    recs = []
-    for d in dict.fromkeys(_parse_deps(text)):
-        p = os.path.abspath(d)
-        if os.path.realpath(p) in skip or p.endswith(".pch"):
-            continue
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        recs.append([p, st.st_size, st.st_mtime_ns, _file_sha(p)])
-    return recs
-
-
-def _deps_valid(recs: list) -> tuple[bool, bool]:
-    """-> (still valid, some mtime changed with the content unchanged)"""
-    touched = False
-    for rec in recs:
-        p, size, mtime, sha = rec
-        try:
-            st = os.stat(p)
-        except OSError:
-            return False, False
-        if st.st_size != size:
-            return False, False
-        if st.st_mtime_ns != mtime:
-            if _file_sha(p) != sha:
-                return False, False
-            rec[2], touched = st.st_mtime_ns, True
-    return True, touched
 
 
 def _src_stem(filename: str) -> str:
@@ -597,92 +527,94 @@ def build(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),
     if obj is not None:
         return CompileResult(obj, cached=True, seconds=time.perf_counter() - t0)
     user = _split(cflags)
+    return cache.using(lambda c: _build(c, t0, text, filename, real_path, user, prelude,
+                                        pch))
+
+
+def _build(c: cache.Cache, t0: float, text: str, filename: str, real_path: Path | None,
+           user: list[str], prelude: bool | None, pch: bool) -> CompileResult:
     clang = find_clang()
     use_prelude = wants_prelude(text) if prelude is None else prelude
     add_license = not has_license(text)
-    flags = _compile_flags(user)
-    try:
-        vmlinux_h()  # "vmlinux.h" must be findable by sources that include it themselves
-        kfuncs_h()
-    except FileNotFoundError:
-        if use_prelude:
-            raise
-    prelude_hash = _prelude_hash(flags) if use_prelude else None
+    flags = _compile_flags(c, user)
+    prelude_hash = _prelude_hash(c, flags) if use_prelude else None
     key = _sha(_KEY_VERSION, text, filename, str(real_path or ""), flags, use_prelude,
                add_license, clang_version(clang), kernel_key(), prelude_hash,
-               _file_sha(COMPAT_H))[:32]
-    cache = cache_dir()
-    obj_path = cache / "obj" / f"{key}.o"
-    meta_path = obj_path.with_suffix(".json")
+               cache.file_sha(COMPAT_H))[:32]
+    obj_path = c.entry_path("obj", key) / f"{key}.o"
 
-    if obj_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            valid, touched = _deps_valid(meta.get("deps", []))
+    manifest = c.open_entry("obj", key)
+    if manifest is not None:
+        meta = manifest["meta"]
+        valid, touched = cache.deps_valid(meta.get("deps", []))
+        if valid:
             if touched:  # remember the new mtimes: hash only once
-                _atomic_write(meta_path, json.dumps(meta))
-            if valid:
-                return CompileResult(obj_path, meta.get("warnings", ""), cached=True,
-                                     used_pch=meta.get("pch", False),
-                                     seconds=time.perf_counter() - t0,
-                                     command=tuple(meta.get("command", ())))
-        except (OSError, ValueError):
-            pass
+                c.update_meta("obj", key, manifest, meta)
+            return CompileResult(obj_path, meta.get("warnings", ""), cached=True,
+                                 used_pch=meta.get("pch", False),
+                                 seconds=time.perf_counter() - t0,
+                                 command=tuple(meta.get("command", ())))
+        c.drop("obj", key)  # a header it includes changed: not tampering, no warning
 
+    kernel = _kernel_entry(c)  # "vmlinux.h" must be findable by sources including it
+    if use_prelude and not (kernel / "vmlinux.h").exists():
+        raise _no_btf()
     if real_path is not None:
         src_path = real_path  # compiled in place: its own "..." includes just work
     else:
-        # the cell verbatim (no #line: clang's BTF line info reads each line's text
-        # from this file, which the verifier log quotes; #line would lose it)
-        src_path = cache / "src" / key / f"{_src_stem(filename)}.c"
-        _atomic_write(src_path, text)
+        src_path = _cell_file(c, key, filename, text)
     pch_path = None
     if use_prelude and pch and not os.environ.get("BPFNB_NO_PCH"):
-        pch_path = vmlinux_pch(user)
+        pch_path = _pch(c, user)
+
+    staging = c.stage("obj")
+    tmp_o, tmp_d = staging / obj_path.name, staging / "deps.d"
 
     def run(pch_path):
         extra = ([*_VALIDATE, "-include-pch", str(pch_path)] if pch_path
-                 else ["-include", str(prelude_h())] if use_prelude else [])
+                 else ["-include", str(kernel / PRELUDE_NAME)] if use_prelude else [])
         if add_license:
-            extra += ["-include", str(_license_h())]
+            extra += ["-include", str(kernel / LICENSE_NAME)]
         if COMPAT_H.exists():
             extra += ["-include", str(COMPAT_H)]
-        tmp_o = _tmp_name(obj_path.parent, ".o")
-        tmp_d = tmp_o[:-2] + ".d"
-        cmd = [clang, *flags, *extra, "-MD", "-MF", tmp_d, "-c", str(src_path),
-               "-o", tmp_o]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except BaseException:
+        cmd = [clang, *flags, *extra, "-MD", "-MF", str(tmp_d), "-c", str(src_path),
+               "-o", str(tmp_o)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600), cmd
+
+    try:
+        out, cmd = run(pch_path)
+        if out.returncode != 0 and pch_path and _PCH_TROUBLE.search(out.stderr):
+            # a PCH this clang cannot use: drop it (rebuilt next time), parse this once
+            c.drop("pch", pch_path.parent.name)
             _unlink(tmp_o)
             _unlink(tmp_d)
-            raise
-        return out, cmd, tmp_o, tmp_d
-
-    out, cmd, tmp_o, tmp_d = run(pch_path)
-    if out.returncode != 0 and pch_path and _PCH_TROUBLE.search(out.stderr):
-        # a stale or incompatible PCH: drop it (rebuilt next time), parse this once
-        _unlink(tmp_o)
-        _unlink(tmp_d)
-        _unlink(pch_path)
-        pch_path = None
-        out, cmd, tmp_o, tmp_d = run(None)
-    try:
+            pch_path = None
+            out, cmd = run(None)
         diagnostics = _clean(out.stderr, src_path, filename)
-        public_cmd = tuple(str(obj_path) if c == tmp_o else c for c in cmd
-                           if c not in (tmp_d, "-MD", "-MF"))
+        public_cmd = tuple(str(obj_path) if a == str(tmp_o) else a for a in cmd
+                           if a not in (str(tmp_d), "-MD", "-MF"))
         if out.returncode != 0:
             raise CompileError(diagnostics, text, filename, public_cmd)
-        deps = _record_deps(tmp_d, [src_path])
-        _atomic_write(meta_path, json.dumps({
+        deps = cache.record_deps(tmp_d, [src_path], c.root)
+        os.unlink(tmp_d)
+        c.commit(staging, "obj", key, {
             "filename": filename, "source": str(src_path), "warnings": diagnostics,
-            "pch": bool(pch_path), "command": public_cmd, "deps": deps}))
-        os.replace(tmp_o, obj_path)
+            "pch": bool(pch_path), "command": public_cmd, "deps": deps})
     finally:
-        _unlink(tmp_o)
-        _unlink(tmp_d)
+        shutil.rmtree(staging, ignore_errors=True)
     return CompileResult(obj_path, diagnostics, cached=False, used_pch=bool(pch_path),
                          seconds=time.perf_counter() - t0, command=public_cmd)
+
+
+def _cell_file(c: cache.Cache, key: str, filename: str, text: str) -> Path:
+    """The cell verbatim in ``src/<key>/`` (no #line: clang's BTF line info reads each
+    line's text from this file, which the verifier log quotes; #line would lose it)."""
+    path = c.entry_path("src", key) / f"{_src_stem(filename)}.c"
+    if c.open_entry("src", key) is None:
+        staging = c.stage("src")
+        cache.write_file(staging, path.name, text)
+        c.commit(staging, "src", key)
+    return path
 
 
 def compile(source: str | os.PathLike | bytes, cflags: Sequence[str] | str = (),

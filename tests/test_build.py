@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import build
+from bpfnb import build, cache
 from bpfnb.build import CompileError
 
 pytestmark = pytest.mark.skipif(
@@ -192,11 +192,21 @@ def test_warnings_are_kept_also_on_a_hit():
 def test_without_pch_and_with_a_broken_pch():
     res = build.build(COUNTER + "// no pch\n", pch=False)
     assert not res.used_pch and res.path.exists()
-    # a corrupt PCH (interrupted disk, another clang) must never fail a compile
+    # a PCH changed on disk is caught by its digest before clang sees it, and rebuilt
     pch = build.vmlinux_pch()
     assert pch is not None
     pch.write_bytes(b"not a precompiled header")
-    res = build.build(COUNTER + "// broken pch\n")
+    with pytest.warns(cache.CacheWarning, match=r"prelude\.pch whose sha256"):
+        res = build.build(COUNTER + "// broken pch\n")
+    assert res.path.exists() and res.used_pch
+    # a PCH bpfnb wrote but this clang cannot read (another clang, an interrupted
+    # disk) must never fail a compile: clang parses the headers once, the PCH is rebuilt
+    c, key = cache.current(), pch.parent.name
+    c.drop("pch", key)
+    staging = c.stage("pch")
+    cache.write_file(staging, build.PCH_NAME, b"not a precompiled header")
+    c.commit(staging, "pch", key)
+    res = build.build(COUNTER + "// unusable pch\n")
     assert res.path.exists() and not res.used_pch
     assert build.build(COUNTER + "// pch rebuilt\n").used_pch
 

@@ -88,11 +88,11 @@ def test_without_privileges_nothing_loads_and_the_fix_is_named(need_root):
     home = tempfile.mkdtemp(prefix="bpfnb-nobody-")  # pytest's tmp_path is root-only
     try:
         cache = os.path.join(home, "cache")
-        shutil.copytree(os.environ["BPFNB_CACHE"], cache)  # vmlinux.h and PCH, built once
-        for d, _, files in os.walk(home):
-            os.chmod(d, 0o777)
+        shutil.copytree(os.environ["BPFNB_CACHE"], cache)  # vmlinux.h, built once
+        for d, _, files in os.walk(home):  # nobody's own: a cache others can write is refused
+            os.chown(d, 65534, 65534)
             for f in files:
-                os.chmod(os.path.join(d, f), 0o666)
+                os.chown(os.path.join(d, f), 65534, 65534)
         env = dict(os.environ, BPFNB_CACHE=cache, HOME=home)
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                   "--inh-caps=-all", sys.executable]

@@ -16,7 +16,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from . import _lib
+from . import _lib, teardown
 from ._lib import lib
 from .btf import BTF
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
@@ -323,8 +323,12 @@ class Object:
         return self
 
     def detach(self):
+        """Detach every program; they no longer run when this returns."""
+        links = []
         for prog in self.progs:
-            prog.detach()
+            links.extend(prog.links)
+            prog.links = []
+        teardown.destroy_links(links)  # all at once: their kernel waits overlap
 
     def destroy(self):
         """Detach all links, free maps and programs. Safe to call more than once."""
@@ -334,8 +338,7 @@ class Object:
     def _destroy(self):
         if self.state == DESTROYED or self._ptr is None:
             return
-        for prog in self.progs:
-            prog.detach()
+        self.detach()
         for m in self._mmaps:
             try:
                 m.close()

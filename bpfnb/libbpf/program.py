@@ -17,7 +17,7 @@ import struct
 import threading
 import weakref
 
-from . import _lib, sysfs
+from . import _lib, sysfs, teardown
 from ._lib import lib
 from .errors import AttachError, BPFError, ObjectClosedError, last_errno, make
 
@@ -33,12 +33,16 @@ def prog_type_name(prog_type: int) -> str:
 
 
 class Link:
-    """An attachment. ``destroy()`` detaches; the kernel also does when we exit."""
+    """An attachment. ``destroy()`` detaches; the kernel also does when we exit.
 
-    def __init__(self, ptr: int | None, target: str, detach=None):
+    ``perf_fds``: dups of the perf events behind a perf-event link, so that detaching
+    does not wait for them to be freed (see teardown.py)."""
+
+    def __init__(self, ptr: int | None, target: str, detach=None, perf_fds=()):
         self._ptr = ptr
         self.target = target
         self._detach = detach
+        self.perf_fds = list(perf_fds)
 
     @property
     def fd(self) -> int:
@@ -49,6 +53,10 @@ class Link:
         return self._ptr is not None or self._detach is not None
 
     def destroy(self):
+        """Detach: the program no longer runs when this returns."""
+        teardown.destroy_links([self])
+
+    def _destroy_now(self):
         ptr, self._ptr = self._ptr, None
         detach, self._detach = self._detach, None
         if ptr:
@@ -132,12 +140,22 @@ class Program:
 
     # --- attach -------------------------------------------------------------
 
-    def _link(self, ptr: int, target: str, log: str = "", hint: str = "") -> Link:
+    def _link(self, ptr: int, target: str, log: str = "", hint: str = "",
+              perf: bool = False, pfd: int | None = None) -> Link:
+        """Wrap what a libbpf attach call returned. ``perf``: the call made a perf link
+        (libbpf opened the perf event); ``pfd``: the perf fd the caller opened."""
         if not ptr:
             err = last_errno()
             raise make(AttachError, f"cannot attach program {self.name!r} to {target}",
                        err, log, hint or _attach_hint(self.section, err))
-        link = Link(ptr, target)
+        link_fd = lib.bpf_link__fd(ptr)
+        if pfd is not None:
+            perf_fds = teardown.hold_perf_fd(pfd, link_fd)
+        elif perf:
+            perf_fds = teardown.perf_fd_of(ptr, link_fd)
+        else:
+            perf_fds = []
+        link = Link(ptr, target, perf_fds=perf_fds)
         self.links.append(link)
         return link
 
@@ -152,14 +170,15 @@ class Program:
             sysfs.ensure_tracefs()
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach(self._ptr)
-        return self._link(ptr, self.section, log.text)
+        return self._link(ptr, self.section, log.text,
+                          perf=self.section.startswith(teardown.PERF_HOOKS))
 
     def attach_tracepoint(self, category: str, name: str) -> Link:
         self.fd
         sysfs.ensure_tracefs()
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode())
-        return self._link(ptr, f"tracepoint/{category}/{name}", log.text)
+        return self._link(ptr, f"tracepoint/{category}/{name}", log.text, perf=True)
 
     def attach_raw_tracepoint(self, name: str) -> Link:
         self.fd
@@ -180,7 +199,8 @@ class Program:
             ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, binary.encode(), offset,
                                                       ctypes.byref(opts))
         kind = "uretprobe" if retprobe else "uprobe"
-        return self._link(ptr, f"{kind}/{binary}:{function or hex(offset)}", log.text)
+        return self._link(ptr, f"{kind}/{binary}:{function or hex(offset)}", log.text,
+                          perf=True)
 
     def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
         self.fd
@@ -203,10 +223,10 @@ class Program:
                     ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
                 if not ptr:
                     os.close(pfd)  # libbpf owns the perf fd only once attached
-                links.append(self._link(ptr, f"perf_event/{event}/cpu{cpu}", log.text))
+                links.append(self._link(ptr, f"perf_event/{event}/cpu{cpu}", log.text,
+                                        pfd=pfd))
         except BaseException:
-            for link in links:
-                link.destroy()
+            teardown.destroy_links(links)
             raise
         return links
 
@@ -215,7 +235,7 @@ class Program:
         self.fd
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
-        return self._link(ptr, f"perf_event/fd{pfd}", log.text)
+        return self._link(ptr, f"perf_event/fd{pfd}", log.text, pfd=pfd)
 
     def attach_xdp(self, interface: str | int) -> Link:
         self.fd
@@ -303,8 +323,7 @@ class Program:
 
     def detach(self):
         links, self.links = self.links, []
-        for link in links:
-            link.destroy()
+        teardown.destroy_links(links)
 
     # --- introspection ------------------------------------------------------
 

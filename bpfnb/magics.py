@@ -41,6 +41,7 @@ CELL_FILENAME = "<cell>"
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
 # The verifier quotes source lines as "... @ cell.c:12": name the cell as clang does.
 _VERIFIER_SOURCE = re.compile(r"\bcell\.c:(\d+)")
+_PROG_LOAD_LOG = re.compile(r"-- BEGIN PROG LOAD LOG --\n.*?-- END PROG LOAD LOG --", re.S)
 _PACKAGE = str(Path(__file__).resolve().parent)
 _WHY = "(%bpf why: the whole error, logs and traceback)"
 # Built-in exception types bpfnb raises for API mistakes (a bad map name, an
@@ -513,11 +514,16 @@ def why() -> str:
         return "no bpfnb error in this session yet"
     parts = []
     inner = error.error if isinstance(error, BPFCellError) else error
-    if inner is not error:
-        parts.append(str(error))
+    if inner is not error:  # the magic's first line; the rest is the inner error's text
+        parts.append(str(error) if inner is None else str(error).splitlines()[0])
     if inner is not None:
-        parts.append(f"{type(inner).__module__}.{type(inner).__qualname__}: {inner}")
         verifier = getattr(inner, "verifier_log", "")
+        text = _describe(inner)
+        if verifier:  # its last lines are in the whole log below
+            text = text.split("\nVerifier log (last lines", 1)[0]
+            verifier = _VERIFIER_SOURCE.sub(lambda m: f"{CELL_FILENAME}:{m.group(1)}",
+                                            verifier)
+        parts.append(f"{type(inner).__module__}.{type(inner).__qualname__}: {text}")
         libbpf = getattr(inner, "libbpf_log", None)
         if libbpf is None and not verifier:
             libbpf = getattr(inner, "log", "")
@@ -525,12 +531,14 @@ def why() -> str:
             parts.append(f"--- verifier log ({len(verifier.splitlines())} lines) ---\n"
                          + verifier.rstrip())
         if libbpf:
+            libbpf = _PROG_LOAD_LOG.sub("-- (the verifier log above) --", libbpf)
             parts.append("--- libbpf log ---\n" + libbpf.rstrip())
         command = getattr(inner, "command", ())
         if command:
             parts.append("--- clang command ---\n" + shlex.join(command))
-        parts.append("--- Python traceback ---\n"
-                     + "".join(traceback.format_exception(inner)).rstrip())
+        frames = "".join(traceback.format_tb(inner.__traceback__))
+        parts.append("--- Python traceback ---\nTraceback (most recent call last):\n"
+                     f"{frames}{type(inner).__name__} (its message is at the top)")
     return "\n\n".join(parts)
 
 

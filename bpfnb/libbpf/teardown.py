@@ -1,40 +1,49 @@
-"""Fast link teardown: programs stop at once, perf events are closed in the background.
+"""Fast link teardown: programs stop at once, the kernel's waits happen in the background.
 
 Destroying a link of a perf-event hook (tracepoint/, uprobe/, kprobe/, perf_event)
 costs two kernel waits, measured on Linux 6.18 at ~35 ms each:
 
-1. closing the BPF link detaches the program (it leaves the tracepoint's program
-   array at once) and then waits for an RCU-tasks-trace grace period;
-2. freeing the perf event unregisters its probe and waits again, under a kernel-wide
-   mutex, so these waits queue up one behind the other: 30 links cost ~2 s.
+1. closing the BPF link takes the program out of the tracepoint's program array at
+   once, then waits for an RCU-tasks-trace grace period before letting it go;
+2. freeing the perf event, when it was the tracepoint's last, unregisters the probe
+   and waits again, under a kernel-wide mutex: these waits queue one behind another,
+   30 links cost ~2 s.
 
 PERF_EVENT_IOC_DISABLE does not stop a tracepoint's BPF program (the kernel runs the
 program array whether the event is enabled or not; measured: 100 of 100 openat calls
-still counted after the ioctl), so the program is stopped by wait 1, and wait 1 is
-what ``destroy_links`` keeps on the caller's path: it detaches every link on its own
-thread at the same time, so the waits overlap into about one grace period whatever
-the number of links. Wait 2 is moved off that path: each perf link holds a dup of its
-perf event's fd (``Link.perf_fds``), so the link's detach does not free the event;
-the dups go to one closer thread per process, which frees them one by one soon after.
-At interpreter exit the closer is given a bounded time to finish; whatever it has not
-closed by then, the kernel closes as the process exits (no program is left: the
-program was detached before its fd reached the closer).
+still counted after the ioctl). What stops it is step 1's first half. So
+``destroy_links`` closes every link on a thread of its own, all at once, and returns
+as soon as the kernel shows, for each tracepoint, that the program has left its array
+(PERF_EVENT_IOC_QUERY_BPF on the perf event): no event that happens after the call
+returns reaches the old program. The grace periods then run out on those threads.
+Each perf link holds a dup of its perf event's fd (``Link.perf_fds``), so closing the
+link does not free the event (step 2): the dups go to one closer thread per process,
+which frees them one by one soon after. ``wait()`` waits for all of it; at
+interpreter exit it is given a bounded time (whatever is left, the kernel closes as
+the process exits: no program survives its process).
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import os
 import queue
+import struct
 import threading
+import time
+
+from ._lib import lib
 
 # Sections whose libbpf attach makes a perf link (struct bpf_link_perf).
 PERF_HOOKS = ("tracepoint/", "tp/", "kprobe/", "kretprobe/", "ksyscall/", "kretsyscall/",
               "uprobe", "uretprobe")
 EXIT_WAIT = 10.0  # seconds the closer gets at interpreter exit
 _PERF_EVENT = "anon_inode:[perf_event]"
-_MAX_THREADS = 64  # detaching threads at once; more do not overlap better
+_PERF_EVENT_IOC_QUERY_BPF = 0xC008240A  # _IOWR('$', 10, struct perf_event_query_bpf *)
+_MAX_TRACE_PROGS = 64  # BPF_TRACE_MAX_PROGS: the most a tracepoint's array holds
+_LINK_INFO_SIZE = 64  # enough of struct bpf_link_info for its first fields
 
 
 def perf_fd_of(ptr: int, link_fd: int) -> list[int]:
@@ -77,43 +86,92 @@ def _close_all(fds):
 
 
 def destroy_links(links):
-    """Destroy links; every program is detached when this returns, the perf events
-    behind them are freed by the closer thread soon after."""
+    """Destroy links. Every program is detached when this returns (in-flight runs
+    aside); the kernel's waits end on background threads soon after (``wait``)."""
     links = [link for link in links if link.attached]
     slow = [link for link in links if link.perf_fds]
     for link in links:
         if not link.perf_fds:
             link._destroy_now()
-    for start in range(0, len(slow), _MAX_THREADS):
-        batch = slow[start:start + _MAX_THREADS]
-        if len(batch) == 1:
-            batch[0]._destroy_now()
-            continue
-        threads = []
-        for link in batch:
-            t = threading.Thread(target=link._destroy_now, name="bpfnb-detach")
-            try:
-                t.start()
-            except RuntimeError:  # no new threads (interpreter shutdown): one by one
-                link._destroy_now()
-                continue
-            threads.append(t)
-        for t in threads:
-            t.join()
+    watched = []
     for link in slow:
         fds, link.perf_fds = link.perf_fds, []
-        closer.close_later(fds)
+        prog_id = _link_prog_id(link.fd)
+        ptr, link._ptr = link._ptr, None
+        # The thread runs libbpf alone (no Python code of ours), so it gives the GIL
+        # back at once: creating 30 of them costs ~2 ms.
+        thread = threading.Thread(target=lib.bpf_link__destroy, args=(ptr,),
+                                  name="bpfnb-detach", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads (interpreter shutdown): here, in turn
+            lib.bpf_link__destroy(ptr)
+            _close_all(fds)
+            continue
+        watched.append((fds, prog_id, thread))
+    _wait_left(watched)
+    for fds, _, thread in watched:
+        closer.close_later(fds, after=thread)
+
+
+def _wait_left(watched, timeout: float = 10.0):
+    """Until each program has left its tracepoint's program array (or its link's
+    thread is done: hooks the query does not cover, like uprobes, wait that long)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0002
+    while watched and time.monotonic() < deadline:
+        watched = [(fds, prog_id, thread) for fds, prog_id, thread in watched
+                   if thread.is_alive() and not _left(fds[0], prog_id)]
+        if watched:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+
+
+def _left(perf_fd: int, prog_id: int | None) -> bool:
+    """Whether program ``prog_id`` is no longer run by the tracepoint of ``perf_fd``;
+    False when the kernel cannot tell (not a tracepoint event)."""
+    if prog_id is None:
+        return False
+    query = ctypes.create_string_buffer(8 + 4 * _MAX_TRACE_PROGS)
+    struct.pack_into("<I", query, 0, _MAX_TRACE_PROGS)
+    try:
+        fcntl.ioctl(perf_fd, _PERF_EVENT_IOC_QUERY_BPF, query)
+    except OSError:
+        return False
+    count = min(struct.unpack_from("<I", query, 4)[0], _MAX_TRACE_PROGS)
+    return prog_id not in struct.unpack_from(f"<{count}I", query, 8)
+
+
+def _link_prog_id(link_fd: int) -> int | None:
+    """The program id of a BPF link (struct bpf_link_info: type, id, prog_id)."""
+    info = ctypes.create_string_buffer(_LINK_INFO_SIZE)
+    size = ctypes.c_uint32(_LINK_INFO_SIZE)
+    if link_fd < 0 or lib.bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(size)) < 0:
+        return None
+    return struct.unpack_from("<I", info, 8)[0]
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Wait until every detach and every close handed over is done; False if
+    ``timeout`` ran out first."""
+    return closer.wait(timeout)
+
+
+def pending() -> int:
+    """Detaches and closes handed over and not done yet."""
+    return closer.pending
 
 
 class Closer:
-    """One thread that closes fds handed to it, in order; ``wait`` for it to finish."""
+    """One thread that closes fds handed to it, in order (each batch after the thread
+    still detaching their link); ``wait`` for it to finish."""
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def close_later(self, fds):
+    def close_later(self, fds, after: threading.Thread | None = None):
         if not fds:
             return
         with self._lock:
@@ -125,25 +183,30 @@ class Closer:
                 try:
                     thread.start()
                 except RuntimeError:  # no new threads (interpreter shutdown)
+                    if after is not None:
+                        after.join()
                     _close_all(fds)
                     return
                 self._thread = thread
-        for fd in fds:
-            self._queue.put(fd)
+        self._queue.put((after, fds))
 
     def _run(self):
         while True:
-            fd = self._queue.get()
+            after, fds = self._queue.get()
             try:
-                os.close(fd)
-            except OSError:
-                pass  # already closed: nothing left to free
+                if after is not None:
+                    after.join()
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass  # already closed: nothing left to free
             finally:
                 self._queue.task_done()
 
     @property
     def pending(self) -> int:
-        """Fds handed over and not closed yet."""
+        """Batches of fds handed over and not closed yet."""
         return self._queue.unfinished_tasks
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -161,4 +224,4 @@ closer = Closer()
 # their teardown hands over.
 @atexit.register
 def _at_exit():
-    closer.wait(EXIT_WAIT)
+    wait(EXIT_WAIT)

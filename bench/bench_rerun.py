@@ -23,7 +23,7 @@ from bpfnb.libbpf import teardown  # noqa: E402
 from bpfnb.registry import registry  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-OLD_RUNS = int(os.environ.get("BENCH_OLD_RUNS", "2"))  # ~3 s each for 30 links
+OLD_RUNS = int(os.environ.get("BENCH_OLD_RUNS", "1"))  # ~2.5 s each for 30 links
 SYSCALLS = "/sys/kernel/tracing/events/syscalls"
 
 
@@ -56,6 +56,28 @@ def rerun(ip, text: str, old_way: bool) -> tuple[float, float]:
     return seconds, time.perf_counter() - t1
 
 
+def teardown_part(links: int, old_way: bool) -> float:
+    """Milliseconds the old object's teardown adds to a re-run: the new one (same
+    hooks) is attached, then the old one is detached (stopped) and destroyed."""
+    import bpfnb
+    source = cell(links).split("\n", 1)[1]
+    old = bpfnb.load(source)
+    new = bpfnb.load(source)
+    if old_way:
+        for prog in old.progs:
+            for link in prog.links:
+                fds, link.perf_fds = link.perf_fds, []
+                for fd in fds:
+                    os.close(fd)
+    t0 = time.perf_counter()
+    old.detach(wait=False)
+    old.destroy()
+    seconds = time.perf_counter() - t0
+    new.destroy()
+    assert teardown.wait(30)
+    return seconds * 1000
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("bench_rerun needs root (it loads tracepoint programs)")
@@ -74,6 +96,21 @@ def main():
             figures[case, old_way] = [statistics.median(r) * 1000 for r in zip(*runs)]
         registry.stop_all()
         teardown.wait(30)
+    for links in (1, 30):
+        for old_way in (False, True):
+            figures["teardown", links, old_way] = statistics.median(
+                teardown_part(links, old_way) for _ in range(OLD_RUNS if old_way else RUNS))
+    for links in (1, 30):
+        print(json.dumps({"bench": "rerun", "metric": f"teardown_{links}_link_ms",
+                          "value": round(figures["teardown", links, False], 2), "unit": "ms",
+                          "baseline": round(figures["teardown", links, True], 1),
+                          "note": "the old object's part of a re-run (new one attached)"}))
+    print(json.dumps({"bench": "rerun", "metric": "teardown_ratio_30_to_1_link",
+                      "value": round(figures["teardown", 30, False]
+                                     / figures["teardown", 1, False], 2),
+                      "unit": "x", "target": 2.0,
+                      "baseline": round(figures["teardown", 30, True]
+                                        / figures["teardown", 1, True], 2)}))
     for case in cases:
         print(json.dumps({"bench": "rerun", "metric": f"rerun_{case}_ms",
                           "value": round(figures[case, False][0], 1), "unit": "ms",

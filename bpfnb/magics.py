@@ -123,6 +123,9 @@ class BPFMagics(Magics):
             t0 = time.perf_counter()
             self._attach(name, obj)
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        old = registry.get(name)
+        if old is not None and old is not obj:
+            old.detach(wait=False)  # stopped now; the kernel lets it go in the background
         registry.install(name, obj)  # only now is the previous NAME destroyed
         self.shell.user_ns[name] = obj
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell

@@ -191,6 +191,19 @@ def test_rerun_of_30_links_stops_the_old_programs_at_once(ip):
     assert seconds < 1.5, f"re-run of a 30-link cell took {seconds:.2f} s"
 
 
+def test_destroy_of_30_links_returns_with_the_programs_gone(no_leaks):
+    import bpfnb
+    obj = bpfnb.load(cell(more=many_links(30)).split("\n", 1)[1], rodata={"target_pid": 1})
+    ids = {p.id for p in obj.progs}
+    t0 = time.perf_counter()
+    obj.destroy()
+    seconds = time.perf_counter() - t0
+    assert not ids & kernel_ids()  # gone when destroy() returns, not only stopped
+    assert teardown.wait(10) and teardown.pending() == 0
+    # Their kernel waits overlap: one by one they took ~2.2 s here.
+    assert seconds < 1.0, f"destroying 30 tracepoint links took {seconds:.2f} s"
+
+
 EXIT_CHILD = """
 import atexit, json, os, sys
 atexit.register(lambda: print(json.dumps({"pending_at_end": teardown.pending()}), flush=True))

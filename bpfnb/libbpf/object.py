@@ -322,13 +322,15 @@ class Object:
                     self.skipped[prog.name] = reason
         return self
 
-    def detach(self):
-        """Detach every program; they no longer run when this returns."""
+    def detach(self, wait: bool = True):
+        """Detach every program: none runs when this returns. ``wait=False`` returns
+        before the kernel has let them go (they leave it ~35 ms later; see
+        teardown.py), for a re-run that replaces them."""
         links = []
         for prog in self.progs:
             links.extend(prog.links)
             prog.links = []
-        teardown.destroy_links(links)  # all at once: their kernel waits overlap
+        teardown.destroy_links(links, wait)  # all at once: their kernel waits overlap
 
     def destroy(self):
         """Detach all links, free maps and programs. Safe to call more than once."""

@@ -52,9 +52,9 @@ class Link:
     def attached(self) -> bool:
         return self._ptr is not None or self._detach is not None
 
-    def destroy(self):
-        """Detach: the program no longer runs when this returns."""
-        teardown.destroy_links([self])
+    def destroy(self, wait: bool = True):
+        """Detach: the program no longer runs when this returns (see teardown.py)."""
+        teardown.destroy_links([self], wait)
 
     def _destroy_now(self):
         ptr, self._ptr = self._ptr, None
@@ -321,9 +321,10 @@ class Program:
             os.close(fd)
         return b"".join(chunks).decode(errors="replace")
 
-    def detach(self):
+    def detach(self, wait: bool = True):
+        """Destroy every link (see teardown.destroy_links for ``wait``)."""
         links, self.links = self.links, []
-        teardown.destroy_links(links)
+        teardown.destroy_links(links, wait)
 
     # --- introspection ------------------------------------------------------
 

@@ -12,10 +12,13 @@ costs two kernel waits, measured on Linux 6.18 at ~35 ms each:
 PERF_EVENT_IOC_DISABLE does not stop a tracepoint's BPF program (the kernel runs the
 program array whether the event is enabled or not; measured: 100 of 100 openat calls
 still counted after the ioctl). What stops it is step 1's first half. So
-``destroy_links`` closes every link on a thread of its own, all at once, and returns
-as soon as the kernel shows, for each tracepoint, that the program has left its array
-(PERF_EVENT_IOC_QUERY_BPF on the perf event): no event that happens after the call
-returns reaches the old program. The grace periods then run out on those threads.
+``destroy_links`` closes every link on a thread of its own, all at once, so that the
+grace periods overlap into about one whatever the number of links, and waits for them
+(the programs are gone from the kernel when the object closes). With ``wait=False``
+(a re-run, where the user waits) it returns as soon as the kernel shows, for each
+tracepoint, that the program has left its array (PERF_EVENT_IOC_QUERY_BPF on the perf
+event): no event that happens after the call returns reaches the old program, and the
+grace periods run out on those threads.
 Each perf link holds a dup of its perf event's fd (``Link.perf_fds``), so closing the
 link does not free the event (step 2): the dups go to one closer thread per process,
 which frees them one by one soon after. ``wait()`` waits for all of it; at
@@ -31,6 +34,7 @@ import fcntl
 import os
 import queue
 import struct
+import _thread
 import threading
 import time
 
@@ -85,9 +89,11 @@ def _close_all(fds):
         os.close(fd)
 
 
-def destroy_links(links):
+def destroy_links(links, wait: bool = True):
     """Destroy links. Every program is detached when this returns (in-flight runs
-    aside); the kernel's waits end on background threads soon after (``wait``)."""
+    aside) and, with ``wait``, gone from the kernel once its object closes; without,
+    the grace periods end on background threads soon after. Perf events are freed in
+    the background either way (``wait()`` for all of it)."""
     links = [link for link in links if link.attached]
     slow = [link for link in links if link.perf_fds]
     for link in links:
@@ -98,20 +104,45 @@ def destroy_links(links):
         fds, link.perf_fds = link.perf_fds, []
         prog_id = _link_prog_id(link.fd)
         ptr, link._ptr = link._ptr, None
-        # The thread runs libbpf alone (no Python code of ours), so it gives the GIL
-        # back at once: creating 30 of them costs ~2 ms.
-        thread = threading.Thread(target=lib.bpf_link__destroy, args=(ptr,),
-                                  name="bpfnb-detach", daemon=True)
+        thread = _Detach(ptr)
         try:
-            thread.start()
+            _thread.start_new_thread(thread.run, ())
         except RuntimeError:  # no new threads (interpreter shutdown): here, in turn
-            lib.bpf_link__destroy(ptr)
+            thread.run()
             _close_all(fds)
             continue
         watched.append((fds, prog_id, thread))
-    _wait_left(watched)
+    if wait:  # the grace periods overlap: about one, whatever the number of links
+        for _, _, thread in watched:
+            thread.join()
+    else:
+        _wait_left(watched)
     for fds, _, thread in watched:
         closer.close_later(fds, after=thread)
+
+
+class _Detach:
+    """One bpf_link__destroy on a thread of its own. A bare thread, not a
+    threading.Thread: start() would wait for the thread to be scheduled, and with 30
+    links on a busy machine those waits add up to the cost this module removes."""
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+
+    def run(self):
+        try:
+            lib.bpf_link__destroy(self.ptr)
+        finally:
+            self._done.release()
+
+    def is_alive(self) -> bool:
+        return self._done.locked()
+
+    def join(self):
+        with self._done:
+            pass
 
 
 def _wait_left(watched, timeout: float = 10.0):
@@ -171,7 +202,7 @@ class Closer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def close_later(self, fds, after: threading.Thread | None = None):
+    def close_later(self, fds, after: _Detach | None = None):
         if not fds:
             return
         with self._lock:

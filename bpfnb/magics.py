@@ -18,35 +18,23 @@ import ast
 import collections
 import html
 import keyword
-import re
-import linecache
 import shlex
 import sys
 import threading
 import time
-import traceback
-from pathlib import Path
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import build, loader, output
+from . import build, lasterror, loader, output
+from .lasterror import CELL_FILENAME, WHY, describe as _describe
 from .libbpf import BPFError, ObjectClosedError, VerifierError, enable_stats
 from .registry import registry
 from .summary import summarize
 
-CELL_FILENAME = "<cell>"
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
-# The verifier quotes source lines as "... @ cell.c:12": name the cell as clang does.
-_VERIFIER_SOURCE = re.compile(r"\bcell\.c:(\d+)")
-_PROG_LOAD_LOG = re.compile(r"-- BEGIN PROG LOAD LOG --\n.*?-- END PROG LOAD LOG --", re.S)
-_PACKAGE = str(Path(__file__).resolve().parent)
-_WHY = "(%bpf why: the whole error, logs and traceback)"
-# Built-in exception types bpfnb raises for API mistakes (a bad map name, an
-# out-of-range value): shown as their message when a bpfnb function raised them.
-_USAGE_TYPES = (AttributeError, LookupError, ValueError, TypeError, OverflowError)
 
 
 class BPFCellError(Exception):
@@ -57,18 +45,10 @@ class BPFCellError(Exception):
     def __init__(self, message: str, error: BaseException | None = None):
         super().__init__(message)
         self.error = error
-        _errors.last = self
+        lasterror.record(self, error)
 
     def _render_traceback_(self):
-        return str(self).splitlines() + [_WHY]
-
-
-class _LastError:
-    """The last bpfnb error shown in this process (what ``%bpf why`` prints)."""
-    last: BaseException | None = None
-
-
-_errors = _LastError()
+        return str(self).splitlines() + [WHY]
 
 
 @magics_class
@@ -287,7 +267,7 @@ class BPFMagics(Magics):
             _show_data(obj)
             return None
         if args.command == "why":
-            print(why())
+            print(lasterror.why())
             return None
         if args.command == "doctor":
             from . import doctor
@@ -499,86 +479,25 @@ def _parse_sets(items) -> dict:
     return values
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    if isinstance(error, VerifierError):
-        text = _VERIFIER_SOURCE.sub(lambda m: f"{CELL_FILENAME}:{m.group(1)}", text)
-        text = text.replace("full text in .log", "the whole log: %bpf why")
-    return text
-
-
-# --- errors: message only in the notebook, everything in %bpf why ---------------
-
-def why() -> str:
-    """The last bpfnb error in full: messages, the whole verifier log, the libbpf
-    log, clang's command, the Python traceback (of the error the magic wrapped)."""
-    error = _errors.last
-    if error is None:
-        return "no bpfnb error in this session yet"
-    parts = []
-    inner = error.error if isinstance(error, BPFCellError) else error
-    if inner is not error:  # the magic's first line; the rest is the inner error's text
-        parts.append(str(error) if inner is None else str(error).splitlines()[0])
-    if inner is not None:
-        verifier = getattr(inner, "verifier_log", "")
-        text = _describe(inner)
-        if verifier:  # its last lines are in the whole log below
-            text = text.split("\nVerifier log (last lines", 1)[0]
-            verifier = _VERIFIER_SOURCE.sub(lambda m: f"{CELL_FILENAME}:{m.group(1)}",
-                                            verifier)
-        parts.append(f"{type(inner).__module__}.{type(inner).__qualname__}: {text}")
-        libbpf = getattr(inner, "libbpf_log", None)
-        if libbpf is None and not verifier:
-            libbpf = getattr(inner, "log", "")
-        if verifier:
-            parts.append(f"--- verifier log ({len(verifier.splitlines())} lines) ---\n"
-                         + verifier.rstrip())
-        if libbpf:
-            libbpf = _PROG_LOAD_LOG.sub("-- (the verifier log above) --", libbpf)
-            parts.append("--- libbpf log ---\n" + libbpf.rstrip())
-        command = getattr(inner, "command", ())
-        if command:
-            parts.append("--- clang command ---\n" + shlex.join(command))
-        frames = "".join(traceback.format_tb(inner.__traceback__))
-        parts.append("--- Python traceback ---\nTraceback (most recent call last):\n"
-                     f"{frames}{type(inner).__name__} (its message is at the top)")
-    return "\n\n".join(parts)
-
-
-def _is_ours(value: BaseException, tb) -> bool:
-    """A bpfnb exception, or a built-in one a bpfnb function raised on purpose (its
-    innermost frame is in bpfnb, at a raise statement): not a bug's traceback."""
-    if isinstance(value, BPFCellError) or type(value).__module__.split(".")[0] == "bpfnb":
-        return True
-    if not isinstance(value, _USAGE_TYPES) or tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    filename = tb.tb_frame.f_code.co_filename
-    if not filename.startswith(_PACKAGE):
-        return False
-    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
-
-
 def _show_error(shell, etype, value, tb, tb_offset=None):
     """IPython's custom exception handler: bpfnb's errors as their message alone,
     others as IPython shows them."""
-    if not _is_ours(value, tb):
+    if not (isinstance(value, BPFCellError) or lasterror.is_ours(value, tb)):
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         return
     sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %debug
     if isinstance(value, BPFCellError):
         lines = value._render_traceback_()
     else:
-        _errors.last = value
-        lines = f"{etype.__name__}: {_describe(value)}".splitlines() + [_WHY]
+        lasterror.record(value, value)
+        lines = f"{etype.__name__}: {_describe(value)}".splitlines() + [WHY]
     shell._showtraceback(etype, value, lines)
 
 
 # What set_custom_exc catches: every bpfnb exception type and the built-in ones of
-# _USAGE_TYPES (which _show_error passes on to IPython unless bpfnb raised them).
+# USAGE_TYPES (which _show_error passes on to IPython unless bpfnb raised them).
 _CAUGHT = (BPFCellError, BPFError, ObjectClosedError, build.CompileError,
-           build.ClangNotFound) + _USAGE_TYPES
+           build.ClangNotFound) + lasterror.USAGE_TYPES
 
 
 def _kept(name: str) -> str:

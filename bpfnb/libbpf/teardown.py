@@ -80,7 +80,7 @@ def _is_perf_event(fd: int) -> bool:
 
 
 def hold_perf_fd(pfd: int, link_fd: int) -> list[int]:
-    """A dup of a perf fd the caller opened (attach_perf_event), as ``new_perf_fds``."""
+    """A dup of a perf fd the caller opened (attach_perf_event), as ``perf_fd_of``."""
     return [] if pfd == link_fd else [os.dup(pfd)]
 
 
@@ -145,9 +145,10 @@ class _Detach:
             pass
 
 
-def _wait_left(watched, timeout: float = 10.0):
-    """Until each program has left its tracepoint's program array (or its link's
-    thread is done: hooks the query does not cover, like uprobes, wait that long)."""
+def _wait_left(watched, timeout: float = 1.0):
+    """Until each program has left its tracepoint's program array, or its link's
+    thread is done (hooks the query does not cover, like uprobes, wait that long, as
+    do all after ``timeout``)."""
     deadline = time.monotonic() + timeout
     pause = 0.0002
     while watched and time.monotonic() < deadline:
@@ -156,6 +157,8 @@ def _wait_left(watched, timeout: float = 10.0):
         if watched:
             time.sleep(pause)
             pause = min(pause * 2, 0.001)
+    for _, _, thread in watched:
+        thread.join()
 
 
 def _left(perf_fd: int, prog_id: int | None) -> bool:
@@ -194,36 +197,40 @@ def pending() -> int:
 
 
 class Closer:
-    """One thread that closes fds handed to it, in order (each batch after the thread
-    still detaching their link); ``wait`` for it to finish."""
+    """A thread that closes the fds handed to it, in order (each batch once the
+    thread detaching its link is done), and ends when none is left; ``wait`` for it."""
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue's emptiness and the thread's life
 
     def close_later(self, fds, after: _Detach | None = None):
         if not fds:
             return
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 # daemon: a close stuck in the kernel must not hang the interpreter's
                 # exit beyond the bounded wait of _at_exit.
                 thread = threading.Thread(target=self._run, name="bpfnb-closer",
                                           daemon=True)
                 try:
                     thread.start()
-                except RuntimeError:  # no new threads (interpreter shutdown)
+                except RuntimeError:  # no new threads (interpreter shutdown): here
                     if after is not None:
                         after.join()
                     _close_all(fds)
                     return
                 self._thread = thread
-        self._queue.put((after, fds))
+            self._queue.put((after, fds))
 
     def _run(self):
         while True:
-            after, fds = self._queue.get()
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return
+                after, fds = self._queue.get_nowait()
             try:
                 if after is not None:
                     after.join()

@@ -198,37 +198,38 @@ def pending() -> int:
 
 class Closer:
     """A thread that closes the fds handed to it, in order (each batch once the
-    thread detaching its link is done), and ends when none is left; ``wait`` for it."""
+    thread detaching its link is done), and ends when none is left; ``wait`` for it.
+
+    A bare thread, like the detaching ones: it is not a threading.Thread that code
+    counting threads would see come and go, and never one the interpreter joins at
+    exit beyond the bounded wait of _at_exit (a close stuck in the kernel must not
+    hang it)."""
 
     def __init__(self):
         self._queue: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._running = False
         self._lock = threading.Lock()  # the queue's emptiness and the thread's life
 
     def close_later(self, fds, after: _Detach | None = None):
         if not fds:
             return
         with self._lock:
-            if self._thread is None:
-                # daemon: a close stuck in the kernel must not hang the interpreter's
-                # exit beyond the bounded wait of _at_exit.
-                thread = threading.Thread(target=self._run, name="bpfnb-closer",
-                                          daemon=True)
+            if not self._running:
                 try:
-                    thread.start()
+                    _thread.start_new_thread(self._run, ())
                 except RuntimeError:  # no new threads (interpreter shutdown): here
                     if after is not None:
                         after.join()
                     _close_all(fds)
                     return
-                self._thread = thread
+                self._running = True
             self._queue.put((after, fds))
 
     def _run(self):
         while True:
             with self._lock:
                 if self._queue.empty():
-                    self._thread = None
+                    self._running = False
                     return
                 after, fds = self._queue.get_nowait()
             try:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from IPython.utils.capture import capture_output  # noqa: E402
 
-from bpfnb.libbpf import teardown  # noqa: E402
+from bpfnb.libbpf import sysfs, teardown  # noqa: E402
 from bpfnb.registry import registry  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -28,6 +28,7 @@ SYSCALLS = "/sys/kernel/tracing/events/syscalls"
 
 
 def cell(links: int, prefix: str = "sys_enter_") -> str:
+    sysfs.ensure_tracefs()
     events = sorted(e for e in os.listdir(SYSCALLS) if e.startswith(prefix))[:links]
     progs = "".join(f'SEC("tracepoint/syscalls/{e}")\nint p_{i}(void *ctx) '
                     f"{{ __sync_fetch_and_add(&hits, 1); return 0; }}\n"

@@ -1,8 +1,15 @@
 """``%%bpf`` and ``%bpf``: IPython's side of bpfnb (the only module that knows IPython).
 
 ``%%bpf NAME`` compiles the cell, loads and attaches it, and binds NAME to the
-Object; the registry (bpfnb.registry) owns it from then on. A failed re-run (clang
-error, verifier rejection) leaves the previous object running; a good one replaces it.
+Object; the registry (bpfnb.registry) owns it from then on. A re-run that fails at
+any step (clang error, open, verifier rejection, attach) leaves the previous object
+running and bound; a good one replaces it.
+
+Errors: every bpfnb exception shows in the notebook as its message alone, without
+Python frames (``BPFCellError._render_traceback_`` for the magic's own, a handler set
+with ``shell.set_custom_exc`` for those raised by bpfnb calls in ordinary cells);
+``%bpf why`` shows the last one in full: the whole verifier log, the libbpf log,
+clang's command and the Python traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ import ast
 import collections
 import html
 import keyword
-import re
 import shlex
 import sys
 import threading
@@ -22,15 +28,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import build, loader, output
-from .libbpf import BPFError, RangeError, VerifierError, enable_stats
+from . import build, lasterror, loader, output
+from .lasterror import CELL_FILENAME, WHY, describe as _describe
+from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, enable_stats
 from .registry import registry
 from .summary import summarize
 
-CELL_FILENAME = "<cell>"
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
-# The verifier quotes source lines as "... @ cell.c:12": name the cell as clang does.
-_VERIFIER_SOURCE = re.compile(r"\bcell\.c:(\d+)")
 
 
 class BPFCellError(Exception):
@@ -41,9 +45,10 @@ class BPFCellError(Exception):
     def __init__(self, message: str, error: BaseException | None = None):
         super().__init__(message)
         self.error = error
+        lasterror.record(self, error)
 
     def _render_traceback_(self):
-        return str(self).splitlines()
+        return str(self).splitlines() + [WHY]
 
 
 @magics_class
@@ -72,8 +77,11 @@ class BPFMagics(Magics):
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
-        bind NAME to the object. Re-running replaces the object; if the new text fails
-        to compile or load, the previous one keeps running."""
+        bind NAME to the object. Re-running replaces the object: the new one is
+        compiled, loaded and attached first (so for a moment both are attached and both
+        count events), then the previous one is destroyed and NAME rebound. If the new
+        text fails at any step (compile, open, load, attach), the new object is
+        destroyed and the previous one keeps running, bound to NAME."""
         args = self._parse_cell_line(line)
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
@@ -91,16 +99,14 @@ class BPFMagics(Magics):
 
         obj, notes, warnings = self._open_and_load(name, cell, cflags, values,
                                                    load=not args.no_load)
-        registry.install(name, obj)  # destroys the previous NAME before attaching this one
         if not (args.no_load or args.no_attach):
             t0 = time.perf_counter()
-            try:
-                obj.attach()
-            except BPFError as e:
-                registry.stop(name)
-                raise BPFCellError(f"%%bpf {name}: could not attach, so nothing of {name} "
-                                   f"is running now.\n{_describe(e)}", e) from None
+            self._attach(name, obj)
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        old = registry.get(name)
+        if old is not None and old is not obj:
+            old.detach(wait=False)  # stopped now; the kernel lets it go in the background
+        registry.install(name, obj)  # only now is the previous NAME destroyed
         self.shell.user_ns[name] = obj
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
@@ -112,6 +118,21 @@ class BPFMagics(Magics):
             display(summarize(obj, name, notes, warnings))
         if printk:
             _PrintkView(name, obj)
+
+    @staticmethod
+    def _attach(name, obj):
+        """Attach the new object while the previous NAME still runs (both count for that
+        moment); if it fails, the new one goes and the previous one stays bound."""
+        try:
+            obj.attach()
+        except BPFError as e:
+            keeps = _kept(name) or f", so nothing of {name} is running now"
+            obj.destroy()
+            raise BPFCellError(f"%%bpf {name}: could not attach{keeps}.\n{_describe(e)}",
+                               e) from None
+        except BaseException:
+            obj.destroy()
+            raise
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
@@ -195,9 +216,12 @@ class BPFMagics(Magics):
     # --- %bpf ---------------------------------------------------------------
 
     @magic_arguments("bpf")
-    @argument("command", choices=["list", "stop", "show", "doctor", "vmlinux", "probes", "new"],
+    @argument("command", choices=["list", "stop", "show", "why", "doctor", "vmlinux", "probes",
+                                  "new"],
               help="list: live objects; stop NAME | stop --all: destroy; show NAME: its "
-                   "maps as DataFrames; doctor: what this machine allows; vmlinux: path "
+                   "maps as DataFrames; why: the last bpfnb error in full (the whole "
+                   "verifier log, the libbpf log, the Python traceback); doctor: what "
+                   "this machine allows; vmlinux: path "
                    "of the cached vmlinux.h; probes PATTERN: the probes, their arguments "
                    "and whether they attach here (bpftrace -l patterns: '*openat*', "
                    "'t:syscalls:*', 'u:/path/bin:func*'); new PROBE: a starter %%%%bpf cell "
@@ -244,6 +268,9 @@ class BPFMagics(Magics):
             if obj is None:
                 raise UsageError(f"no %%bpf object named {args.name!r}" + _live_names())
             _show_data(obj)
+            return None
+        if args.command == "why":
+            print(lasterror.why())
             return None
         if args.command == "doctor":
             from . import doctor
@@ -465,11 +492,25 @@ def _set_range_message(e: RangeError, values: dict) -> str:
             f"({e.lo}..{e.hi})")
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    if isinstance(error, VerifierError):
-        text = _VERIFIER_SOURCE.sub(lambda m: f"{CELL_FILENAME}:{m.group(1)}", text)
-    return text
+def _show_error(shell, etype, value, tb, tb_offset=None):
+    """IPython's custom exception handler: bpfnb's errors as their message alone,
+    others as IPython shows them."""
+    if not (isinstance(value, BPFCellError) or lasterror.is_ours(value, tb)):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %debug
+    if isinstance(value, BPFCellError):
+        lines = value._render_traceback_()
+    else:
+        lasterror.record(value, value)
+        lines = f"{etype.__name__}: {_describe(value)}".splitlines() + [WHY]
+    shell._showtraceback(etype, value, lines)
+
+
+# What set_custom_exc catches: every bpfnb exception type and the built-in ones of
+# USAGE_TYPES (which _show_error passes on to IPython unless bpfnb raised them).
+_CAUGHT = (BPFCellError, BPFError, ObjectClosedError, build.CompileError,
+           build.ClangNotFound) + lasterror.USAGE_TYPES
 
 
 def _kept(name: str) -> str:
@@ -493,11 +534,15 @@ def _ms(seconds: float) -> str:
 
 def load_ipython_extension(ipython):
     ipython.register_magics(BPFMagics)
+    if not ipython.custom_exceptions:  # never replace a handler someone else set
+        ipython.set_custom_exc(_CAUGHT, _show_error)
     enable_stats()  # run counts for %bpf list, from now on; False without privilege
 
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
+    if ipython.custom_exceptions == _CAUGHT:
+        ipython.set_custom_exc((), None)
     magics = ipython.magics_manager.magics
     magics["cell"].pop("bpf", None)
     magics["line"].pop("bpf", None)

@@ -1,9 +1,9 @@
 """The registry: every Object the ``%%bpf`` magic made, by cell name, and its teardown.
 
 One process (one Jupyter kernel) has one registry, ``bpfnb.registry.registry``. It
-owns the objects: re-running a cell replaces the object of that name (the old one is
-destroyed first, so two objects of one name are never attached at once); ``%bpf
-stop``, unloading the extension and interpreter exit destroy them. When the kernel
+owns the objects: re-running a cell replaces the object of that name (the magic
+attaches the new one before the old one is destroyed, so for a moment both count);
+``%bpf stop``, unloading the extension and interpreter exit destroy them. When the kernel
 process is killed, the kernel itself detaches everything: links and programs are file
 descriptors and nothing is pinned.
 

@@ -8,7 +8,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from bpfnb.libbpf import kernel_ids
+from bpfnb.libbpf import kernel_ids, teardown
 from bpfnb.magics import BPFCellError
 from bpfnb.registry import Registry, registry
 
@@ -115,6 +115,7 @@ def test_rerun_replaces_the_old_object(ip):
     run_ok(ip, COUNTER.format(name="counter").replace("u64 total = 0;", "u64 total = 7;"))
     new = ip.user_ns["counter"]
     assert new is not old and old.state == "destroyed"
+    assert teardown.wait(10)  # a re-run lets the kernel free the old programs meanwhile
     ids = kernel_ids()
     assert old_id not in ids and new.progs.on_open.id in ids
     assert registry.names() == ["counter"]

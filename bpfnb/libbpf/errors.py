@@ -125,11 +125,13 @@ class LoadError(BPFError):
 
 
 class VerifierError(LoadError):
-    """The verifier rejected a program. ``log`` holds the full verifier log."""
+    """The verifier rejected a program. ``log`` holds the full verifier log,
+    ``libbpf_log`` all libbpf printed."""
 
     def __init__(self, program: str, err: int, verifier_log: str, libbpf_log: str = ""):
         self.program = program
         self.verifier_log = verifier_log
+        self.libbpf_log = libbpf_log
         super().__init__(f"the verifier rejected program '{program}'", err, libbpf_log,
                          verifier_hint(verifier_log))
         self.log = verifier_log

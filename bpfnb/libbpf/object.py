@@ -16,7 +16,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from . import _lib
+from . import _lib, teardown
 from ._lib import lib
 from .btf import BTF
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
@@ -322,9 +322,15 @@ class Object:
                     self.skipped[prog.name] = reason
         return self
 
-    def detach(self):
+    def detach(self, wait: bool = True):
+        """Detach every program: none runs when this returns. ``wait=False`` returns
+        before the kernel has let them go (they leave it ~35 ms later; see
+        teardown.py), for a re-run that replaces them."""
+        links = []
         for prog in self.progs:
-            prog.detach()
+            links.extend(prog.links)
+            prog.links = []
+        teardown.destroy_links(links, wait)  # all at once: their kernel waits overlap
 
     def destroy(self):
         """Detach all links, free maps and programs. Safe to call more than once."""
@@ -334,8 +340,7 @@ class Object:
     def _destroy(self):
         if self.state == DESTROYED or self._ptr is None:
             return
-        for prog in self.progs:
-            prog.detach()
+        self.detach()
         for m in self._mmaps:
             try:
                 m.close()

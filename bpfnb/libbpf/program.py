@@ -18,7 +18,7 @@ import struct
 import threading
 import weakref
 
-from . import _check, _lib, sysfs
+from . import _check, _lib, sysfs, teardown
 from ._lib import lib
 from .errors import (AttachError, BPFError, ObjectClosedError, last_errno, make,
                      missing_capabilities, tracefs_hint)
@@ -35,12 +35,16 @@ def prog_type_name(prog_type: int) -> str:
 
 
 class Link:
-    """An attachment. ``destroy()`` detaches; the kernel also does when we exit."""
+    """An attachment. ``destroy()`` detaches; the kernel also does when we exit.
 
-    def __init__(self, ptr: int | None, target: str, detach=None):
+    ``perf_fds``: dups of the perf events behind a perf-event link, so that detaching
+    does not wait for them to be freed (see teardown.py)."""
+
+    def __init__(self, ptr: int | None, target: str, detach=None, perf_fds=()):
         self._ptr = ptr
         self.target = target
         self._detach = detach
+        self.perf_fds = list(perf_fds)
 
     @property
     def fd(self) -> int:
@@ -50,7 +54,11 @@ class Link:
     def attached(self) -> bool:
         return self._ptr is not None or self._detach is not None
 
-    def destroy(self):
+    def destroy(self, wait: bool = True):
+        """Detach: the program no longer runs when this returns (see teardown.py)."""
+        teardown.destroy_links([self], wait)
+
+    def _destroy_now(self):
         ptr, self._ptr = self._ptr, None
         detach, self._detach = self._detach, None
         if ptr:
@@ -134,13 +142,23 @@ class Program:
 
     # --- attach -------------------------------------------------------------
 
-    def _link(self, ptr: int, target: str, log: str = "", hint: str = "") -> Link:
+    def _link(self, ptr: int, target: str, log: str = "", hint: str = "",
+              perf: bool = False, pfd: int | None = None) -> Link:
+        """Wrap what a libbpf attach call returned. ``perf``: the call made a perf link
+        (libbpf opened the perf event); ``pfd``: the perf fd the caller opened."""
         if not ptr:
             err = last_errno()
             hook = target if target.startswith("tracepoint/") else self.section
             raise make(AttachError, f"cannot attach program {self.name!r} to {target}",
                        err, log, hint or _attach_hint(hook, err))
-        link = Link(ptr, target)
+        link_fd = lib.bpf_link__fd(ptr)
+        if pfd is not None:
+            perf_fds = teardown.hold_perf_fd(pfd, link_fd)
+        elif perf:
+            perf_fds = teardown.perf_fd_of(ptr, link_fd)
+        else:
+            perf_fds = []
+        link = Link(ptr, target, perf_fds=perf_fds)
         self.links.append(link)
         return link
 
@@ -155,14 +173,15 @@ class Program:
             sysfs.ensure_tracefs()
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach(self._ptr)
-        return self._link(ptr, self.section, log.text)
+        return self._link(ptr, self.section, log.text,
+                          perf=self.section.startswith(teardown.PERF_HOOKS))
 
     def attach_tracepoint(self, category: str, name: str) -> Link:
         self.fd
         sysfs.ensure_tracefs()
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_tracepoint(self._ptr, category.encode(), name.encode())
-        return self._link(ptr, f"tracepoint/{category}/{name}", log.text)
+        return self._link(ptr, f"tracepoint/{category}/{name}", log.text, perf=True)
 
     def attach_raw_tracepoint(self, name: str) -> Link:
         self.fd
@@ -185,7 +204,8 @@ class Program:
             ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, binary.encode(), offset,
                                                       ctypes.byref(opts))
         kind = "uretprobe" if retprobe else "uprobe"
-        return self._link(ptr, f"{kind}/{binary}:{function or hex(offset)}", log.text)
+        return self._link(ptr, f"{kind}/{binary}:{function or hex(offset)}", log.text,
+                          perf=True)
 
     def attach_usdt(self, binary: str, provider: str, name: str, pid: int = -1) -> Link:
         self.fd
@@ -213,10 +233,10 @@ class Program:
                     ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
                 if not ptr:
                     os.close(pfd)  # libbpf owns the perf fd only once attached
-                links.append(self._link(ptr, f"perf_event/{event}/cpu{cpu}", log.text))
+                links.append(self._link(ptr, f"perf_event/{event}/cpu{cpu}", log.text,
+                                        pfd=pfd))
         except BaseException:
-            for link in links:
-                link.destroy()
+            teardown.destroy_links(links)
             raise
         return links
 
@@ -227,7 +247,7 @@ class Program:
         pfd = _check.fd(pfd, f"attach_perf_event_fd of {self.name!r}: pfd")
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
-        return self._link(ptr, f"perf_event/fd{pfd}", log.text)
+        return self._link(ptr, f"perf_event/fd{pfd}", log.text, pfd=pfd)
 
     def attach_xdp(self, interface: str | int) -> Link:
         self.fd
@@ -330,10 +350,10 @@ class Program:
             os.close(fd)
         return b"".join(chunks).decode(errors="replace")
 
-    def detach(self):
+    def detach(self, wait: bool = True):
+        """Destroy every link (see teardown.destroy_links for ``wait``)."""
         links, self.links = self.links, []
-        for link in links:
-            link.destroy()
+        teardown.destroy_links(links, wait)
 
     # --- introspection ------------------------------------------------------
 

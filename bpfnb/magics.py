@@ -18,6 +18,7 @@ import ast
 import collections
 import html
 import keyword
+import re
 import shlex
 import sys
 import threading

@@ -34,7 +34,7 @@ import mmap
 import os
 import struct
 import threading
-from ctypes import c_int, c_uint32, c_uint64, c_void_p
+from ctypes import c_int, c_uint64, c_void_p
 
 import numpy as np
 

@@ -23,7 +23,7 @@ from .codec import Codec
 from .layout import Layout
 from .marshal import marshal
 from .parse import BTFSource
-from .record import Record, _freeze
+from .record import Record, _freeze  # noqa: F401 (_freeze: tests compare hashes with it)
 from .types import KINDS, BitField, BTFError, EnumValue, Member, Type
 
 __all__ = [

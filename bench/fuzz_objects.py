@@ -349,6 +349,73 @@ def replay(paths) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- leaks
+
+def failing_inputs() -> dict[str, bytes]:
+    """Objects that fail in three places: refused at open (cut short), opened by libbpf
+    but not by us (a program name that is not UTF-8), refused at load (an instruction
+    the verifier rejects)."""
+    good = compile_objects()["fuzz_net"]
+    data = bytearray(good)
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shnum, shstrndx = struct.unpack_from("<HH", data, 0x3C)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i) for i in range(shnum)]
+    names = secs[shstrndx]
+    name = lambda s: bytes(data[names[4] + s[0]:data.index(0, names[4] + s[0])])
+    symtab = next(s for s in secs if s[1] == 2)
+    strtab = secs[symtab[6]]
+    xdp = next(i for i, s in enumerate(secs) if name(s) == b"xdp")
+    for j in range(0, symtab[5], 24):
+        st_name, info, _, shndx = struct.unpack_from("<IBBH", data, symtab[4] + j)
+        if info & 0xF == 2 and shndx == xdp:          # the xdp program's symbol
+            bad_name = bytearray(data)
+            bad_name[strtab[4] + st_name] = 0x80
+    rejected = bytearray(good)
+    # first instruction: r0 = *(u64 *)(r10 + 8), past the top of the stack
+    rejected[secs[xdp][4]:secs[xdp][4] + 8] = bytes([0x79, 0xA0, 8, 0, 0, 0, 0, 0])
+    return {"open": good[:len(good) * 3 // 4], "after open": bytes(bad_name),
+            "load": bytes(rejected)}
+
+
+def leaks(n: int) -> dict:
+    """RSS and fd growth over ``n`` failures (the three kinds in turn), beside ``n``
+    successful open/destroy cycles of the same object in the same run."""
+    import gc
+    from bpfnb.libbpf import Object
+    inputs = list(failing_inputs().values())
+    good = compile_objects()["fuzz_net"]
+
+    def measure(step):
+        for k in range(30):          # warm up allocator pools and caches
+            step(k)
+        gc.collect()
+        rss0, fds0 = _rss(), len(os.listdir("/proc/self/fd"))
+        for k in range(n):
+            step(k)
+        gc.collect()
+        return (_rss() - rss0) / 2**20, len(os.listdir("/proc/self/fd")) - fds0
+
+    def fail(k):
+        try:
+            obj = Object(inputs[k % len(inputs)])
+            obj.load()
+        except Exception:
+            pass
+
+    def succeed(_):
+        Object(good).destroy()
+
+    mb, fds = measure(fail)
+    ok_mb, ok_fds = measure(succeed)
+    return {"failures": n, "rss_mb": round(mb, 1), "fds": fds,
+            "baseline_rss_mb": round(ok_mb, 1), "baseline_fds": ok_fds}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -357,10 +424,19 @@ def main(argv=None):
     ap.add_argument("--no-check", action="store_true",
                     help="baseline: libbpf sees the variants unvalidated")
     ap.add_argument("--replay", nargs="+", help="kept inputs to run once each")
+    ap.add_argument("--leaks", type=int, metavar="N",
+                    help="RSS and fds over N failed opens and loads, in this process")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child, no_check=args.no_check)
+        return
+    if args.leaks:
+        r = leaks(args.leaks)
+        print(json.dumps({"bench": "fuzz_objects", "metric": f"RSS growth over {r['failures']} "
+                          "failed opens/loads", "value": r["rss_mb"], "unit": "MB",
+                          "baseline": r["baseline_rss_mb"], "fds": r["fds"],
+                          "baseline_fds": r["baseline_fds"]}))
         return
     if args.replay:
         for path, result in replay(args.replay).items():

@@ -119,7 +119,11 @@ def _cstr(table: bytes, off: int, what: str) -> str:
     end = table.find(b"\0", off)
     if end < 0:
         fail(f"{what}: name at offset {off} is not NUL-terminated")
-    return table[off:end].decode("utf-8", "replace")
+    try:
+        # libbpf hands section and symbol names on as program and map names
+        return table[off:end].decode()
+    except UnicodeDecodeError:
+        fail(f"{what}: name {table[off:end]!r} is not UTF-8")
 
 
 def _sections(elf: Elf):
@@ -390,6 +394,8 @@ def _maps(elf: Elf):
         v = btf.type(vid)
         if v.kind != "var" or not v.name:
             fail(f"BTF type #{vid}: a .maps entry that is not a named variable")
+        if "\ufffd" in v.name:
+            fail(f"BTF type #{vid}: map name {v.name!r} is not UTF-8")
         if off + size > sec.size:
             fail(f"map {v.name!r}: {size} bytes at {off} past the .maps section "
                  f"({sec.size} bytes)")

@@ -10,10 +10,12 @@ and targeted writes of type ids and string offsets into map definitions, CO-RE
 relocations, func/line info and extern symbols.  Variant ``i`` of seed ``s`` depends on
 nothing else, so any one can be replayed alone.
 
-Long run (prints JSON lines: one per object, then the totals)::
+Long run (prints JSON lines: one per crash, then the totals)::
 
     PYTHONPATH=. python bench/fuzz_objects.py --variants 20000 --seed 1 --keep /tmp/crashers
     PYTHONPATH=. python bench/fuzz_objects.py --replay tests/data/fuzz/*.o
+    PYTHONPATH=. python bench/fuzz_objects.py --cost       # open time, with and without
+    PYTHONPATH=. python bench/fuzz_objects.py --leaks 3000 # RSS and fds over failures
 
 ``--no-check`` runs the same variants with the Python validation turned off (libbpf sees
 them as they are): the baseline of the crash counts.
@@ -411,6 +413,64 @@ def leaks(n: int) -> dict:
             "baseline_rss_mb": round(ok_mb, 1), "baseline_fds": ok_fds}
 
 
+# a typical cell: a histogram and a keyed count, what %%bpf compiles (prelude, vmlinux.h)
+CELL = r"""
+struct who { u32 pid; char comm[16]; };
+BPFNB_HIST(lat, 32);
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1024);
+         __type(key, struct who); __type(value, u64); } calls SEC(".maps");
+const volatile u32 targ_pid = 0;
+
+SEC("tracepoint/syscalls/sys_enter_lseek")
+int on_lseek(struct trace_event_raw_sys_enter *ctx)
+{
+    struct who w = { .pid = bpf_get_current_pid_tgid() >> 32 };
+    u64 one = 1, *n;
+    if (targ_pid && w.pid != targ_pid)
+        return 0;
+    bpf_get_current_comm(w.comm, sizeof(w.comm));
+    n = bpf_map_lookup_elem(&calls, &w);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    else
+        bpf_map_update_elem(&calls, &w, &one, BPF_NOEXIST);
+    bpfnb_hist_log2(&lat, ctx->args[1]);
+    return 0;
+}
+"""
+
+
+def cost(repeat: int = 40) -> list[dict]:
+    """Open (and destroy) of a typical cell object with and without the validation:
+    the minimum of ``repeat`` runs each, interleaved so load on the machine hits both."""
+    from bpfnb import build
+    out = []
+    for what, src in (("cell", CELL), ("CO-RE tool (bootstrap)", PROGS / "bootstrap.bpf.c")):
+        out += _cost(what, Path(build.compile(src)).read_bytes(), repeat)
+    return out
+
+
+def _cost(what: str, data: bytes, repeat: int) -> list[dict]:
+    from bpfnb.libbpf import Object, elfcheck
+    check = elfcheck.check
+    best = {"with": float("inf"), "without": float("inf"), "check": float("inf")}
+    for _ in range(repeat):
+        for mode in best:
+            elfcheck.check = check if mode == "with" else (lambda d: None)
+            t = time.perf_counter()
+            if mode == "check":
+                check(data)
+            else:
+                Object(data).destroy()
+            best[mode] = min(best[mode], time.perf_counter() - t)
+    elfcheck.check = check
+    ms = {k: round(v * 1e3, 3) for k, v in best.items()}
+    return [{"bench": "fuzz_objects", "metric": f"open of a {len(data)}-byte {what} object, "
+             "validated (min)", "value": ms["with"], "unit": "ms", "baseline": ms["without"]},
+            {"bench": "fuzz_objects", "metric": f"elfcheck.check alone, {what} (min)",
+             "value": ms["check"], "unit": "ms", "baseline": ms["without"]}]
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -426,10 +486,16 @@ def main(argv=None):
     ap.add_argument("--replay", nargs="+", help="kept inputs to run once each")
     ap.add_argument("--leaks", type=int, metavar="N",
                     help="RSS and fds over N failed opens and loads, in this process")
+    ap.add_argument("--cost", action="store_true",
+                    help="open time of a typical cell object with and without validation")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child, no_check=args.no_check)
+        return
+    if args.cost:
+        for line in cost():
+            print(json.dumps(line))
         return
     if args.leaks:
         r = leaks(args.leaks)

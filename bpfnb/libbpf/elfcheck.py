@@ -21,7 +21,8 @@ import struct
 import numpy as np
 
 from .btf import BTF, BTFError
-from .btf.types import K_DATASEC
+from .btf.types import (K_ARRAY, K_DATASEC, K_ENUM, K_ENUM64, K_FUNC, K_STRUCT,
+                        K_UNION)
 from .errors import OpenError
 
 EM_BPF = 247
@@ -242,10 +243,9 @@ def _btf_str(btf: BTF, off: int, what: str) -> str:
     return btf._str(off)
 
 
-def _btf_type(btf: BTF, tid: int, what: str):
+def _btf_id(btf: BTF, tid: int, what: str):
     if not 0 < tid < len(btf):
         fail(f"{what} refers to BTF type #{tid}, beyond the {len(btf)} types")
-    return btf.type(tid)
 
 
 def _btf_ext(elf: Elf, raw: bytes, file_off: int):
@@ -299,7 +299,8 @@ def _ext_block(elf: Elf, kind: str, raw: bytes, min_rec: int, file_off: int):
                 fail(f"{where}: instruction offset {insn} is not an instruction of "
                      f"the section's {sec.size} bytes")
             if kind == "func_info":
-                if _btf_type(btf, words[1], where).kind != "func":
+                _btf_id(btf, words[1], where)
+                if btf._checked.kind[words[1]] != K_FUNC:
                     fail(f"{where}: BTF type #{words[1]} is not a function")
             elif kind == "line_info":
                 _btf_str(btf, words[1], f"{where} file name")
@@ -310,7 +311,9 @@ def _ext_block(elf: Elf, kind: str, raw: bytes, min_rec: int, file_off: int):
 
 
 def _core_relo(btf: BTF, where: str, tid: int, access_off: int, relo_kind: int):
-    t = _btf_type(btf, tid, where)
+    """What bpf_core_parse_spec reads, walked over the raw type words (building Type
+    objects of kernel structs with hundreds of members would cost more than the rest)."""
+    _btf_id(btf, tid, where)
     spec = _btf_str(btf, access_off, f"{where} access string")
     if relo_kind >= _N_RELOS:
         fail(f"{where}: unknown relocation kind {relo_kind}")
@@ -318,34 +321,41 @@ def _core_relo(btf: BTF, where: str, tid: int, access_off: int, relo_kind: int):
     if not spec or len(parts) > _CORE_SPEC_MAX_LEN or \
             not all(p.isascii() and p.isdigit() and int(p) < 1 << 31 for p in parts):
         fail(f"{where}: access string {spec!r} is not a list of indexes like '0:1:2'")
-    idx = [int(p) for p in parts]
     if relo_kind not in _FIELD_RELOS and relo_kind not in _ENUM_RELOS:
         if spec != "0":
             fail(f"{where}: a type relocation's access string is '0', not {spec!r}")
         return
-    rid = btf.resolve(tid)
-    r = btf.type(rid)
-    what = f"{where}: access {spec!r} on {btf.c_name(tid)!r}"
+    ck, w, offs = btf._checked, btf._w, btf._offs
+    idx = [int(p) for p in parts]
+
+    def bad(why):
+        fail(f"{where}: access {spec!r} on {btf.c_name(tid)!r}: {why}")
+
+    rid = int(ck.rid[tid])
+    kind = int(ck.kind[rid])
     if relo_kind in _ENUM_RELOS:
-        if r.kind not in ("enum", "enum64") or len(idx) > 1 or idx[0] >= len(r.values):
-            fail(f"{what}: not an enumerator of an enum")
+        if kind not in (K_ENUM, K_ENUM64) or len(idx) > 1 or \
+                idx[0] >= w[offs[rid] + 1] & 0xFFFF:
+            bad("not an enumerator of an enum")
         return
-    if btf._checked.size[rid] < 0 or r.kind in ("fwd", "func", "func_proto"):
-        fail(f"{what}: the type has no size")
+    if ck.size[rid] < 0:
+        bad("the type has no size")
+    t = tid
     for i in idx[1:]:
-        r = btf.type(btf.resolve(t.id))
-        if r.kind in ("struct", "union"):
-            if i >= len(r.members):
-                fail(f"{what}: member #{i} of {len(r.members)}")
-            t = btf.type(r.members[i].type_id)
-        elif r.kind == "array":
-            if i >= r.nelems and r.nelems:
-                fail(f"{what}: index {i} of an array of {r.nelems}")
-            t = btf.type(r.type_id)
-            if btf._checked.size[btf.resolve(t.id)] < 0:
-                fail(f"{what}: array element without a size")
+        r = int(ck.rid[t])
+        kind, o = int(ck.kind[r]), offs[r]
+        if kind in (K_STRUCT, K_UNION):
+            if i >= w[o + 1] & 0xFFFF:
+                bad(f"member #{i} of {w[o + 1] & 0xFFFF}")
+            t = w[o + 4 + 3 * i]
+        elif kind == K_ARRAY:
+            if w[o + 5] and i >= w[o + 5]:
+                bad(f"index {i} of an array of {w[o + 5]}")
+            t = w[o + 3]
+            if ck.size[ck.rid[t]] < 0:
+                bad("array element without a size")
         else:
-            fail(f"{what}: index {i} into a {r.kind}, not a struct, union or array")
+            bad(f"index {i} into a {btf.type(r).kind}, not a struct, union or array")
 
 
 def _datasec_ids(btf: BTF) -> list[int]:

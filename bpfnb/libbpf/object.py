@@ -303,6 +303,9 @@ class Object:
         return self
 
     def load(self) -> "Object":
+        """Load maps and programs into the kernel. libbpf's load is one-shot: a failed
+        load destroys the object at once (the kernel's copy of its BTF included) and
+        raises; open it again to retry."""
         self._check_open()
         if self.state == LOADED:
             return self
@@ -313,11 +316,13 @@ class Object:
             rejected = verifier_logs(log.text)
             if rejected:
                 prog, vlog = rejected[-1]
-                raise VerifierError(prog, err, vlog, log.text)
-            failed = _FAILED_PROG.search(log.text)
-            e = make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
-                     self._load_hint(log.text, err))
-            e.program = failed.group(1) if failed else None
+                e = VerifierError(prog, err, vlog, log.text)
+            else:
+                failed = _FAILED_PROG.search(log.text)
+                e = make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
+                         self._load_hint(log.text, err))
+                e.program = failed.group(1) if failed else None
+            self._destroy()
             raise e
         self.state = LOADED
         self.__dict__.pop("_image", None)

@@ -511,7 +511,8 @@ def main(argv=None):
     t = time.perf_counter()
     stats = run(args.seed, args.variants, args.keep, args.no_check)
     stats["seconds"] = round(time.perf_counter() - t, 1)
-    stats.pop("stderr", None)
+    for text in stats.pop("stderr", []):
+        print(json.dumps({"child_stderr": text}))
     exceptions = {k: v for k, v in stats["results"].items()
                   if k not in ("opened", "loaded", "crash") and not k.startswith("bpfnb:")}
     for c in stats["crashes"]:

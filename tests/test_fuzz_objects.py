@@ -97,7 +97,8 @@ def test_map_member_beyond_the_types(objects):
     member = recs[sid - 1] + 12                   # first member: name, type, offset
     struct.pack_into("<I", data, member + 4, len(btf) + 5)
     msg = _refused(bytes(data))
-    assert f"refers to type #{len(btf) + 5}" in msg and "malformed BPF object: .BTF" in msg
+    assert f"member 'type' refers to type #{len(btf) + 5}, beyond the last type" in msg
+    assert "malformed BPF object: .BTF: BTF type #" in msg
 
 
 def test_core_relocation_faults_are_named(objects):

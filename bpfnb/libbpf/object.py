@@ -209,7 +209,11 @@ class Object:
             opts.object_name = (name or self.path.name.split(".")[0]).encode()
         # libbpf 1.1.2 trusts what the object says (see elfcheck): check it first, and
         # hand libbpf the very bytes that were checked
-        elfcheck.check(data)
+        try:
+            elfcheck.check(data)
+        except OpenError as e:
+            e.message = f"cannot open BPF object {what}: {e.message}"
+            raise
         with _lib.capture() as log:
             # libbpf parses the ELF in place until load: keep the buffer alive.
             self._image = ctypes.create_string_buffer(data, len(data))

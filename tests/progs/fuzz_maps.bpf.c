@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* A map-heavy tool (the shape of libbpf-tools' syscount/runqlat): hash, per-CPU array,
- * LRU, array-of-maps and a stack-trace map sized at load, plus .kconfig and .ksyms
+ * LRU (sized at load), array-of-maps and a stack-trace map, plus .kconfig and .ksyms
  * externs (one of them weak) read on the hot path. The fuzz test mutates it. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

@@ -68,7 +68,8 @@ def test_ids_out_of_range():
     refused([INT(1), Type(2, "ptr", "", type_id=9)],
             r"^BTF type #2 \(ptr\): refers to type #9, beyond the last type #2$")
     refused([INT(1), STRUCT(2, "s", 4, [("x", 7, 0)])],
-            r"^BTF type #2 \(struct s\): item 0 refers to type #7, beyond the last type #2$")
+            r"^BTF type #2 \(struct s\): member 'x' refers to type #7, beyond the last "
+            r"type #2$")
     refused([INT(1), Type(2, "array", "", type_id=1, index_type=5, nelems=1)],
             r"^BTF type #2 \(array\): array element or index refers to type #5")
 

@@ -16,9 +16,9 @@ import threading
 import weakref
 from pathlib import Path
 
-from . import _lib, teardown
+from . import _lib, elfcheck, teardown
 from ._lib import lib
-from .btf import BTF
+from .btf import BTF, BTFError
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
                      VerifierError, last_errno, make, verifier_logs)
 from .map import Map
@@ -194,25 +194,53 @@ class Object:
             opts.object_name = name.encode()
         if kconfig:
             opts.kconfig = kconfig.encode()
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            what = name or f"{len(data)}-byte object"
+        else:
+            self.path = Path(source)
+            what = str(self.path)
+            try:
+                data = self.path.read_bytes()
+            except OSError as e:
+                raise OpenError(f"cannot open BPF object {what}", e.errno or errno.EIO,
+                                "", e.strerror or "") from None
+            # libbpf names a file's object after it, up to the first dot
+            opts.object_name = (name or self.path.name.split(".")[0]).encode()
+        # libbpf 1.1.2 trusts what the object says (see elfcheck): check it first, and
+        # hand libbpf the very bytes that were checked
+        try:
+            elfcheck.check(data)
+        except OpenError as e:
+            e.message = f"cannot open BPF object {what}: {e.message}"
+            raise
         with _lib.capture() as log:
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                # libbpf parses the ELF in place until load: keep the buffer alive.
-                self._image = ctypes.create_string_buffer(bytes(source), len(source))
-                ptr = lib.bpf_object__open_mem(self._image, len(source), ctypes.byref(opts))
-                what = name or f"{len(source)}-byte object"
-            else:
-                self.path = Path(source)
-                ptr = lib.bpf_object__open_file(os.fsencode(self.path), ctypes.byref(opts))
-                what = str(self.path)
+            # libbpf parses the ELF in place until load: keep the buffer alive.
+            self._image = ctypes.create_string_buffer(data, len(data))
+            ptr = lib.bpf_object__open_mem(self._image, len(data), ctypes.byref(opts))
         if not ptr:
             err = last_errno()
             raise make(OpenError, f"cannot open BPF object {what}", err, log.text,
                        "Is it an ELF object built with clang -target bpf?")
         self._ptr = ptr
-        self.name = (lib.bpf_object__name(ptr) or b"").decode()
+        try:
+            self.name = (lib.bpf_object__name(ptr) or b"").decode("utf-8", "replace")
+            self.btf = self._read_btf()
+            self._build_skeleton()
+        except BTFError as e:
+            self._close_failed()
+            raise OpenError(f"cannot open BPF object {what}: {e}", errno.EINVAL) from None
+        except BaseException:
+            self._close_failed()
+            raise
         _live.add(self)
-        self.btf = self._read_btf()
-        self._build_skeleton()
+
+    def _close_failed(self):
+        """A half-built Object owns its libbpf object: free it now (destroy() needs the
+        skeleton)."""
+        self.maps = self.progs = Namespace("item", {})
+        self._globals = {}
+        self._destroy()
 
     # --- skeleton -----------------------------------------------------------
 
@@ -279,6 +307,9 @@ class Object:
         return self
 
     def load(self) -> "Object":
+        """Load maps and programs into the kernel. libbpf's load is one-shot: a failed
+        load destroys the object at once (the kernel's copy of its BTF included) and
+        raises; open it again to retry."""
         self._check_open()
         if self.state == LOADED:
             return self
@@ -289,11 +320,13 @@ class Object:
             rejected = verifier_logs(log.text)
             if rejected:
                 prog, vlog = rejected[-1]
-                raise VerifierError(prog, err, vlog, log.text)
-            failed = _FAILED_PROG.search(log.text)
-            e = make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
-                     self._load_hint(log.text, err))
-            e.program = failed.group(1) if failed else None
+                e = VerifierError(prog, err, vlog, log.text)
+            else:
+                failed = _FAILED_PROG.search(log.text)
+                e = make(LoadError, f"cannot load BPF object {self.name!r}", err, log.text,
+                         self._load_hint(log.text, err))
+                e.program = failed.group(1) if failed else None
+            self._destroy()
             raise e
         self.state = LOADED
         self.__dict__.pop("_image", None)

@@ -155,9 +155,17 @@ def check(btf, wn, o) -> Checked:
     m_type = wn[m_pos + 1].astype(np.int64)
     p_type = wn[pi.pos + 1]
     d_type = wn[d_pos].astype(np.int64)
-    for items, ref in ((mi, m_type), (pi, p_type), (di, d_type)):
+    def label(items, what, j, k):
+        """"member 'pid'" (or "member #3" when unnamed) of item j, the k-th."""
+        off = int(wn[items.pos[j]]) if what != "entry" else 0
+        named = btf._strings.get(off) if 0 < off < str_end else ""
+        return f"{what} {named!r}" if named else f"{what} #{k}"
+
+    for items, ref, what in ((mi, m_type, "member"), (pi, p_type, "parameter"),
+                             (di, d_type, "entry")):
         if _over(ref, total):
-            fail_item(ref >= total, items, lambda j, k: f"item {k} {outside(ref[j])}")
+            fail_item(ref >= total, items,
+                      lambda j, k: f"{label(items, what, j, k)} {outside(ref[j])}")
 
     # ---- kinds of what is referred to, sizes the kernel allows
     fn = of(K_FUNC)

@@ -1,0 +1,100 @@
+"""bpfnb.load builds again with -mcpu=v3 only when a rejection is the 64-bit code's fault."""
+
+import os
+import time
+
+import pytest
+
+import bpfnb
+from bpfnb import build, mcpu
+from bpfnb.libbpf import VerifierError
+from bpfnb.summary import summarize
+
+PROGRAM = os.path.join(os.path.dirname(__file__), "progs", "argpack.bpf.c")
+TASK_COMM_LEN = 16
+
+# Rejected at any -mcpu, for its own bug: a map value used before its NULL check.
+UNCHECKED_LOOKUP = """
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int count_openat(void *ctx)
+{
+	__u32 key = bpf_get_current_pid_tgid() >> 32;
+	__u64 *n = bpf_map_lookup_elem(&counts, &key);
+
+	*n += 1;
+	return 0;
+}
+"""
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the events did not arrive in time"
+        time.sleep(0.02)
+
+
+def test_v2_rejection_for_lost_bounds_loads_rebuilt_at_v3(no_leaks, tmp_path):
+    path = str(tmp_path / "argpack-target")
+    with open(path, "w"):
+        pass
+    with bpfnb.load(PROGRAM, cflags=["-mcpu=v2"], rodata={"targ_pid": os.getpid()}) as obj:
+        assert len(obj.notes) == 1
+        note = obj.notes[0]
+        assert note.startswith("rebuilt with -mcpu=v3: at -mcpu=v2 the verifier lost the "
+                               "bounds of R1 at insn ")
+        assert "(R1 unbounded memory access)" in note and "<<= 32" in note
+        assert note in summarize(obj).headline()
+        with obj.maps.events.stream() as s:
+            for _ in range(25):
+                os.close(os.open(path, os.O_RDONLY))
+            wait_for(lambda: len(s) >= 25)
+            df = s.to_df()
+    ours = df[[bytes(a).startswith(path.encode() + b"\0") for a in df["args"]]]
+    assert len(ours) == 25
+    with open("/proc/self/comm", "rb") as f:
+        comm = f.read().strip()
+    start = len(path) + 1
+    assert (ours["args_size"] == start + TASK_COMM_LEN).all()
+    for args in ours["args"]:  # the comm was packed right after the file name
+        assert bytes(args)[start:start + TASK_COMM_LEN].rstrip(b"\0") == comm
+    assert (ours["pid"] == os.getpid()).all() and (ours["ppid"] == os.getppid()).all()
+
+
+def test_the_default_build_loads_as_it_is(no_leaks):
+    assert mcpu.of() == build.DEFAULT_MCPU == mcpu.ALU32
+    with bpfnb.load(PROGRAM, attach=False) as obj:
+        assert obj.notes == []
+        assert "rebuilt" not in summarize(obj).headline()
+
+
+def test_an_object_file_is_not_rebuilt_and_the_rule_needs_no_alu32(no_leaks):
+    compiled = build.compile(PROGRAM, cflags=["-mcpu=v2"])
+    with pytest.raises(VerifierError) as info:
+        bpfnb.load(compiled, attach=False)
+    log = info.value.verifier_log
+    assert "R1 unbounded memory access" in log
+    assert "rebuilt" not in info.value.hint
+    assert mcpu.rule(log, "v2").startswith("at -mcpu=v2 the verifier lost the bounds of R1")
+    assert mcpu.rule(log, "v1") is not None
+    assert mcpu.rule(log, "v3") is None and mcpu.rule(log, "v4") is None
+
+
+def test_a_rejection_of_the_programs_own_is_not_rebuilt(no_leaks):
+    with pytest.raises(VerifierError) as info:
+        bpfnb.load(UNCHECKED_LOOKUP, cflags=["-mcpu=v2"], attach=False)
+    assert "invalid mem access 'map_value_or_null'" in info.value.verifier_log
+    assert mcpu.rule(info.value.verifier_log, "v2") is None
+    assert "rebuilt" not in info.value.hint
+
+
+def test_the_last_mcpu_given_is_the_build_s():
+    assert mcpu.of(["-mcpu=v2"]) == "v2"
+    assert mcpu.of(["-mcpu=v2", "-O2", "-mcpu=v1"]) == "v1"

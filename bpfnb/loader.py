@@ -220,9 +220,10 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
     says which and why. A program the kernel still refuses at load for such a reason
     is turned off too, and the object opened and loaded again (a libbpf load is
     one-shot). ``strict=True`` raises instead, naming every such program at once.
-    C built without alu32 (``-mcpu=v1``/``v2`` in ``cflags``) that the verifier rejects
-    for bounds clang's 64-bit code lost (bpfnb.mcpu) is built again with ``-mcpu=v3``
-    and loaded; ``obj.notes`` says so. Any other rejection is raised as it is.
+    C the verifier rejects because clang checked a copy of a value and indexed with the
+    original, in the way the build's -mcpu makes it (bpfnb.mcpu), is built again with
+    the other -mcpu (v2 for v3/v4, v3 for v1/v2) and loaded; ``obj.notes`` says so. Any
+    other rejection is raised as it is.
     """
     name = _default_name(source, name)
     cflags = build._split(cflags)
@@ -245,7 +246,11 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
             if rebuilt is None:
                 raise
             rejected = e
-            compiled = _compile(source, name, rebuilt.cflags)
+            try:
+                compiled = _compile(source, name, rebuilt.cflags)
+            except build.CompileError as ce:  # the source needs the -mcpu it had
+                e.hint = mcpu.also_rejected(e, ce)
+                raise e from None
         except libbpf.LoadError as e:
             failure = None if strict else hooks.load_failure(obj, e)
             obj.destroy()

@@ -1,34 +1,44 @@
 """Which -mcpu a verifier rejection is the fault of, and the build that loads instead.
 
 clang's BPF -mcpu picks the instruction set: v1/v2 have only 64-bit ALU operations, v3
-adds 32-bit ones (alu32: ``w`` registers) and 32-bit jumps. Without alu32, clang widens
-a 32-bit value (an ``int``/``u32`` length, index or helper return) with a shift pair,
-``rX <<= 32; rX >>= 32`` (``s>>=`` for signed), often on a copy of the register it bounds
-checks. The verifier links a copy to its original only through plain moves, so the
-check bounds the copy and the original, used for the access, stays unbounded:
+(and v4) add 32-bit ones (alu32: ``w`` registers) and 32-bit jumps. Either way clang
+sometimes bounds-checks a *copy* of a narrow value and indexes with the original. The
+verifier carries a check over only between registers a plain move linked, and any
+operation on the copy breaks that link, so the index stays unbounded. Which code does
+it depends on the -mcpu, and the other -mcpu's code for the same source loads:
+
+Without alu32 (v1/v2), a 32-bit value (an ``int`` length, a helper's return) is widened
+with a shift pair on the copy that is checked (execsnoop's argument packing)::
 
     14: (bf) r1 = r0
     15: (67) r1 <<= 32
     16: (c7) r1 s>>= 32
-    18: (c5) if r1 s< 0x81 goto pc+4   ; R1=...smax=128
-    24: (67) r0 <<= 32
-    25: (77) r0 >>= 32                 ; R0=...umax=0xffffffff
-    26: (0f) r7 += r0
+    18: (c5) if r1 s< 0x81 goto pc+4
+    24: (67) r0 <<= 32                 <- the original, widened again, unchecked
     29: (85) call bpf_get_current_comm#16
     R1 unbounded memory access, make sure to bounds check any such access
 
-The same source built with -mcpu=v3 checks and uses the 32-bit subregister, whose bounds
-the verifier tracks, and loads. Measured on Linux 6.18 with clang 14, 16 and 19 over
-libbpf-tools and libbpf-bootstrap sources (softirqs with -d at clang 19, substr, an
-execsnoop-style argument append): every v1/v2 rejection that v3 accepted ended this way
-(a bounds error, or "BPF program is too large" from states the lost bounds kept
-apart), with such a shift pair in the log; no program loaded at v2 and failed at v3.
+With alu32 (v3/v4), a ``__u8``/``__u16`` is narrowed with ``&=`` on a 32-bit copy that
+is checked (ksnoop's function stack, ``ips[stack_depth - 1]``)::
+
+    54: (bc) w3 = w2
+    55: (54) w3 &= 255
+    56: (26) if w3 > 0xf goto pc+10
+    57: (57) r2 &= 255                 <- the original, narrowed again, unchecked
+    61: (79) r2 = *(u64 *)(r3 +8)
+    R3 max value is outside of the allowed memory range
+
+Measured on Linux 6.18 with clang 14, 16 and 19 over libbpf-tools and libbpf-bootstrap
+sources: ksnoop loads at v1/v2 and is rejected at v3/v4 (every clang) the second way;
+softirqs -d (clang 19) and an execsnoop-style append are rejected at v1/v2 and load at
+v3 the first way, and substr hits "BPF program is too large" at v1/v2 with such shift
+pairs in its log (v3 loads it). No other program differed between v2 and v3.
 
 ``rule(verifier_log, mcpu) -> str | None`` says why a rejection of a build at ``mcpu``
-is the build's, in words for the person reading the summary. ``rebuild(cflags, error)
--> Rebuild | None`` gives the cflags to build again with when the rule matches, and
-``None`` otherwise (nothing is retried on a guess). ``of(cflags)`` is the -mcpu a build
-with these user cflags uses.
+is the -mcpu's (None when nothing in the log shows it). ``rebuild(cflags, error) ->
+Rebuild | None`` gives the cflags to build again with when a rule matches, else None:
+nothing is retried on a guess. ``of(cflags)`` is the -mcpu a build with these user
+cflags uses.
 """
 
 from __future__ import annotations
@@ -39,8 +49,10 @@ from typing import Sequence
 
 from . import build
 
-ALU32 = "v3"  # the first -mcpu with 32-bit ALU operations (and jmp32)
+ALU32 = "v3"        # the first -mcpu with 32-bit ALU operations and jumps
+NO_ALU32 = "v2"     # the last one without
 _WITHOUT_ALU32 = {"v1", "v2", "generic"}
+_WITH_ALU32 = {"v3", "v4"}
 
 # The verifier's words for a register whose bounds do not prove the access safe.
 _BOUNDS = re.compile(
@@ -48,17 +60,19 @@ _BOUNDS = re.compile(
     r"|max value is outside of the allowed memory range"
     r"|min value is outside of the allowed memory range)", re.M)
 _TOO_LARGE = re.compile(r"^BPF program is too large", re.M)
+_INSN = re.compile(r"^(\d+): \(", re.M)
+_NEAR = 3  # how many instructions later the next step of a pattern is looked for
 # "24: (67) r0 <<= 32 ..." then (source lines between) "25: (77) r0 >>= 32 ..."
 _WIDEN = re.compile(r"^(\d+): \(67\) (r\d+) <<= 32\b[^\n]*\n(?:;[^\n]*\n)*"
                     r"(\d+): \((?:77|c7)\) \2 (s?>>)= 32\b", re.M)
-_INSN = re.compile(r"^(\d+): \(", re.M)
-_NEXT_INSNS = 3  # how close after a shift pair a bounds check on its register is looked for
+_COPY32 = re.compile(r"^(\d+): \(bc\) (w\d+) = w(\d+)\b", re.M)
 
 
 @dataclass(frozen=True)
 class Rebuild:
     cflags: list      # the user's cflags with the -mcpu that loads
     mcpu: str         # the -mcpu of the rejected build
+    target: str       # the -mcpu it is built with instead
     note: str         # what happened, for obj.notes and the summary
 
 
@@ -74,12 +88,30 @@ def of(cflags: Sequence[str] = ()) -> str:
 def rule(verifier_log: str, mcpu: str) -> str | None:
     """Why the rejection in ``verifier_log`` of a build at ``mcpu`` is the -mcpu's fault
     (None when it is not, or when nothing in the log shows it)."""
-    if mcpu not in _WITHOUT_ALU32:
-        return None
     log = verifier_log.rstrip()
     tail_start = len(log) - len("\n".join(log.splitlines()[-4:]))
     bounds = [m for m in _BOUNDS.finditer(log) if m.start() >= tail_start]
-    too_large = _TOO_LARGE.search(log, tail_start)
+    if mcpu in _WITHOUT_ALU32:
+        return _widened(log, mcpu, bounds, _TOO_LARGE.search(log, tail_start))
+    if mcpu in _WITH_ALU32 and bounds:
+        return _copied32(log, mcpu, bounds[-1])
+    return None
+
+
+def _lost(log: str, mcpu: str, error) -> str:
+    insns = _INSN.findall(log, 0, error.start())
+    at = f" at insn {insns[-1]}" if insns else ""
+    return f"at -mcpu={mcpu} the verifier lost the bounds of {error.group(1)}{at} " \
+           f"({error.group(0)})"
+
+
+def _following(log: str, end: int) -> list[str]:
+    """The next instruction lines of the log after offset ``end``."""
+    lines = log[end:].split("\n")[1:]
+    return [ln for ln in lines if _INSN.match(ln)][:_NEAR]
+
+
+def _widened(log, mcpu, bounds, too_large) -> str | None:
     widen = list(_WIDEN.finditer(log))
     if not widen or not (bounds or too_large):
         return None
@@ -89,28 +121,39 @@ def rule(verifier_log: str, mcpu: str) -> str | None:
                 f"alu32, clang widens 32-bit values with shift pairs ({len(widen)} in the "
                 f"log, e.g. insn {first}-{last}: {reg} <<= 32; {reg} {shift}= 32), whose "
                 f"lost bounds keep states from merging")
-    error = bounds[-1]
-    insns = _INSN.findall(log, 0, error.start())
-    at = f" at insn {insns[-1]}" if insns else ""
-    return (f"at -mcpu={mcpu} the verifier lost the bounds of {error.group(1)}{at} "
-            f"({error.group(0)}): without alu32, clang widened a 32-bit value with a "
-            f"shift pair {_checked_pair(log, widen)}, and the verifier does not carry "
-            f"that check over to the register the program then used")
-
-
-def _checked_pair(log: str, widen: list) -> str:
-    """The first shift pair whose register is bounds-checked right after, in words (else
-    the last pair): that check is the one the rejected access did not get."""
-    for m in widen:
+    for m in widen:  # the first pair whose register is bounds-checked right after
         first, reg, last, shift = m.group(1, 2, 3, 4)
-        following = log[m.end():].split("\n")[1:]
-        insns = [ln for ln in following if _INSN.match(ln)][:_NEXT_INSNS]
-        check = next((ln for ln in insns if re.match(rf"\d+: \(\w+\) if {reg} ", ln)), None)
+        check = next((ln for ln in _following(log, m.end())
+                      if re.match(rf"\d+: \(\w+\) if {reg} ", ln)), None)
         if check:
-            return (f"(insn {first}-{last}: {reg} <<= 32; {reg} {shift}= 32) and checked "
-                    f"that copy at insn {check.split(':', 1)[0]}")
-    first, reg, last, shift = widen[-1].group(1, 2, 3, 4)
-    return f"(insn {first}-{last}: {reg} <<= 32; {reg} {shift}= 32)"
+            return (f"{_lost(log, mcpu, bounds[-1])}: without alu32, clang widened a "
+                    f"32-bit value on a copy (insn {first}-{last}: {reg} <<= 32; {reg} "
+                    f"{shift}= 32), checked that copy at insn {check.split(':')[0]} and "
+                    f"indexed with the original")
+    return None  # no check on a widened copy: the program's own missing check
+
+
+def _copied32(log, mcpu, error) -> str | None:
+    for m in _COPY32.finditer(log, 0, error.start()):
+        first, reg = m.group(1, 2)
+        after = _following(log, m.end())
+        op = next((ln for ln in after if re.match(rf"\d+: \(\w+\) {reg} \S+= ", ln)), None)
+        if op is None:
+            continue
+        check = next((ln for ln in _following(log, log.index(op, m.end()))
+                      if re.match(rf"\d+: \(\w+\) if {reg} ", ln)), None)
+        if check is None:
+            continue
+        # ... and the original (the copy's source) is changed on its own after the check
+        original = re.compile(rf"^\d+: \(\w+\) [rw]{m.group(3)} \S+= ", re.M)
+        if original.search(log, log.index(check, m.end()), error.start()):
+            what = op.split(";")[0].split(") ", 1)[1].strip()
+            return (f"{_lost(log, mcpu, error)}: with alu32, clang checked a 32-bit copy "
+                    f"(insn {first}: {m.group(0).split(') ', 1)[1]}; insn "
+                    f"{op.split(':')[0]}: {what}; checked at insn {check.split(':')[0]}) "
+                    f"and indexed with the original, which the verifier does not link to "
+                    f"the copy once the copy is changed")
+    return None
 
 
 def rebuild(cflags: Sequence[str], error) -> Rebuild | None:
@@ -120,14 +163,21 @@ def rebuild(cflags: Sequence[str], error) -> Rebuild | None:
     why = rule(getattr(error, "verifier_log", "") or "", mcpu)
     if why is None:
         return None
-    note = (f"rebuilt with -mcpu={ALU32}: {why} (alu32 code keeps the checked 32-bit "
-            f"value in a w register, whose bounds the verifier tracks)")
-    return Rebuild([*cflags, f"-mcpu={ALU32}"], mcpu, note)
+    target = ALU32 if mcpu in _WITHOUT_ALU32 else NO_ALU32
+    how = ("alu32 code keeps a 32-bit value in one w register, checked and used"
+           if target == ALU32 else "64-bit code narrows and checks the value in one register")
+    note = f"rebuilt with -mcpu={target}: {why} ({how})"
+    return Rebuild([*cflags, f"-mcpu={target}"], mcpu, target, note)
 
 
 def also_rejected(first, second) -> str:
-    """``first``'s hint, saying that the -mcpu=v3 rebuild was rejected too (``second``)."""
-    last = next((ln for ln in reversed((second.verifier_log or "").splitlines())
-                 if ln.strip() and not ln.startswith("processed ")), "")
-    told = f"rebuilt with -mcpu={ALU32}, the verifier rejected it too ({last.strip()})"
+    """``first``'s hint, saying that the rebuild was rejected too (``second``: a
+    VerifierError, or the CompileError of a source that needs the first -mcpu)."""
+    if hasattr(second, "verifier_log"):
+        last = next((ln for ln in reversed((second.verifier_log or "").splitlines())
+                     if ln.strip() and not ln.startswith("processed ")), "")
+        told = f"the verifier rejected it too ({last.strip()})"
+    else:
+        told = f"clang could not build it ({str(second).splitlines()[-1].strip()})"
+    told = f"rebuilt with the other -mcpu, {told}"
     return f"{first.hint}; {told}" if first.hint else told

@@ -59,12 +59,16 @@ _BOUNDS = re.compile(
     r"^(R\d+) (?:unbounded memory access|min value is negative|unbounded min value"
     r"|max value is outside of the allowed memory range"
     r"|min value is outside of the allowed memory range)", re.M)
+_MATH = re.compile(r"^math between \w+ pointer and register with unbounded min value "
+                   r"is not allowed", re.M)
 _TOO_LARGE = re.compile(r"^BPF program is too large", re.M)
 _INSN = re.compile(r"^(\d+): \(", re.M)
 _NEAR = 3  # how many instructions later the next step of a pattern is looked for
 # "24: (67) r0 <<= 32 ..." then (source lines between) "25: (77) r0 >>= 32 ..."
 _WIDEN = re.compile(r"^(\d+): \(67\) (r\d+) <<= 32\b[^\n]*\n(?:;[^\n]*\n)*"
                     r"(\d+): \((?:77|c7)\) \2 (s?>>)= 32\b", re.M)
+# a 32-bit bounds check against a constant: "14: (a6) if w7 < 0x19 goto pc+1 ..."
+_JMP32 = re.compile(r"^(\d+): \(\w+\) if w(\d+) s?[<>]=? (?:0x)?[0-9a-f]+ [^\n]*", re.M)
 _COPY32 = re.compile(r"^(\d+): \(bc\) (w\d+) = w(\d+)\b", re.M)
 
 
@@ -93,16 +97,19 @@ def rule(verifier_log: str, mcpu: str) -> str | None:
     bounds = [m for m in _BOUNDS.finditer(log) if m.start() >= tail_start]
     if mcpu in _WITHOUT_ALU32:
         return _widened(log, mcpu, bounds, _TOO_LARGE.search(log, tail_start))
-    if mcpu in _WITH_ALU32 and bounds:
-        return _copied32(log, mcpu, bounds[-1])
-    return None
+    if mcpu not in _WITH_ALU32:
+        return None
+    math = _MATH.search(log, tail_start)
+    if bounds:
+        return _copied32(log, mcpu, bounds[-1]) or _half_checked(log, mcpu, bounds[-1])
+    return _half_checked(log, mcpu, math) if math else None
 
 
 def _lost(log: str, mcpu: str, error) -> str:
     insns = _INSN.findall(log, 0, error.start())
     at = f" at insn {insns[-1]}" if insns else ""
-    return f"at -mcpu={mcpu} the verifier lost the bounds of {error.group(1)}{at} " \
-           f"({error.group(0)})"
+    reg = f" of {error.group(1)}" if error.groups() else ""
+    return f"at -mcpu={mcpu} the verifier lost the bounds{reg}{at} ({error.group(0)})"
 
 
 def _following(log: str, end: int) -> list[str]:
@@ -156,6 +163,29 @@ def _copied32(log, mcpu, error) -> str | None:
     return None
 
 
+def _half_checked(log, mcpu, error) -> str | None:
+    """A 32-bit check (jmp32) that left the register's upper half unknown: after some
+    32-bit operations (division, modulo) the verifier no longer knows that the upper 32
+    bits are zero, so ``if w6 < 25`` bounds w6 and not r6, which the index then uses."""
+    for m in _JMP32.finditer(log, 0, error.start()):
+        insn, reg = m.group(1, 2)
+        state = re.search(rf"\bR{reg}=scalar\(([^)]*)\)", m.group(0))
+        if not state or not re.search(r"(?:^|,)umax=0x[0-9a-f]{9,}", state.group(1)) \
+                or "umax32=" not in state.group(1):
+            continue
+        lost = [ln for ln in log[:m.start()].splitlines()
+                if re.match(rf"\d+: \(\w+\) w{reg} \S+= .*; R{reg}=scalar\(\)", ln)]
+        if not lost:  # nothing shows where the upper half was lost
+            continue
+        how = f" after insn {lost[-1].split(':')[0]} " \
+              f"({lost[-1].split(';')[0].split(') ', 1)[1].strip()})"
+        return (f"{_lost(log, mcpu, error)}: with alu32, clang bounds-checked only the low "
+                f"32 bits (insn {insn}: if w{reg} ...), and the verifier did not know the "
+                f"upper 32 bits of r{reg} were zero{how}, so the 64-bit index stayed "
+                f"unbounded")
+    return None
+
+
 def rebuild(cflags: Sequence[str], error) -> Rebuild | None:
     """The build that loads when ``error`` (a VerifierError of a build with these user
     ``cflags``) matches :func:`rule`, else None."""
@@ -164,8 +194,8 @@ def rebuild(cflags: Sequence[str], error) -> Rebuild | None:
     if why is None:
         return None
     target = ALU32 if mcpu in _WITHOUT_ALU32 else NO_ALU32
-    how = ("alu32 code keeps a 32-bit value in one w register, checked and used"
-           if target == ALU32 else "64-bit code narrows and checks the value in one register")
+    how = ("alu32 code checks and uses the same 32-bit register" if target == ALU32
+           else "64-bit code checks and indexes with the same register")
     note = f"rebuilt with -mcpu={target}: {why} ({how})"
     return Rebuild([*cflags, f"-mcpu={target}"], mcpu, target, note)
 

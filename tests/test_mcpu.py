@@ -13,6 +13,7 @@ from bpfnb.summary import summarize
 
 PROGRAM = os.path.join(os.path.dirname(__file__), "progs", "argpack.bpf.c")
 FUNCSTACK = os.path.join(os.path.dirname(__file__), "progs", "funcstack.bpf.c")
+WRITEHIST = os.path.join(os.path.dirname(__file__), "progs", "writehist.bpf.c")
 TASK_COMM_LEN = 16
 
 # Rejected at any -mcpu, for its own bug: a map value used before its NULL check.
@@ -110,6 +111,31 @@ def test_v3_rejection_for_a_checked_copy_loads_rebuilt_at_v2(no_leaks, tmp_path)
         assert obj.bss.parent == os.getppid()
 
 
+def test_v3_rejection_for_a_half_checked_index_loads_rebuilt_at_v2(no_leaks):
+    sizes = {100: 3, 450: 5, 10000: 2}  # slots 0, 2 and the last (50 clamped to 25)
+    with bpfnb.load(WRITEHIST, rodata={"targ_tid": threading.get_native_id()}) as obj:
+        assert len(obj.notes) == 1
+        note = obj.notes[0]
+        assert note.startswith("rebuilt with -mcpu=v2: at -mcpu=v3 the verifier lost the "
+                               "bounds at insn ")
+        assert "bounds-checked only the low 32 bits" in note and "/= 200" in note
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for size, times in sizes.items():
+                for _ in range(times):
+                    os.write(fd, b"x" * size)
+        finally:
+            os.close(fd)
+        slots = list(obj.bss.syswide["slots"])
+        assert obj.bss.parent == os.getppid()
+        df = obj.maps.hists.to_df()
+    expected = [0] * 26
+    expected[0], expected[2], expected[25] = 3, 5, 2
+    assert slots == expected
+    with open("/proc/self/comm") as f:
+        assert df["comm"].tolist() == [f.read().strip()]
+
+
 def test_the_default_build_loads_as_it_is(no_leaks):
     assert mcpu.of() == build.DEFAULT_MCPU == mcpu.ALU32
     with bpfnb.load(PROGRAM, attach=False) as obj:
@@ -133,6 +159,11 @@ def test_an_object_file_is_not_rebuilt_and_the_rule_needs_no_alu32(no_leaks):
     log = info.value.verifier_log
     assert mcpu.rule(log, "v3").startswith("at -mcpu=v3 the verifier lost the bounds of R3")
     assert mcpu.rule(log, "v4") is not None and mcpu.rule(log, "v2") is None
+    with pytest.raises(VerifierError) as info:
+        bpfnb.load(build.compile(WRITEHIST), attach=False)
+    log = info.value.verifier_log
+    assert "math between map_value pointer and register with unbounded min" in log
+    assert "low 32 bits" in mcpu.rule(log, "v3") and mcpu.rule(log, "v2") is None
 
 
 @pytest.mark.parametrize("level", ["v2", "v3"])

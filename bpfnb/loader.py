@@ -14,6 +14,10 @@ DEFAULT_MAX_ENTRIES = 10240
 DEFAULT_RINGBUF_BYTES = 256 * 1024
 DEFAULT_STACK_DEPTH = 127
 
+# Compiled objects the verifier rejected for their -mcpu (bpfnb.mcpu) -> the rebuild that
+# loaded: loading the same build again goes straight to it (per process).
+_REBUILT: dict = {}
+
 
 class Map(libbpf.Map):
     """A map with the data-frame side: ``to_df()``, ``hist()``, ``stream()``."""
@@ -231,7 +235,10 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
     options = dict(name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
                    prefer=prefer, strict=strict)
     skipped: dict = {}
-    rebuilt = rejected = None
+    first, rejected = compiled, None
+    rebuilt = _REBUILT.get(str(compiled)) if _is_c_source(source) else None
+    if rebuilt is not None:  # rejected before in this process: build as then
+        compiled = _compile(source, name, rebuilt.cflags)
     while True:
         obj = _open(compiled, **options, skipped=skipped)
         try:
@@ -239,6 +246,10 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
             break
         except libbpf.VerifierError as e:
             obj.destroy()
+            if rebuilt is not None and rejected is None:  # remembered, and now rejected
+                del _REBUILT[str(first)]                  # (other globals): start over
+                compiled, rebuilt = first, None
+                continue
             if rejected is not None:  # the rebuild did not help: the first rejection
                 rejected.hint = mcpu.also_rejected(rejected, e)
                 raise rejected from None
@@ -261,6 +272,8 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
             obj.destroy()
             raise
     if rebuilt is not None:
+        if rejected is not None:
+            _REBUILT[str(first)] = rebuilt
         obj.notes.append(rebuilt.note)
     try:
         if attach:

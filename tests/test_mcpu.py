@@ -109,6 +109,8 @@ def test_v3_rejection_for_a_checked_copy_loads_rebuilt_at_v2(no_leaks, tmp_path)
         assert obj.bss.pushes == 40 and obj.bss.pops == 40
         assert obj.bss.nested == 0  # each open returned before the next
         assert obj.bss.parent == os.getppid()
+    with bpfnb.load(FUNCSTACK, attach=False) as again:  # remembered: built at v2 at once
+        assert again.notes == [note]
 
 
 def test_v3_rejection_for_a_half_checked_index_loads_rebuilt_at_v2(no_leaks):

@@ -8,7 +8,8 @@ operation on the copy breaks that link, so the index stays unbounded. Which code
 it depends on the -mcpu, and the other -mcpu's code for the same source loads:
 
 Without alu32 (v1/v2), a 32-bit value (an ``int`` length, a helper's return) is widened
-with a shift pair on the copy that is checked (execsnoop's argument packing)::
+with a shift pair on the copy that is checked (an execsnoop-style argument append,
+tests/progs/argpack.bpf.c)::
 
     14: (bf) r1 = r0
     15: (67) r1 <<= 32
@@ -28,11 +29,18 @@ is checked (ksnoop's function stack, ``ips[stack_depth - 1]``)::
     61: (79) r2 = *(u64 *)(r3 +8)
     R3 max value is outside of the allowed memory range
 
-Measured on Linux 6.18 with clang 14, 16 and 19 over libbpf-tools and libbpf-bootstrap
-sources: ksnoop loads at v1/v2 and is rejected at v3/v4 (every clang) the second way;
-softirqs -d (clang 19) and an execsnoop-style append are rejected at v1/v2 and load at
-v3 the first way, and substr hits "BPF program is too large" at v1/v2 with such shift
-pairs in its log (v3 loads it). No other program differed between v2 and v3.
+With alu32 the verifier can also lose what a 32-bit operation left in the upper half
+(after ``w7 /= 200`` it no longer knows it is zero), so ``if w7 < 25`` bounds w7 and not
+the 64-bit index (cpufreq's linear histogram: "math between map_value pointer and
+register with unbounded min value is not allowed"); v2 divides and checks r7 itself.
+
+Measured on Linux 6.18 with clang 14, 16 and 19 over 66 libbpf-tools, libbpf-bootstrap
+and bpfnb sources (each at v1-v3, v4 with clang 19, and with their bool options on):
+ksnoop and cpufreq load at v1/v2 and are rejected at v3/v4 with every clang, the ways
+above; softirqs -d (clang 19) is rejected at v1/v2 the first way, and substr hits "BPF
+program is too large" at v1/v2 with such shift pairs in its log; v3 loads both. Every
+one of these 16 rejections matches a rule below; no other verdict differed (two
+bpfnb test programs need v3 to compile at all: they use an atomic add's result).
 
 ``rule(verifier_log, mcpu) -> str | None`` says why a rejection of a build at ``mcpu``
 is the -mcpu's (None when nothing in the log shows it). ``rebuild(cflags, error) ->

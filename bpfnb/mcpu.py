@@ -72,6 +72,9 @@ _MATH = re.compile(r"^math between \w+ pointer and register with unbounded min v
 _TOO_LARGE = re.compile(r"^BPF program is too large", re.M)
 _INSN = re.compile(r"^(\d+): \(", re.M)
 _NEAR = 3  # how many instructions later the next step of a pattern is looked for
+# How much of the log's end is read: the check an access lost is near it, and a log that
+# ran out of instructions can be megabytes long.
+_WINDOW = 256 * 1024
 # "24: (67) r0 <<= 32 ..." then (source lines between) "25: (77) r0 >>= 32 ..."
 _WIDEN = re.compile(r"^(\d+): \(67\) (r\d+) <<= 32\b[^\n]*\n(?:;[^\n]*\n)*"
                     r"(\d+): \((?:77|c7)\) \2 (s?>>)= 32\b", re.M)
@@ -100,7 +103,7 @@ def of(cflags: Sequence[str] = ()) -> str:
 def rule(verifier_log: str, mcpu: str) -> str | None:
     """Why the rejection in ``verifier_log`` of a build at ``mcpu`` is the -mcpu's fault
     (None when it is not, or when nothing in the log shows it)."""
-    log = verifier_log.rstrip()
+    log = verifier_log.rstrip()[-_WINDOW:]
     tail_start = len(log) - len("\n".join(log.splitlines()[-4:]))
     bounds = [m for m in _BOUNDS.finditer(log) if m.start() >= tail_start]
     if mcpu in _WITHOUT_ALU32:
@@ -121,9 +124,17 @@ def _lost(log: str, mcpu: str, error) -> str:
 
 
 def _following(log: str, end: int) -> list[str]:
-    """The next instruction lines of the log after offset ``end``."""
-    lines = log[end:].split("\n")[1:]
-    return [ln for ln in lines if _INSN.match(ln)][:_NEAR]
+    """The next few instruction lines of the log after offset ``end``."""
+    found, pos = [], log.find("\n", end)
+    for _ in range(8 * _NEAR):  # source and state lines come in between
+        if pos < 0 or len(found) == _NEAR:
+            break
+        nxt = log.find("\n", pos + 1)
+        line = log[pos + 1:nxt if nxt >= 0 else len(log)]
+        if _INSN.match(line):
+            found.append(line)
+        pos = nxt
+    return found
 
 
 def _widened(log, mcpu, bounds, too_large) -> str | None:
@@ -133,9 +144,9 @@ def _widened(log, mcpu, bounds, too_large) -> str | None:
     if not bounds:
         first, reg, last, shift = widen[-1].group(1, 2, 3, 4)
         return (f"at -mcpu={mcpu} the program was too large for the verifier: without "
-                f"alu32, clang widens 32-bit values with shift pairs ({len(widen)} in the "
-                f"log, e.g. insn {first}-{last}: {reg} <<= 32; {reg} {shift}= 32), whose "
-                f"lost bounds keep states from merging")
+                f"alu32, clang widens 32-bit values with shift pairs (e.g. insn "
+                f"{first}-{last}: {reg} <<= 32; {reg} {shift}= 32), whose lost bounds keep "
+                f"states from merging")
     for m in widen:  # the first pair whose register is bounds-checked right after
         first, reg, last, shift = m.group(1, 2, 3, 4)
         check = next((ln for ln in _following(log, m.end())
@@ -181,12 +192,11 @@ def _half_checked(log, mcpu, error) -> str | None:
         if not state or not re.search(r"(?:^|,)umax=0x[0-9a-f]{9,}", state.group(1)) \
                 or "umax32=" not in state.group(1):
             continue
-        lost = [ln for ln in log[:m.start()].splitlines()
-                if re.match(rf"\d+: \(\w+\) w{reg} \S+= .*; R{reg}=scalar\(\)", ln)]
+        lost = re.compile(rf"^(\d+): \(\w+\) (w{reg} \S+= [^;\n]*?) *; R{reg}=scalar\(\)",
+                          re.M).findall(log, max(0, m.start() - _WINDOW // 16), m.start())
         if not lost:  # nothing shows where the upper half was lost
             continue
-        how = f" after insn {lost[-1].split(':')[0]} " \
-              f"({lost[-1].split(';')[0].split(') ', 1)[1].strip()})"
+        how = f" after insn {lost[-1][0]} ({lost[-1][1]})"
         return (f"{_lost(log, mcpu, error)}: with alu32, clang bounds-checked only the low "
                 f"32 bits (insn {insn}: if w{reg} ...), and the verifier did not know the "
                 f"upper 32 bits of r{reg} were zero{how}, so the 64-bit index stayed "

@@ -88,6 +88,10 @@ _KEY_VERSION = "bpfnb-build-4"  # bump to invalidate every cached object
 PRELUDE_HEADERS = ("bpf/bpf_helpers.h", "bpf/bpf_helper_defs.h", "bpf/bpf_tracing.h",
                    "bpf/bpf_core_read.h", "bpf/bpf_endian.h")
 
+# alu32 and jmp32: clang 14's default (v1) widens 32-bit values with shift pairs whose
+# bounds the verifier loses (see bpfnb.mcpu); v3 loads every real tool v2 loads here.
+DEFAULT_MCPU = "v3"
+
 WARNING_FLAGS = ("-Wno-unused-value", "-Wno-pointer-sign",
                  "-Wno-compare-distinct-pointer-types", "-Wno-address-of-packed-member")
 
@@ -401,7 +405,7 @@ def _prelude_hash(c: cache.Cache, flags: Sequence[str]) -> str:
 
 def default_cflags() -> list[str]:
     """Flags before the user's (target, debug info for BTF, CO-RE arch, warnings)."""
-    return ["-g", "-O2", "-target", "bpf", "-mcpu=v3",
+    return ["-g", "-O2", "-target", "bpf", f"-mcpu={DEFAULT_MCPU}",
             f"-D__TARGET_ARCH_{target_arch()}", *WARNING_FLAGS, "-fno-stack-protector",
             "-fno-color-diagnostics"]
 

@@ -6,13 +6,17 @@ import html
 import os
 from pathlib import Path
 
-from . import build, hooks, libbpf, output
+from . import build, hooks, libbpf, mcpu, output
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
 DEFAULT_MAX_ENTRIES = 10240
 DEFAULT_RINGBUF_BYTES = 256 * 1024
 DEFAULT_STACK_DEPTH = 127
+
+# Compiled objects the verifier rejected for their -mcpu (bpfnb.mcpu) -> the rebuild that
+# loaded: loading the same build again goes straight to it (per process).
+_REBUILT: dict = {}
 
 
 class Map(libbpf.Map):
@@ -91,6 +95,8 @@ class Object(libbpf.Object):
 
     ``image`` keeps the ELF bytes (libbpf frees its copy at load): records.py reads the
     object's instructions and DWARF from it to find what its ring buffers carry.
+    ``notes`` says what bpfnb.load did besides the user's asking (e.g. rebuilt the
+    source with another -mcpu, see bpfnb.mcpu); the summary shows them.
     """
 
     map_class = Map
@@ -113,6 +119,7 @@ class Object(libbpf.Object):
 
     def __init__(self, source, name: str | None = None, kconfig: str | None = None):
         super().__init__(source, name=name, kconfig=kconfig)
+        self.notes: list[str] = []
         self.image = (bytes(source) if isinstance(source, (bytes, bytearray, memoryview))
                       else Path(source).read_bytes())
 
@@ -217,17 +224,44 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
     says which and why. A program the kernel still refuses at load for such a reason
     is turned off too, and the object opened and loaded again (a libbpf load is
     one-shot). ``strict=True`` raises instead, naming every such program at once.
+    C the verifier rejects because clang checked a copy of a value and indexed with the
+    original, in the way the build's -mcpu makes it (bpfnb.mcpu), is built again with
+    the other -mcpu (v2 for v3/v4, v3 for v1/v2) and loaded; ``obj.notes`` says so. Any
+    other rejection is raised as it is.
     """
     name = _default_name(source, name)
+    cflags = build._split(cflags)
     compiled = _compile(source, name, cflags)
     options = dict(name=name, rodata=rodata, data=data, maps=maps, autoload=autoload,
                    prefer=prefer, strict=strict)
     skipped: dict = {}
+    first, rejected = compiled, None
+    rebuilt = _REBUILT.get(str(compiled)) if _is_c_source(source) else None
+    if rebuilt is not None:  # rejected before in this process: build as then
+        compiled = _compile(source, name, rebuilt.cflags)
     while True:
         obj = _open(compiled, **options, skipped=skipped)
         try:
             obj.load()
             break
+        except libbpf.VerifierError as e:
+            obj.destroy()
+            if rebuilt is not None and rejected is None:  # remembered, and now rejected
+                del _REBUILT[str(first)]                  # (other globals): start over
+                compiled, rebuilt = first, None
+                continue
+            if rejected is not None:  # the rebuild did not help: the first rejection
+                rejected.hint = mcpu.also_rejected(rejected, e)
+                raise rejected from None
+            rebuilt = mcpu.rebuild(cflags, e) if _is_c_source(source) else None
+            if rebuilt is None:
+                raise
+            rejected = e
+            try:
+                compiled = _compile(source, name, rebuilt.cflags)
+            except build.CompileError as ce:  # the source needs the -mcpu it had
+                e.hint = mcpu.also_rejected(e, ce)
+                raise e from None
         except libbpf.LoadError as e:
             failure = None if strict else hooks.load_failure(obj, e)
             obj.destroy()
@@ -237,6 +271,10 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
         except BaseException:
             obj.destroy()
             raise
+    if rebuilt is not None:
+        if rejected is not None:
+            _REBUILT[str(first)] = rebuilt
+        obj.notes.append(rebuilt.note)
     try:
         if attach:
             obj.attach()
@@ -244,6 +282,13 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
         obj.destroy()
         raise
     return obj
+
+
+def _is_c_source(source) -> bool:
+    """C that bpfnb compiles (text or a .c file), so it can build it again."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return False
+    return (isinstance(source, str) and _is_c_text(source)) or Path(source).suffix != ".o"
 
 
 def file_object_name(path: str | os.PathLike) -> str:

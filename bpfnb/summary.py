@@ -66,6 +66,7 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
     state = "attached" if attached else obj.state
     var = name if name and name.isidentifier() else "obj"
     skipped = getattr(obj, "skipped", {})
+    notes = [*notes, *getattr(obj, "notes", ())]  # what bpfnb.load did (bpfnb.mcpu)
     programs = []
     for p in obj.progs:
         pid = p.id if loaded and p.autoload else ""

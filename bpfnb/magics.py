@@ -29,13 +29,21 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import build, lasterror, loader, output
+from . import build, lasterror, loader, mcpu, output
 from .lasterror import CELL_FILENAME, WHY, describe as _describe
 from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, enable_stats
 from .registry import registry
 from .summary import summarize
 
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
+
+
+class _Rejected(Exception):
+    """A verifier rejection inside _open_and_load, before it decides on a rebuild."""
+
+    def __init__(self, error: VerifierError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class BPFCellError(Exception):
@@ -148,8 +156,27 @@ class BPFMagics(Magics):
         return self.bpf_cell.parser.parse_args(argv)
 
     def _open_and_load(self, name, cell, cflags, values, load):
-        """Compile, open, set globals and load; on failure the previous NAME stays."""
+        """Compile, open, set globals and load; on failure the previous NAME stays. A
+        verifier rejection that bpfnb.mcpu knows (bounds lost to the -mcpu's codegen) is
+        built again with the other -mcpu, as bpfnb.load does, and the summary says so."""
         keeps = _kept(name)
+        try:
+            return self._build_and_load(name, cell, cflags, values, load, keeps)
+        except _Rejected as first:
+            rebuilt = mcpu.rebuild(cflags, first.error)
+            if rebuilt is not None:
+                try:
+                    obj, notes, warnings = self._build_and_load(name, cell, rebuilt.cflags,
+                                                                values, load, keeps)
+                    return obj, [*notes, rebuilt.note], warnings
+                except _Rejected as second:
+                    first.error.hint = mcpu.also_rejected(first.error, second.error)
+                except BPFCellError as second:
+                    first.error.hint = mcpu.also_rejected(first.error, second.error)
+            raise BPFCellError(f"%%bpf {name}: the verifier rejected the cell{keeps}.\n"
+                               f"{_describe(first.error)}", first.error) from None
+
+    def _build_and_load(self, name, cell, cflags, values, load, keeps):
         try:
             # A leading newline makes clang's line numbers the notebook's own: the
             # %%bpf line is line 1 of the cell as Jupyter numbers it.
@@ -178,11 +205,11 @@ class BPFMagics(Magics):
                 t0 = time.perf_counter()
                 try:
                     obj.load()
+                except VerifierError as e:
+                    raise _Rejected(e) from None
                 except BPFError as e:
-                    what = ("the verifier rejected the cell" if isinstance(e, VerifierError)
-                            else "the kernel did not load the cell")
-                    raise BPFCellError(f"%%bpf {name}: {what}{keeps}.\n{_describe(e)}",
-                                       e) from None
+                    raise BPFCellError(f"%%bpf {name}: the kernel did not load the cell"
+                                       f"{keeps}.\n{_describe(e)}", e) from None
                 notes.append(f"loaded in {_ms(time.perf_counter() - t0)}")
         except BaseException:
             obj.destroy()

@@ -182,3 +182,26 @@ def test_a_rejection_of_the_programs_own_is_not_rebuilt(no_leaks, level):
 def test_the_last_mcpu_given_is_the_build_s():
     assert mcpu.of(["-mcpu=v2"]) == "v2"
     assert mcpu.of(["-mcpu=v2", "-O2", "-mcpu=v1"]) == "v1"
+
+
+def test_a_cell_rejected_at_v3_is_rebuilt_by_the_magic_too(no_leaks, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    ip = InteractiveShell.instance()  # the one the other magic tests use
+    ip.run_line_magic("load_ext", "bpfnb")
+    path = str(tmp_path / "funcstack-cell")
+    with open(path, "w"):
+        pass
+    tid = threading.get_native_id()
+    try:
+        # the cell is the program itself; its #include keeps the cell short
+        ip.run_cell_magic("bpf", f"fs --no-attach -q --set targ_tid={tid}",
+                          f'#include "{os.path.abspath(FUNCSTACK)}"\n')
+        fs = ip.user_ns["fs"]
+        fs.progs.exit_openat.attach()
+        fs.progs.enter_openat.attach()
+        for _ in range(40):
+            os.close(os.open(path, os.O_RDONLY))
+        assert fs.bss.pushes == 40 and fs.bss.pops == 40
+    finally:
+        ip.run_line_magic("bpf", "stop --all -q")
+        ip.run_line_magic("unload_ext", "bpfnb")

@@ -11,6 +11,7 @@ import ast
 import collections
 import html
 import keyword
+import os
 import re
 import shlex
 import sys
@@ -69,15 +70,38 @@ class BPFMagics(Magics):
               help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true",
               help="show nothing when it works (with --for: no maps at the end)")
+    @argument("--replay", metavar="PATH",
+              help="bind NAME to the recording at PATH (bpfnb.replay): no BPF runs and no "
+                   "privilege is needed; the cell's text is only compared with the "
+                   "recorded source")
+    @argument("--recording", metavar="PATH",
+              help="live where this process can load BPF (CAP_BPF, clang, libbpf), else "
+                   "a replay of PATH: one notebook for both. Live, it records to PATH "
+                   "when PATH does not exist yet (--rerecord: replace it)")
+    @argument("--rerecord", action="store_true",
+              help="with --recording: when running live, record PATH again")
+    @argument("--speed", type=float, metavar="X",
+              help="with --replay/--recording: replay at X times the recorded pace "
+                   "(dashboards animate); default: everything at once")
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
         bind NAME to the object. Re-running replaces the object; if the new text fails
-        to compile or load, the previous one keeps running."""
+        to compile or load, the previous one keeps running.
+
+        ``--replay PATH`` binds a replay of a recording instead (bpfnb.replay).
+        ``--recording PATH`` decides per machine: where bpfnb.replay.can_load_here()
+        says this process can load BPF, the cell runs live and, when PATH does not
+        exist yet (or with --rerecord), is recorded there (obj.record); elsewhere
+        (no CAP_BPF, no clang, no libbpf) NAME is a replay of PATH. The summary says
+        which happened."""
         args = self._parse_cell_line(line)
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
+        record_to, live_note = self._replay_or_live(name, cell, args)
+        if record_to is False:
+            return
         if args.seconds is not None and (args.no_load or args.no_attach):
             raise UsageError("--for attaches: it cannot go with --no-load or --no-attach")
         if args.plot and args.seconds is None:
@@ -101,6 +125,10 @@ class BPFMagics(Magics):
                 raise BPFCellError(f"%%bpf {name}: could not attach, so nothing of {name} "
                                    f"is running now.\n{_describe(e)}", e) from None
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        if live_note:
+            notes.append(live_note)
+        if record_to:
+            notes.append(_start_recording(obj, record_to, args.seconds))
         self.shell.user_ns[name] = obj
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
@@ -112,6 +140,68 @@ class BPFMagics(Magics):
             display(summarize(obj, name, notes, warnings))
         if printk:
             _PrintkView(name, obj)
+
+    def _replay_or_live(self, name, cell, args):
+        """For --replay / --recording: (False, None) once NAME is bound to a replay;
+        else (the path to record to or None, a note for the summary) to run live."""
+        from .replay import can_load_here
+        if args.rerecord and not args.recording:
+            raise UsageError("--rerecord goes with --recording PATH")
+        if args.speed is not None and not (args.replay or args.recording):
+            raise UsageError("--speed is the pace of a replay: add --replay or --recording")
+        if args.replay and args.recording:
+            raise UsageError("--replay PATH always replays; --recording PATH replays only "
+                             "where BPF cannot load: give one of them")
+        if args.replay:
+            self._bind_replay(name, args.replay, cell, args, why=None)
+            return False, None
+        if not args.recording:
+            return None, None
+        can, why = can_load_here()
+        if not can:
+            self._bind_replay(name, args.recording, cell, args, why=why)
+            return False, None
+        if args.rerecord or not os.path.exists(args.recording):
+            return args.recording, None
+        return None, (f"live (this process can load BPF); recording {args.recording} kept "
+                      f"for machines that cannot (--rerecord replaces it)")
+
+    def _bind_replay(self, name, path, cell, args, why):
+        from .replay import ReplayError, replay
+        if args.no_load or args.no_attach:
+            raise UsageError("a replay is never loaded nor attached: drop --no-load and "
+                             "--no-attach")
+        if args.set or args.defines or args.cflags:
+            raise UsageError("--set, -D and --cflags change a program before it loads; a "
+                             "replay shows what was recorded with the recorded ones")
+        try:
+            obj = replay(path, speed=args.speed, name=name)
+        except ReplayError as e:
+            hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
+                    f"loads, with %%bpf {name} --recording {path}" if why else "")
+            raise BPFCellError(f"%%bpf {name}: {e}{hint}", e) from None
+        except ValueError as e:
+            raise UsageError(f"%%bpf {name}: {e}") from None
+        registry.install(name, obj)
+        self.shell.user_ns[name] = obj
+        lines = [f"{name}: replaying {obj.describe()}"]
+        if why:
+            lines.append(f"not live: {why}")
+        recorded = (obj.source or "").strip()
+        if cell.strip() and recorded and cell.strip() != recorded:
+            lines.append("note: the cell's text differs from the recorded source: what "
+                         "you see is what the recorded program did")
+        pace = ("at once (clock at the end)" if args.speed is None
+                else f"at {args.speed:g}x the recorded pace")
+        lines.append(f"{obj.duration:.1f} s recorded, shown {pace}; maps: "
+                     f"{', '.join(m.name for m in obj.maps) or 'none'}")
+        if args.quiet:
+            return
+        text = "\n".join(lines)
+        display({"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"},
+                 raw=True)
+        if args.seconds is not None:
+            _show_data(obj)
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
@@ -343,6 +433,18 @@ def _print_before_stop(name):
         _print_maps(name, obj)
     except Exception as e:  # printing must never keep an object from being torn down
         _heading(f"{name}: could not print its maps ({type(e).__name__}: {e})")
+
+
+def _start_recording(obj, path, seconds) -> str:
+    """Record a live object to ``path`` (bpfnb.record, through obj.record); the note."""
+    record = getattr(obj, "record", None)
+    if record is None:
+        return f"not recorded to {path}: this bpfnb has no recorder (bpfnb.record)"
+    try:
+        record(path, seconds=seconds)
+    except (OSError, ValueError) as e:
+        return f"not recorded to {path}: {e}"
+    return f"recording to {path} (replayed where BPF cannot load)"
 
 
 def _heading(text: str):

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-T0 = 1_796_083_200 * 10**9        # 2026-12-01 00:00:00 UTC, the first snapshot
+T0 = 1_796_086_800 * 10**9        # 2026-12-01 01:00:00 UTC, the first snapshot
 SNAPSHOTS = 3                     # at T0, T0 + 1 s, T0 + 2 s
 INTERVAL_NS = 10**9
 STOP = T0 + 2_500_000_000         # recording stopped 2.5 s after the first snapshot

@@ -22,13 +22,7 @@ def _numbers(g):
     """The numeric variables of a replayed section, for a time series."""
     def read():
         return {n: v for n, v in g._asdict().items() if live_views._is_number(v)}
-    read.__name__ = "." + g._section
     return read
-
-
-def _named(fn, name):
-    fn.__name__ = name
-    return fn
 
 
 def view_of(m, kind: str | None = None, **options):
@@ -38,15 +32,12 @@ def view_of(m, kind: str | None = None, **options):
         kind = "table" if not m.is_tabular else "hist" if m.is_histogram else "top"
     if kind not in live_views.VIEWS:
         raise ValueError(f"unknown view kind {kind!r}; choose one of {', '.join(KINDS)}")
+    options.setdefault("title", m.name)
     if kind == "table" and m.is_stream and not m.is_tabular:
         n = options.pop("n", 20)
         stream = m.stream()
-        source = _named(lambda: stream.tail(n), m.name)
-        return _tied(live_views.Table(source, n, **options), m.object)
-    if kind == "hist":
-        source = _named(lambda: m.hist().df, m.name)
-    else:
-        source = _named(m.to_df, m.name)
+        return _tied(live_views.Table(lambda: stream.tail(n), n, **options), m.object)
+    source = (lambda: m.hist().df) if kind == "hist" else m.to_df
     return _tied(live_views.VIEWS[kind](source, **options), m.object)
 
 
@@ -57,5 +48,5 @@ def object_views(obj) -> list:
     for section in ("bss", "data"):
         g = obj.globals.get(section)
         if g is not None and _numbers(g)():
-            views.append(_tied(live_views.TimeSeries(_numbers(g)), obj))
+            views.append(_tied(live_views.TimeSeries(_numbers(g), title="." + section), obj))
     return views

@@ -442,9 +442,9 @@ def _start_recording(obj, path, seconds) -> str:
         return f"not recorded to {path}: this bpfnb has no recorder (bpfnb.record)"
     try:
         record(path, seconds=seconds)
-    except (OSError, ValueError) as e:
-        return f"not recorded to {path}: {e}"
-    return f"recording to {path} (replayed where BPF cannot load)"
+    except Exception as e:  # the program runs either way: say why there is no recording
+        return f"not recorded to {path}: {type(e).__name__}: {e}"
+    return f"live (this process can load BPF), recording to {path} for machines that cannot"
 
 
 def _heading(text: str):

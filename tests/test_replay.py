@@ -228,21 +228,35 @@ def test_replay_magic_binds_and_lists(ip, rec):
     assert not result.success and "--set" in out
 
 
-def test_recording_option_runs_live_where_bpf_loads(ip, rec, tmp_path, need_root):
-    cell = textwrap.dedent("""\
-        u64 total = 0;
-        SEC("tracepoint/syscalls/sys_enter_getppid")
-        int on_getppid(void *ctx) { __sync_fetch_and_add(&total, 1); return 0; }
-        """)
-    result, out, outputs = run(ip, f"%%bpf snoop --recording {rec.path}\n" + cell)
+GETPPID_CELL = """\
+u64 total = 0;
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx) { __sync_fetch_and_add(&total, 1); return 0; }
+"""
+
+
+def test_recording_option_runs_live_where_bpf_loads(ip, rec, tmp_path, no_leaks):
+    # A recording exists: run live and keep it.
+    result, out, outputs = run(ip, f"%%bpf snoop --recording {rec.path}\n" + GETPPID_CELL)
     assert result.success, out
     obj = ip.user_ns["snoop"]
     assert obj.state == "loaded"
-    text = outputs[0].data["text/plain"]
-    assert f"recording {rec.path} kept" in text
+    assert f"recording {rec.path} kept" in outputs[0].data["text/plain"]
+    before = obj.bss.total
     for _ in range(7):
         os.getppid()
-    assert obj.bss.total >= 7
+    assert obj.bss.total >= before + 7   # other processes call getppid too
+    # No recording yet: run live and record there (through obj.record, bpfnb.record's).
+    path = tmp_path / "new"
+    result, out, outputs = run(ip, f"%%bpf snoop --recording {path}\n" + GETPPID_CELL)
+    assert result.success, out
+    text = outputs[0].data["text/plain"]
+    if hasattr(ip.user_ns["snoop"], "record"):
+        assert f"recording to {path}" in text
+        registry.stop_all()  # the teardown ends the recording
+        assert bpfnb.replay(path).name == "snoop"
+    else:
+        assert f"not recorded to {path}: this bpfnb has no recorder" in text
     registry.stop_all()
 
 

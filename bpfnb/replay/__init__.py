@@ -93,15 +93,9 @@ class Replay:
         m = self.manifest
         self._timeline_cache = None
         self._globals_table = self._read("globals", (m.get("globals") or {}).get("file"))
-        maps = {}
-        for map_name, info in (m.get("maps") or {}).items():
-            maps[map_name] = ReplayMap(self, map_name, info, None)
-        for map_name, info in (m.get("streams") or {}).items():
-            base = maps.get(map_name)
-            maps[map_name] = ReplayMap(self, map_name, (m.get("maps") or {}).get(map_name, {}),
-                                       info)
-            if base is not None:
-                maps[map_name].info = {**base.info, **maps[map_name].info}
+        kv, streams = m.get("maps") or {}, m.get("streams") or {}
+        maps = {name: ReplayMap(self, name, kv.get(name, {}), streams.get(name))
+                for name in [*kv, *(s for s in streams if s not in kv)]}
         self.maps = Namespace("map", maps)
         self.progs = Namespace("program", {p["name"]: ReplayProgram(self, p)
                                            for p in m.get("programs") or []})

@@ -8,6 +8,7 @@ that needs them, so ``bpfnb.replay`` works where libbpf is not installed.
 """
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -43,6 +44,9 @@ def __getattr__(name):
     # The module is callable, and has the views: bpfnb.live.TopN, bpfnb.live.plot_maps.
     if name == "live":
         return importlib.import_module(".live", __name__)
+    # Submodules as attributes (bpfnb.libbpf.Object, bpfnb.frames...), imported when asked.
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'bpfnb' has no attribute {name!r}")
 
 

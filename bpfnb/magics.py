@@ -167,7 +167,7 @@ class BPFMagics(Magics):
                       f"for machines that cannot (--rerecord replaces it)")
 
     def _bind_replay(self, name, path, cell, args, why):
-        from .replay import ReplayError, replay
+        from .replay import ReplayError, cell_summary, replay
         if args.no_load or args.no_attach:
             raise UsageError("a replay is never loaded nor attached: drop --no-load and "
                              "--no-attach")
@@ -184,20 +184,9 @@ class BPFMagics(Magics):
             raise UsageError(f"%%bpf {name}: {e}") from None
         registry.install(name, obj)
         self.shell.user_ns[name] = obj
-        lines = [f"{name}: replaying {obj.describe()}"]
-        if why:
-            lines.append(f"not live: {why}")
-        recorded = (obj.source or "").strip()
-        if cell.strip() and recorded and cell.strip() != recorded:
-            lines.append("note: the cell's text differs from the recorded source: what "
-                         "you see is what the recorded program did")
-        pace = ("at once (clock at the end)" if args.speed is None
-                else f"at {args.speed:g}x the recorded pace")
-        lines.append(f"{obj.duration:.1f} s recorded, shown {pace}; maps: "
-                     f"{', '.join(m.name for m in obj.maps) or 'none'}")
         if args.quiet:
             return
-        text = "\n".join(lines)
+        text = cell_summary(obj, name, cell, why)
         display({"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"},
                  raw=True)
         if args.seconds is not None:

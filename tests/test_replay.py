@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -275,6 +274,10 @@ with capture_output() as cap:
     ok = ip.run_cell("%%bpf snoop --recording " + sys.argv[1] + "\\nint x;\\n").success
 out["magic"] = [ok, cap.outputs[0].data["text/plain"] if cap.outputs else cap.stdout]
 out["total"] = ip.user_ns["snoop"].bss.total
+out["hist"] = ip.user_ns["snoop"].maps.lat.hist().to_text().splitlines()[0]
+with capture_output() as cap:
+    ok = ip.run_cell("%%bpf other --recording /nonexistent/rec\\nint x;\\n").success
+out["missing"] = [ok, cap.stdout + cap.stderr]
 try:
     bpfnb.load('SEC("tracepoint/syscalls/sys_enter_getppid") int f(void *c) { return 0; }')
     out["load"] = "loaded"
@@ -303,7 +306,10 @@ def test_without_any_capability(rec):
     ok, text = out["magic"]
     assert ok and text.startswith("snoop: replaying recording")
     assert "not live: this process holds no CAP_BPF" in text
-    assert out["total"] == 30
+    assert out["total"] == 30 and out["hist"] == "@lat:"
+    ok, text = out["missing"]
+    assert not ok and "no recording at '/nonexistent/rec'" in text
+    assert "This process cannot run the cell live: this process holds no CAP_BPF" in text
     assert out["load"] == "PrivilegeError"
 
 

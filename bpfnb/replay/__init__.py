@@ -19,6 +19,7 @@ import bpfnb.hist and bpfnb.live, which do.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ SECTIONS = ("bss", "data", "rodata")
 _STATE = "replay"   # obj.state of a replayed object (live ones: opened, loaded, destroyed)
 
 __all__ = ["replay", "Replay", "ReplayError", "ReadOnlyError", "can_load_here",
-           "read_manifest", "describe"]
+           "cell_summary", "read_manifest", "describe"]
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -287,6 +288,23 @@ def replay(path: str | os.PathLike, speed: float | None = None, *,
     return Replay(path, speed=speed, name=name)
 
 
+def cell_summary(obj: Replay, name: str, cell: str, why: str | None) -> str:
+    """What a ``%%bpf NAME --replay``/``--recording`` cell shows: what is replayed, why
+    not live, whether the cell's text is the recorded one, the pace and the maps."""
+    lines = [f"{name}: replaying {obj.describe()}"]
+    if why:
+        lines.append(f"not live: {why}")
+    recorded = (obj.source or "").strip()
+    if cell.strip() and recorded and cell.strip() != recorded:
+        lines.append("note: the cell's text differs from the recorded source: what you "
+                     "see is what the recorded program did")
+    pace = ("at once (clock at the end)" if obj.speed is None
+            else f"at {obj.speed:g}x the recorded pace")
+    lines.append(f"{obj.duration:.1f} s recorded, shown {pace}; maps: "
+                 f"{', '.join(m.name for m in obj.maps) or 'none'}")
+    return "\n".join(lines)
+
+
 def can_load_here() -> tuple[bool, str]:
     """(True, "") when this process could compile and load a cell, else (False, why):
     no CAP_BPF (nor CAP_SYS_ADMIN), no clang, or no loadable libbpf. Cheap: it does not
@@ -300,7 +318,7 @@ def can_load_here() -> tuple[bool, str]:
     if not shutil.which(clang):
         return False, f"no BPF C compiler ({clang}) on PATH"
     try:
-        from .. import libbpf  # noqa: F401  (opens libbpf.so)
+        importlib.import_module("..libbpf", __name__)   # opens libbpf.so
     except ImportError as e:
         return False, str(e)
     return True, ""

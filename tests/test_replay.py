@@ -87,20 +87,33 @@ def test_seek_shows_the_snapshot_taken_by_then(rec, t, snap):
     assert len(obj.output()) == (t >= 0.5) + (t >= 1.5)
 
 
+def test_max_rows_keeps_the_newest(rec):
+    stream = bpfnb.replay(rec.path).maps.events.stream(max_rows=100)
+    df = stream.to_df()
+    pd.testing.assert_frame_equal(df, events_truth(rec).tail(100).reset_index(drop=True))
+    assert df.attrs == {"lost": 3 + 150, "dropped": 150}
+    with pytest.raises(TypeError, match="unexpected options: colour"):
+        bpfnb.replay(rec.path).maps.events.stream(colour=1)
+
+
 def test_speed_paces_the_clock(rec):
-    obj = bpfnb.replay(rec.path, speed=20.0)
+    obj = bpfnb.replay(rec.path, speed=2.0)
     assert obj.clock < 0.5 and not obj.finished
     assert obj.maps.counts.to_df().equals(rec.counts[0])
-    time.sleep(0.06)   # 1.2 s of the recording at 20x
+    time.sleep(0.6)    # 1.2 s of the recording at 2x
     assert 1.0 <= obj.clock < 2.5
     assert obj.bss.total == 20
     stream = obj.maps.events.stream()
-    first = len(stream)
-    stream.clear()       # from the clock on
-    time.sleep(0.1)      # the clock reaches the end
+    before = obj.clock
+    stream.clear()       # from the clock on (which moves meanwhile)
+    after = obj.clock
+    time.sleep(1.0)      # the clock reaches the end
     assert obj.clock == pytest.approx(2.5) and obj.finished and not stream.running
-    assert first + len(stream.to_df()) == len(rec.events)
-    obj.seek(1.0)        # and goes on at 20x from there
+    df = stream.to_df()
+    pd.testing.assert_frame_equal(df, events_truth(rec).tail(len(df)).reset_index(drop=True))
+    received = rec.events._time - fixture.T0
+    assert (received > after * 1e9).sum() <= len(df) <= (received > before * 1e9).sum()
+    obj.seek(1.0)        # and goes on at 2x from there
     assert 1.0 <= obj.clock < 2.0
     with pytest.raises(ValueError, match="positive"):
         bpfnb.replay(rec.path, speed=0)

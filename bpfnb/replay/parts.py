@@ -73,9 +73,11 @@ def _times(table) -> np.ndarray:
     return table.column(TIME).to_numpy() if table.num_rows else np.zeros(0, np.int64)
 
 
-def rows_until(table, t_ns: int) -> int:
-    """How many leading rows of ``table`` (in receive order) have `_time` <= t_ns."""
-    return int(np.searchsorted(_times(table), t_ns, side="right"))
+def rows_until(table, t_ns: int, times: np.ndarray | None = None) -> int:
+    """How many leading rows of ``table`` (in receive order) have `_time` <= t_ns
+    (``times``: its `_time` column, when already at hand)."""
+    return int(np.searchsorted(_times(table) if times is None else times, t_ns,
+                               side="right"))
 
 
 def _in_order(table):
@@ -134,7 +136,7 @@ class ReplayMap:
         self.value_type = self.info.get("value_type", "")
         self.max_entries = self.info.get("max_entries")
         self.percpu = bool(self.info.get("percpu"))
-        self._snaps = self._hists = self._records = None
+        self._snaps = self._hists = self._records = self._record_times = None
         if self.info.get("file"):
             self._snaps = _Snapshots(obj._read(f"map {name!r}", self.info["file"]))
         if self.info.get("hist_file"):
@@ -179,10 +181,15 @@ class ReplayMap:
         if self._records is None:
             what = f"the records of {self.name!r}"
             self._records = _in_order(self._obj._read(what, self.stream_info["file"]))
+            self._record_times = _times(self._records)
         return self._records
 
+    def _records_until(self, t_ns: int) -> int:
+        self._stream_table()
+        return rows_until(self._records, t_ns, self._record_times)
+
     def _forget(self):
-        self._records = None
+        self._records = self._record_times = None
 
     def _snapshot_at(self, snaps: _Snapshots) -> int | None:
         """The snapshot number shown at the clock: the last one taken by then."""
@@ -234,7 +241,10 @@ class ReplayMap:
         if type is not None and recorded and type != recorded:
             raise ReplayError(f"{self.name}.stream({type!r}): the records were recorded "
                               f"as {recorded}")
-        return ReplayStream(self, options.get("decode"))
+        unknown = set(options) - {"max_rows", "page_cnt", "decode"}
+        if unknown:
+            raise TypeError(f"stream() got unexpected options: {', '.join(sorted(unknown))}")
+        return ReplayStream(self, options.get("decode"), options.get("max_rows"))
 
     def to_text(self, limit: int | None = None) -> str:
         if self.is_histogram:
@@ -286,7 +296,11 @@ class ReplayStream:
     """Recorded records up to the replay clock; ``to_df()``, ``tail()``, ``lost``,
     ``clear()`` (from now on), ``close()``, as a live EventStream."""
 
-    def __init__(self, map_: ReplayMap, decode: dict | None = None):
+    def __init__(self, map_: ReplayMap, decode: dict | None = None,
+                 max_rows: int | None = None):
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, not {max_rows}")
+        self.max_rows = max_rows
         self._map = map_
         self._obj = _Ref(map_._obj)
         self.map_name = map_.name
@@ -295,10 +309,17 @@ class ReplayStream:
         self._from = 0
         self.closed = False
 
+    def _span(self) -> tuple[int, int]:
+        """(first, end) rows shown: from the last clear(), the newest max_rows."""
+        end = self._map._records_until(self._map._obj._clock_ns())
+        first = self._from
+        if self.max_rows is not None:
+            first = max(first, end - self.max_rows)
+        return first, max(first, end)
+
     def _rows(self):
-        table = self._map._stream_table()
-        end = rows_until(table, self._map._obj._clock_ns())
-        return table.slice(self._from, max(0, end - self._from))
+        first, end = self._span()
+        return self._map._stream_table().slice(first, end - first)
 
     @property
     def kernel_lost(self) -> int | None:
@@ -306,7 +327,9 @@ class ReplayStream:
 
     @property
     def dropped(self) -> int:
-        return int(self._map.stream_info.get("dropped") or 0)
+        """Rows the recording dropped, plus those pushed out here by ``max_rows``."""
+        first, _ = self._span()
+        return int(self._map.stream_info.get("dropped") or 0) + max(0, first - self._from)
 
     @property
     def lost(self) -> int | None:
@@ -335,8 +358,7 @@ class ReplayStream:
 
     def clear(self):
         """Forget the records shown so far: to_df() shows those after the clock."""
-        table = self._map._stream_table()
-        self._from = rows_until(table, self._map._obj._clock_ns())
+        self._from = self._map._records_until(self._map._obj._clock_ns())
 
     def close(self):
         self.closed = True

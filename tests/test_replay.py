@@ -238,6 +238,13 @@ def test_replay_magic_binds_and_lists(ip, rec):
     assert obj.state == "destroyed" and ip.user_ns["snoop"].speed == 2.0
     result, out, _ = run(ip, f"%%bpf snoop --replay {rec.path} --set x=1\nint x;\n")
     assert not result.success and "--set" in out
+    result, out, outputs = run(ip, f"%%bpf snoop --replay {rec.path} --for 1\nint x;\n")
+    assert result.success, out
+    assert [o.data["text/plain"] for o in outputs][1::2] == \
+        ["counts", "errors", "lat", "globals"]
+    with capture_output() as cap:
+        ip.run_line_magic("bpf", "stop snoop")
+    assert cap.stdout == "stopped snoop\n" and registry.get("snoop") is None
 
 
 GETPPID_CELL = """\

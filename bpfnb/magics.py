@@ -125,12 +125,13 @@ class BPFMagics(Magics):
                 raise BPFCellError(f"%%bpf {name}: could not attach, so nothing of {name} "
                                    f"is running now.\n{_describe(e)}", e) from None
             notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        self.shell.user_ns[name] = obj
+        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
+
         if live_note:
             notes.append(live_note)
         if record_to:
             notes.append(_start_recording(obj, record_to, args.seconds))
-        self.shell.user_ns[name] = obj
-        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
             if printk:
                 _PrintkView(name, obj)

@@ -87,14 +87,7 @@ class BPFMagics(Magics):
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
         bind NAME to the object. Re-running replaces the object; if the new text fails
-        to compile or load, the previous one keeps running.
-
-        ``--replay PATH`` binds a replay of a recording instead (bpfnb.replay).
-        ``--recording PATH`` decides per machine: where bpfnb.replay.can_load_here()
-        says this process can load BPF, the cell runs live and, when PATH does not
-        exist yet (or with --rerecord), is recorded there (obj.record); elsewhere
-        (no CAP_BPF, no clang, no libbpf) NAME is a replay of PATH. The summary says
-        which happened."""
+        to compile or load, the previous one keeps running."""
         args = self._parse_cell_line(line)
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
@@ -141,57 +134,6 @@ class BPFMagics(Magics):
             display(summarize(obj, name, notes, warnings))
         if printk:
             _PrintkView(name, obj)
-
-    def _replay_or_live(self, name, cell, args):
-        """For --replay / --recording: (False, None) once NAME is bound to a replay;
-        else (the path to record to or None, a note for the summary) to run live."""
-        from .replay import can_load_here
-        if args.rerecord and not args.recording:
-            raise UsageError("--rerecord goes with --recording PATH")
-        if args.speed is not None and not (args.replay or args.recording):
-            raise UsageError("--speed is the pace of a replay: add --replay or --recording")
-        if args.replay and args.recording:
-            raise UsageError("--replay PATH always replays; --recording PATH replays only "
-                             "where BPF cannot load: give one of them")
-        if args.replay:
-            self._bind_replay(name, args.replay, cell, args, why=None)
-            return False, None
-        if not args.recording:
-            return None, None
-        can, why = can_load_here()
-        if not can:
-            self._bind_replay(name, args.recording, cell, args, why=why)
-            return False, None
-        if args.rerecord or not os.path.exists(args.recording):
-            return args.recording, None
-        return None, (f"live (this process can load BPF); recording {args.recording} kept "
-                      f"for machines that cannot (--rerecord replaces it)")
-
-    def _bind_replay(self, name, path, cell, args, why):
-        from .replay import ReplayError, cell_summary, replay
-        if args.no_load or args.no_attach:
-            raise UsageError("a replay is never loaded nor attached: drop --no-load and "
-                             "--no-attach")
-        if args.set or args.defines or args.cflags:
-            raise UsageError("--set, -D and --cflags change a program before it loads; a "
-                             "replay shows what was recorded with the recorded ones")
-        try:
-            obj = replay(path, speed=args.speed, name=name)
-        except ReplayError as e:
-            hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
-                    f"loads, with %%bpf {name} --recording {path}" if why else "")
-            raise BPFCellError(f"%%bpf {name}: {e}{hint}", e) from None
-        except ValueError as e:
-            raise UsageError(f"%%bpf {name}: {e}") from None
-        registry.install(name, obj)
-        self.shell.user_ns[name] = obj
-        if args.quiet:
-            return
-        text = cell_summary(obj, name, cell, why)
-        display({"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"},
-                 raw=True)
-        if args.seconds is not None:
-            _show_data(obj)
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
@@ -246,6 +188,63 @@ class BPFMagics(Magics):
             obj.destroy()
             raise
         return obj, notes, result.warnings
+
+    def _replay_or_live(self, name, cell, args):
+        """For --replay / --recording: (False, None) once NAME is bound to a replay;
+        else (the path to record to or None, a note for the summary) to run live.
+
+        ``--replay PATH`` binds a replay of a recording (bpfnb.replay). ``--recording
+        PATH`` decides per machine: where bpfnb.replay.can_load_here() says this
+        process can load BPF, the cell runs live and, when PATH does not exist yet (or
+        with --rerecord), is recorded there (obj.record); elsewhere (no CAP_BPF, no
+        clang, no libbpf) NAME is a replay of PATH. The summary says which happened."""
+        from .replay import can_load_here
+        if args.rerecord and not args.recording:
+            raise UsageError("--rerecord goes with --recording PATH")
+        if args.speed is not None and not (args.replay or args.recording):
+            raise UsageError("--speed is the pace of a replay: add --replay or --recording")
+        if args.replay and args.recording:
+            raise UsageError("--replay PATH always replays; --recording PATH replays only "
+                             "where BPF cannot load: give one of them")
+        if args.replay:
+            self._bind_replay(name, args.replay, cell, args, why=None)
+            return False, None
+        if not args.recording:
+            return None, None
+        can, why = can_load_here()
+        if not can:
+            self._bind_replay(name, args.recording, cell, args, why=why)
+            return False, None
+        if args.rerecord or not os.path.exists(args.recording):
+            return args.recording, None
+        return None, (f"live (this process can load BPF); recording {args.recording} kept "
+                      f"for machines that cannot (--rerecord replaces it)")
+
+    def _bind_replay(self, name, path, cell, args, why):
+        from .replay import ReplayError, cell_summary, replay
+        if args.no_load or args.no_attach:
+            raise UsageError("a replay is never loaded nor attached: drop --no-load and "
+                             "--no-attach")
+        if args.set or args.defines or args.cflags:
+            raise UsageError("--set, -D and --cflags change a program before it loads; a "
+                             "replay shows what was recorded with the recorded ones")
+        try:
+            obj = replay(path, speed=args.speed, name=name)
+        except ReplayError as e:
+            hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
+                    f"loads, with %%bpf {name} --recording {path}" if why else "")
+            raise BPFCellError(f"%%bpf {name}: {e}{hint}", e) from None
+        except ValueError as e:
+            raise UsageError(f"%%bpf {name}: {e}") from None
+        registry.install(name, obj)
+        self.shell.user_ns[name] = obj
+        if args.quiet:
+            return
+        text = cell_summary(obj, name, cell, why)
+        display({"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"},
+                 raw=True)
+        if args.seconds is not None:
+            _show_data(obj)
 
     def _run_for(self, name, obj, seconds, plot=False, quiet=False):
         """Like bpftrace: run for a while, detach, print (or plot) the maps."""

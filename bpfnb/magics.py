@@ -11,7 +11,6 @@ import ast
 import collections
 import html
 import keyword
-import os
 import re
 import shlex
 import sys
@@ -190,15 +189,9 @@ class BPFMagics(Magics):
         return obj, notes, result.warnings
 
     def _replay_or_live(self, name, cell, args):
-        """For --replay / --recording: (False, None) once NAME is bound to a replay;
-        else (the path to record to or None, a note for the summary) to run live.
-
-        ``--replay PATH`` binds a replay of a recording (bpfnb.replay). ``--recording
-        PATH`` decides per machine: where bpfnb.replay.can_load_here() says this
-        process can load BPF, the cell runs live and, when PATH does not exist yet (or
-        with --rerecord), is recorded there (obj.record); elsewhere (no CAP_BPF, no
-        clang, no libbpf) NAME is a replay of PATH. The summary says which happened."""
-        from .replay import can_load_here
+        """--replay / --recording (see bpfnb.replay.choose): (False, None) once NAME is
+        bound to a replay; else (the path to record to, or None; a note) to run live."""
+        from .replay import choose
         if args.rerecord and not args.recording:
             raise UsageError("--rerecord goes with --recording PATH")
         if args.speed is not None and not (args.replay or args.recording):
@@ -206,19 +199,13 @@ class BPFMagics(Magics):
         if args.replay and args.recording:
             raise UsageError("--replay PATH always replays; --recording PATH replays only "
                              "where BPF cannot load: give one of them")
-        if args.replay:
-            self._bind_replay(name, args.replay, cell, args, why=None)
-            return False, None
-        if not args.recording:
+        if not (args.replay or args.recording):
             return None, None
-        can, why = can_load_here()
-        if not can:
-            self._bind_replay(name, args.recording, cell, args, why=why)
+        how, why = ("replay", None) if args.replay else choose(args.recording, args.rerecord)
+        if how == "replay":
+            self._bind_replay(name, args.replay or args.recording, cell, args, why)
             return False, None
-        if args.rerecord or not os.path.exists(args.recording):
-            return args.recording, None
-        return None, (f"live (this process can load BPF); recording {args.recording} kept "
-                      f"for machines that cannot (--rerecord replaces it)")
+        return (args.recording, None) if how == "record" else (None, why)
 
     def _bind_replay(self, name, path, cell, args, why):
         from .replay import ReplayError, cell_summary, replay

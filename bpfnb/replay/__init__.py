@@ -34,7 +34,7 @@ FORMAT, VERSION = "bpfnb-recording", 1
 SECTIONS = ("bss", "data", "rodata")
 _STATE = "replay"   # obj.state of a replayed object (live ones: opened, loaded, destroyed)
 
-__all__ = ["replay", "Replay", "ReplayError", "ReadOnlyError", "can_load_here",
+__all__ = ["replay", "Replay", "ReplayError", "ReadOnlyError", "can_load_here", "choose",
            "cell_summary", "read_manifest", "describe"]
 
 
@@ -303,6 +303,19 @@ def cell_summary(obj: Replay, name: str, cell: str, why: str | None) -> str:
     lines.append(f"{obj.duration:.1f} s recorded, shown {pace}; maps: "
                  f"{', '.join(m.name for m in obj.maps) or 'none'}")
     return "\n".join(lines)
+
+
+def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
+    """What ``%%bpf NAME --recording PATH`` does here: ("replay", why not live) where
+    this process cannot load BPF (can_load_here); else ("record", None) when PATH does
+    not exist yet or ``rerecord``, or ("live", a note saying the recording is kept)."""
+    can, why = can_load_here()
+    if not can:
+        return "replay", why
+    if rerecord or not os.path.exists(path):
+        return "record", None
+    return "live", (f"live (this process can load BPF); recording {path} kept for "
+                    f"machines that cannot (--rerecord replaces it)")
 
 
 def can_load_here() -> tuple[bool, str]:

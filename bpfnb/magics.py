@@ -123,7 +123,8 @@ class BPFMagics(Magics):
         if live_note:
             notes.append(live_note)
         if record_to:
-            notes.append(_start_recording(obj, record_to, args.seconds))
+            from .replay import start_recording
+            notes.append(start_recording(obj, record_to, args.seconds))
         if args.seconds is not None:
             if printk:
                 _PrintkView(name, obj)
@@ -409,18 +410,6 @@ def _print_before_stop(name):
         _print_maps(name, obj)
     except Exception as e:  # printing must never keep an object from being torn down
         _heading(f"{name}: could not print its maps ({type(e).__name__}: {e})")
-
-
-def _start_recording(obj, path, seconds) -> str:
-    """Record a live object to ``path`` (bpfnb.record, through obj.record); the note."""
-    record = getattr(obj, "record", None)
-    if record is None:
-        return f"not recorded to {path}: this bpfnb has no recorder (bpfnb.record)"
-    try:
-        record(path, seconds=seconds)
-    except Exception as e:  # the program runs either way: say why there is no recording
-        return f"not recorded to {path}: {type(e).__name__}: {e}"
-    return f"live (this process can load BPF), recording to {path} for machines that cannot"
 
 
 def _heading(text: str):

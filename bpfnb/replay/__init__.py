@@ -318,6 +318,19 @@ def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
                     f"machines that cannot (--rerecord replaces it)")
 
 
+def start_recording(obj, path, seconds=None) -> str:
+    """Record a live object to ``path`` for --recording (through obj.record, which
+    bpfnb.record provides); the note for the cell's summary."""
+    record = getattr(obj, "record", None)
+    if record is None:
+        return f"not recorded to {path}: this bpfnb has no recorder (bpfnb.record)"
+    try:
+        record(path, seconds=seconds)
+    except Exception as e:  # the program runs either way: say why there is no recording
+        return f"not recorded to {path}: {type(e).__name__}: {e}"
+    return f"live (this process can load BPF), recording to {path} for machines that cannot"
+
+
 def can_load_here() -> tuple[bool, str]:
     """(True, "") when this process could compile and load a cell, else (False, why):
     no CAP_BPF (nor CAP_SYS_ADMIN), no clang, or no loadable libbpf. Cheap: it does not

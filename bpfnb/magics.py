@@ -83,6 +83,19 @@ class BPFMagics(Magics):
               help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true",
               help="show nothing when it works (with --for: no maps at the end)")
+    @argument("--replay", metavar="PATH",
+              help="bind NAME to the recording at PATH (bpfnb.replay): no BPF runs and no "
+                   "privilege is needed; the cell's text is only compared with the "
+                   "recorded source")
+    @argument("--recording", metavar="PATH",
+              help="live where this process can load BPF (CAP_BPF, clang, libbpf), else "
+                   "a replay of PATH: one notebook for both. Live, it records to PATH "
+                   "when PATH does not exist yet (--rerecord: replace it)")
+    @argument("--rerecord", action="store_true",
+              help="with --recording: when running live, record PATH again")
+    @argument("--speed", type=float, metavar="X",
+              help="with --replay/--recording: replay at X times the recorded pace "
+                   "(dashboards animate); default: everything at once")
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
@@ -95,6 +108,9 @@ class BPFMagics(Magics):
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
+        record_to, live_note = self._replay_or_live(name, cell, args)
+        if record_to is False:
+            return
         if args.seconds is not None and (args.no_load or args.no_attach):
             raise UsageError("--for attaches: it cannot go with --no-load or --no-attach")
         if args.plot and args.seconds is None:
@@ -118,6 +134,12 @@ class BPFMagics(Magics):
         registry.install(name, obj)  # only now is the previous NAME destroyed
         self.shell.user_ns[name] = obj
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
+
+        if live_note:
+            notes.append(live_note)
+        if record_to:
+            from .replay import start_recording
+            notes.append(start_recording(obj, record_to, args.seconds))
         if args.seconds is not None:
             if printk:
                 _PrintkView(name, obj)
@@ -215,6 +237,51 @@ class BPFMagics(Magics):
             obj.destroy()
             raise
         return obj, notes, result.warnings
+
+    def _replay_or_live(self, name, cell, args):
+        """--replay / --recording (see bpfnb.replay.choose): (False, None) once NAME is
+        bound to a replay; else (the path to record to, or None; a note) to run live."""
+        from .replay import choose
+        if args.rerecord and not args.recording:
+            raise UsageError("--rerecord goes with --recording PATH")
+        if args.speed is not None and not (args.replay or args.recording):
+            raise UsageError("--speed is the pace of a replay: add --replay or --recording")
+        if args.replay and args.recording:
+            raise UsageError("--replay PATH always replays; --recording PATH replays only "
+                             "where BPF cannot load: give one of them")
+        if not (args.replay or args.recording):
+            return None, None
+        how, why = ("replay", None) if args.replay else choose(args.recording, args.rerecord)
+        if how == "replay":
+            self._bind_replay(name, args.replay or args.recording, cell, args, why)
+            return False, None
+        return (args.recording, None) if how == "record" else (None, why)
+
+    def _bind_replay(self, name, path, cell, args, why):
+        from .replay import ReplayError, cell_summary, replay
+        if args.no_load or args.no_attach:
+            raise UsageError("a replay is never loaded nor attached: drop --no-load and "
+                             "--no-attach")
+        if args.set or args.defines or args.cflags:
+            raise UsageError("--set, -D and --cflags change a program before it loads; a "
+                             "replay shows what was recorded with the recorded ones")
+        try:
+            obj = replay(path, speed=args.speed, name=name)
+        except ReplayError as e:
+            hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
+                    f"loads, with %%bpf {name} --recording {path}" if why else "")
+            raise BPFCellError(f"%%bpf {name}: {e}{hint}", e) from None
+        except ValueError as e:
+            raise UsageError(f"%%bpf {name}: {e}") from None
+        registry.install(name, obj)
+        self.shell.user_ns[name] = obj
+        if args.quiet:
+            return
+        text = cell_summary(obj, name, cell, why)
+        display({"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"},
+                 raw=True)
+        if args.seconds is not None:
+            _show_data(obj)
 
     def _run_for(self, name, obj, seconds, plot=False, quiet=False):
         """Like bpftrace: run for a while, detach, print (or plot) the maps."""

@@ -1,0 +1,345 @@
+"""bpfnb.replay and %%bpf --replay / --recording, against recordings in the RECORDING.md
+format written by tests/recording_fixture.py; the unprivileged case in a real child
+process holding no capability at all."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import bpfnb
+import recording_fixture as fixture
+from bpfnb.hist import Histogram
+from bpfnb.registry import registry
+from bpfnb.replay import ReadOnlyError, ReplayError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+
+
+@pytest.fixture
+def rec(tmp_path):
+    return fixture.write(str(tmp_path / "rec"))
+
+
+def events_truth(truth, upto_ns=None):
+    ev = truth.events if upto_ns is None else truth.events[truth.events._time <= upto_ns]
+    return ev.drop(columns="_time").reset_index(drop=True)
+
+
+def test_everything_visible_at_once(rec):
+    obj = bpfnb.replay(rec.path)
+    assert obj.state == "replay" and obj.name == "snoop"
+    assert obj.clock == pytest.approx(2.5) and obj.finished
+    pd.testing.assert_frame_equal(obj.maps.counts.to_df(), rec.counts[-1])
+    pd.testing.assert_frame_equal(obj.maps.errors.to_df(), rec.errors[-1])
+    events = obj.maps.events.stream().to_df()
+    pd.testing.assert_frame_equal(events, events_truth(rec))
+    assert isinstance(events.category.dtype, pd.CategoricalDtype)
+    assert events.attrs == {"lost": 3, "dropped": 0}
+    assert obj.bss.total == 30 and obj.bss.last_comm == "cmd2" and obj.rodata.targ_pid == 0
+    assert obj.bss._asdict() == {"total": 30, "last_comm": "cmd2"}
+    assert set(obj.globals) == {"bss", "rodata"}
+    assert list(obj.to_dfs()) == ["counts", "errors", "lat"]
+    assert obj.output().text.tolist() == ["hello 0", "hello 1"]
+    (prog,) = obj.progs
+    assert (prog.name, prog.hook, prog.attached, prog.links) == \
+        ("handle_exec", "tp/sched/sched_process_exec", True, ())
+    assert obj.maps.counts.type == "hash" and obj.maps.counts.value_type == "u64"
+    assert "recorded 2026-12-01 on recorder-host" in repr(obj)
+
+
+def test_hist_is_the_live_histogram_class(rec):
+    h = bpfnb.replay(rec.path).maps.lat.hist()
+    assert isinstance(h, Histogram) and h.log2 and h.title == "lat"
+    pd.testing.assert_frame_equal(h.df, rec.hists[-1])
+    assert h.to_text().splitlines() == [
+        "@lat:",
+        "[1]    3 |@@@@@@@@@@@@@                           |",
+        "[2, 4) 6 |@@@@@@@@@@@@@@@@@@@@@@@@@@              |",
+        "[4, 8) 9 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"]
+    assert h.plot().get_title() == "@lat"
+
+
+@pytest.mark.parametrize("t, snap", [(0.0, 0), (0.5, 0), (1.0, 1), (1.9, 1), (2.0, 2),
+                                     (2.5, 2), (99.0, 2)])
+def test_seek_shows_the_snapshot_taken_by_then(rec, t, snap):
+    obj = bpfnb.replay(rec.path).seek(t)
+    now = fixture.T0 + round(min(t, 2.5) * 1e9)
+    pd.testing.assert_frame_equal(obj.maps.counts.to_df(), rec.counts[snap])
+    # errors is empty at snapshot 0: no rows, not the rows of a later snapshot
+    assert len(obj.maps.errors.to_df()) == len(rec.errors[snap]) == (snap > 0)
+    pd.testing.assert_frame_equal(obj.maps.lat.hist().df, rec.hists[snap])
+    assert obj.bss.total == rec.totals[snap]
+    stream = obj.maps.events.stream()
+    pd.testing.assert_frame_equal(stream.to_df(), events_truth(rec, now))
+    assert len(stream) == int(np.sum(rec.events._time <= now))
+    pd.testing.assert_frame_equal(stream.tail(3), events_truth(rec, now).tail(3)
+                                  .reset_index(drop=True))
+    assert len(obj.output()) == (t >= 0.5) + (t >= 1.5)
+
+
+def test_max_rows_keeps_the_newest(rec):
+    stream = bpfnb.replay(rec.path).maps.events.stream(max_rows=100)
+    df = stream.to_df()
+    pd.testing.assert_frame_equal(df, events_truth(rec).tail(100).reset_index(drop=True))
+    assert df.attrs == {"lost": 3 + 150, "dropped": 150}
+    with pytest.raises(TypeError, match="unexpected options: colour"):
+        bpfnb.replay(rec.path).maps.events.stream(colour=1)
+
+
+def test_speed_paces_the_clock(rec):
+    obj = bpfnb.replay(rec.path, speed=2.0)
+    assert obj.clock < 0.5 and not obj.finished
+    assert obj.maps.counts.to_df().equals(rec.counts[0])
+    time.sleep(0.6)    # 1.2 s of the recording at 2x
+    assert 1.0 <= obj.clock < 2.5
+    assert obj.bss.total == 20
+    stream = obj.maps.events.stream()
+    before = obj.clock
+    stream.clear()       # from the clock on (which moves meanwhile)
+    after = obj.clock
+    time.sleep(1.0)      # the clock reaches the end
+    assert obj.clock == pytest.approx(2.5) and obj.finished and not stream.running
+    df = stream.to_df()
+    pd.testing.assert_frame_equal(df, events_truth(rec).tail(len(df)).reset_index(drop=True))
+    received = rec.events._time - fixture.T0
+    assert (received > after * 1e9).sum() <= len(df) <= (received > before * 1e9).sum()
+    obj.seek(1.0)        # and goes on at 2x from there
+    assert 1.0 <= obj.clock < 2.0
+    with pytest.raises(ValueError, match="positive"):
+        bpfnb.replay(rec.path, speed=0)
+
+
+def test_writes_are_refused(rec):
+    obj = bpfnb.replay(rec.path)
+    for write in (lambda: setattr(obj.bss, "total", 1),
+                  lambda: obj.maps.counts.__setitem__(1, 2),
+                  lambda: obj.maps.counts.update(1, 2),
+                  lambda: obj.maps.counts.clear(),
+                  lambda: setattr(obj.maps.counts, "max_entries", 8),
+                  lambda: obj.progs.handle_exec.attach_tracepoint("sched", "x"),
+                  lambda: obj.attach(), lambda: obj.load(),
+                  lambda: obj.set(total=1),
+                  lambda: setattr(obj, "bss", None)):
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            write()
+    assert obj.bss.total == 30
+    with pytest.raises(ReplayError, match="stream"):
+        obj.maps.events.to_df()
+    with pytest.raises(ReplayError, match="not recorded as a histogram"):
+        obj.maps.counts.hist()
+    with pytest.raises(AttributeError, match="there are: counts, errors, lat, events"):
+        obj.maps.nope
+
+
+def test_destroy_and_with(rec):
+    with bpfnb.replay(rec.path) as obj:
+        assert len(obj.maps.events.stream().to_df()) == len(rec.events)
+    assert obj.state == "destroyed"
+    obj.destroy()  # idempotent
+    with pytest.raises(ReplayError, match="destroyed"):
+        obj.maps.counts.to_df()
+
+
+def test_bad_recordings_say_what_is_wrong(tmp_path, rec):
+    with pytest.raises(ReplayError, match="no recording at"):
+        bpfnb.replay(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReplayError, match="no manifest.json"):
+        bpfnb.replay(tmp_path / "empty")
+    manifest = json.load(open(os.path.join(rec.path, "manifest.json")))
+    with open(os.path.join(rec.path, "manifest.json"), "w") as f:
+        json.dump({**manifest, "version": 2}, f)
+    with pytest.raises(ReplayError, match="version 2; this bpfnb reads version 1"):
+        bpfnb.replay(rec.path)
+    with open(os.path.join(rec.path, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    os.remove(os.path.join(rec.path, "maps", "counts.parquet"))
+    with pytest.raises(ReplayError, match="map 'counts' of recording .* is missing"):
+        bpfnb.replay(rec.path)
+
+
+def test_a_failed_recording_replays_what_was_written(tmp_path):
+    truth = fixture.write(str(tmp_path / "rec"), state="failed")
+    obj = bpfnb.replay(truth.path)
+    assert "stopped early: No space left on device" in obj.describe()
+    assert obj.bss.total == 30
+
+
+def test_live_views_read_at_the_clock(rec):
+    from bpfnb.replay import views
+    obj = bpfnb.replay(rec.path).seek(1.0)
+    got = {}
+    for v in views.object_views(obj):
+        v.sample(0.0)
+        got[v.title] = v
+    assert sorted(got) == [".bss", "counts", "errors", "lat"]
+    assert got["lat"].data["count"].tolist() == [2, 4, 6]
+    assert got["counts"].alive()
+    table = views.view_of(obj.maps.events, n=5)
+    table.sample(0.0)
+    pd.testing.assert_frame_equal(table.data, events_truth(rec, fixture.T0 + 10**9).tail(5)
+                                  .reset_index(drop=True))
+    obj.destroy()
+    assert not got["counts"].alive()   # a dashboard stops with its object
+    board = bpfnb.replay(rec.path).live(interval=0.2)
+    try:
+        assert len(board.views) == 4
+    finally:
+        board.stop()
+
+
+# --- the magic ------------------------------------------------------------------------
+
+@pytest.fixture
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "bpfnb")
+    yield shell
+    registry.stop_all()
+
+
+def run(ip, text):
+    with capture_output() as cap:
+        result = ip.run_cell(text)
+    return result, cap.stdout + cap.stderr, cap.outputs
+
+
+def test_replay_magic_binds_and_lists(ip, rec):
+    result, out, outputs = run(ip, f"%%bpf snoop --replay {rec.path}\n" + fixture.SOURCE)
+    assert result.success, out
+    obj = ip.user_ns["snoop"]
+    assert registry.get("snoop") is obj and obj.bss.total == 30
+    text = outputs[0].data["text/plain"]
+    assert text.startswith(f"snoop: replaying recording {rec.path} (recorded 2026-12-01 "
+                           f"on recorder-host)")
+    assert "differs" not in text
+    listed = ip.run_line_magic("bpf", "list")
+    row = listed.set_index("name").loc["snoop"]
+    assert (row.state, row.programs, row.maps) == ("replay", "handle_exec",
+                                                   "counts, errors, lat, events")
+    with capture_output() as cap:
+        ip.run_line_magic("bpf", "show snoop")
+    assert [o.data["text/plain"] for o in cap.outputs][::2] == \
+        ["counts", "errors", "lat", "globals"]
+    result, out, outputs = run(ip, f"%%bpf snoop --replay {rec.path} --speed 2\n"
+                                   "int changed;\n")
+    assert result.success, out
+    assert "differs from the recorded source" in outputs[0].data["text/plain"]
+    assert obj.state == "destroyed" and ip.user_ns["snoop"].speed == 2.0
+    result, out, _ = run(ip, f"%%bpf snoop --replay {rec.path} --set x=1\nint x;\n")
+    assert not result.success and "--set" in out
+    result, out, outputs = run(ip, f"%%bpf snoop --replay {rec.path} --for 1\nint x;\n")
+    assert result.success, out
+    assert [o.data["text/plain"] for o in outputs][1::2] == \
+        ["counts", "errors", "lat", "globals"]
+    with capture_output() as cap:
+        ip.run_line_magic("bpf", "stop snoop")
+    assert cap.stdout == "stopped snoop\n" and registry.get("snoop") is None
+
+
+GETPPID_CELL = """\
+u64 total = 0;
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx) { __sync_fetch_and_add(&total, 1); return 0; }
+"""
+
+
+def test_recording_option_runs_live_where_bpf_loads(ip, rec, tmp_path, no_leaks):
+    # A recording exists: run live and keep it.
+    result, out, outputs = run(ip, f"%%bpf snoop --recording {rec.path}\n" + GETPPID_CELL)
+    assert result.success, out
+    obj = ip.user_ns["snoop"]
+    assert obj.state == "loaded"
+    assert f"recording {rec.path} kept" in outputs[0].data["text/plain"]
+    before = obj.bss.total
+    for _ in range(7):
+        os.getppid()
+    assert obj.bss.total >= before + 7   # other processes call getppid too
+    # No recording yet: run live and record there (through obj.record, bpfnb.record's).
+    path = tmp_path / "new"
+    result, out, outputs = run(ip, f"%%bpf snoop --recording {path}\n" + GETPPID_CELL)
+    assert result.success, out
+    text = outputs[0].data["text/plain"]
+    if hasattr(ip.user_ns["snoop"], "record"):
+        assert f"recording to {path}" in text
+        registry.stop_all()  # the teardown ends the recording
+        assert bpfnb.replay(path).name == "snoop"
+    else:
+        assert f"not recorded to {path}: this bpfnb has no recorder" in text
+    registry.stop_all()
+
+
+CHILD = """
+import json, os, sys, bpfnb
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+out = {"caps": open("/proc/self/status").read().split("CapEff:")[1].split()[0]}
+obj = bpfnb.replay(sys.argv[1])
+out["counts"] = obj.maps.counts.to_df().to_dict("list")
+out["events"] = len(obj.maps.events.stream().to_df())
+out["libbpf_opened"] = "bpfnb.libbpf._lib" in sys.modules
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "bpfnb")
+with capture_output() as cap:
+    ok = ip.run_cell("%%bpf snoop --recording " + sys.argv[1] + "\\nint x;\\n").success
+out["magic"] = [ok, cap.outputs[0].data["text/plain"] if cap.outputs else cap.stdout]
+out["total"] = ip.user_ns["snoop"].bss.total
+out["hist"] = ip.user_ns["snoop"].maps.lat.hist().to_text().splitlines()[0]
+with capture_output() as cap:
+    ok = ip.run_cell("%%bpf other --recording /nonexistent/rec\\nint x;\\n").success
+out["missing"] = [ok, cap.stdout + cap.stderr]
+try:
+    bpfnb.load('SEC("tracepoint/syscalls/sys_enter_getppid") int f(void *c) { return 0; }')
+    out["load"] = "loaded"
+except bpfnb.BPFError as e:
+    out["load"] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_without_any_capability(rec):
+    """A child with every capability dropped (effective, inheritable, bounding) replays,
+    and the same child cannot load a program: PrivilegeError."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("dropping every capability of a child needs root and setpriv")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}:{TESTS}")
+    argv = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--",
+            sys.executable, "-c", CHILD, rec.path]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert int(out["caps"], 16) == 0
+    assert out["counts"] == rec.counts[-1].to_dict("list")
+    assert out["events"] == len(rec.events)
+    assert out["libbpf_opened"] is False
+    ok, text = out["magic"]
+    assert ok and text.startswith("snoop: replaying recording")
+    assert "not live: this process holds no CAP_BPF" in text
+    assert out["total"] == 30 and out["hist"] == "@lat:"
+    ok, text = out["missing"]
+    assert not ok and "no recording at '/nonexistent/rec'" in text
+    assert "This process cannot run the cell live: this process holds no CAP_BPF" in text
+    assert out["load"] == "PrivilegeError"
+
+
+def test_no_libbpf_needed(rec):
+    """Where libbpf.so cannot be opened at all, import bpfnb and a replay still work."""
+    code = ("import sys, bpfnb; o = bpfnb.replay(sys.argv[1]); "
+            "print(len(o.maps.events.stream().to_df()), o.bss.total, o.maps.counts.to_df()"
+            ".value.tolist())")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}:{TESTS}", BPFNB_LIBBPF="/nonexistent/libbpf.so")
+    r = subprocess.run([sys.executable, "-c", code, rec.path], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [str(len(rec.events)), "30", "[30,", "31,", "32]"]

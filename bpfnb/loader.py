@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from . import build, hooks, libbpf, output
+from . import record as recording
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -95,6 +96,10 @@ class Object(libbpf.Object):
 
     map_class = Map
     strict: bool | None = None
+    # What it was built from (bpfnb.open/load and %%bpf set them; recordings keep them).
+    source: str | None = None
+    source_path: str | None = None
+    cflags: tuple = ()
 
     def load(self) -> "Object":
         if self.state == "opened" and self.strict is not None:
@@ -133,7 +138,15 @@ class Object(libbpf.Object):
         return output.frame(self)
 
 
+    def record(self, path, seconds: float | None = None, interval: float = 1.0,
+               overwrite: bool = False):
+        """Record streams, map snapshots every ``interval`` s, globals and metadata
+        into the directory ``path`` in the background (see bpfnb.record); ``.stop()``."""
+        return recording.record(self, path, seconds=seconds, interval=interval,
+                                overwrite=overwrite)
+
     def _destroy(self):
+        recording.release(self)  # its last snapshot, while the maps are there
         output.release(self)  # stop its delivery before its programs go
         super()._destroy()
 
@@ -180,8 +193,20 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
     or ``cell`` for C text.
     """
     name = _default_name(source, name)
-    return _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
-                 maps=maps, autoload=autoload, prefer=prefer, strict=strict)
+    obj = _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
+                maps=maps, autoload=autoload, prefer=prefer, strict=strict)
+    _remember(obj, source, cflags)
+    return obj
+
+
+def _remember(obj: Object, source, cflags):
+    """The C text (or .c file) and flags ``obj`` was built from, for recordings."""
+    obj.cflags = tuple(build._split(cflags))
+    if isinstance(source, str) and _is_c_text(source):
+        obj.source = source
+    elif isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".c":
+        obj.source_path = str(Path(source).resolve())
+        obj.source = Path(source).read_text(errors="replace")
 
 
 def _open(compiled, *, name, rodata, data, maps, autoload, prefer, strict,
@@ -225,6 +250,7 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
     skipped: dict = {}
     while True:
         obj = _open(compiled, **options, skipped=skipped)
+        _remember(obj, source, cflags)
         try:
             obj.load()
             break

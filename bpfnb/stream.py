@@ -151,6 +151,14 @@ class EventStream:
         self._collector.flush()
         return self._frame(self._collector.snapshot(n), decode)
 
+    def take(self):
+        """The rows received since the last ``take()`` (or the start) as a DataFrame,
+        then forgotten: for consumers moving records elsewhere in bounded memory
+        (bpfnb/record.py). ``lost`` keeps counting from the stream's start."""
+        self._check()
+        self._collector.flush()
+        return self._frame(self._collector.take())
+
     def clear(self):
         """Forget the rows held and start the loss counters over."""
         self._collector.clear()
@@ -347,6 +355,14 @@ class _Collector:
             out.append(run[-need:] if len(run) > need else run)
             need -= len(out[-1])
         return out[::-1]
+
+    def take(self) -> list:
+        """The runs held, oldest first, no longer held (``dropped`` stays)."""
+        with self._lock:
+            runs = list(self.runs)
+            self.runs.clear()
+            self.rows = 0
+        return runs
 
     def clear(self):
         with self._lock:

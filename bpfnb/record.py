@@ -1,0 +1,497 @@
+"""Recording an Object: its event streams, map snapshots, globals and printk lines,
+into a directory of Parquet files and a JSON manifest (bpfnb/replay.py reads it).
+
+    rec = obj.record("run1", seconds=10, interval=1.0)   # in the background
+    rec.stop()            # or the seconds limit, or the object's teardown
+    rec                   # <Recording 'run1' complete: 10 snapshots, events 12345 rows>
+
+One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
+and perf event array, of the type the program writes, else raw bytes) received into a
+buffer of Arrow tables, written as a row group when it holds ROW_GROUP_ROWS rows or is
+FLUSH_EVERY s old: memory stays bounded however long it runs. Every ``interval`` s
+(and once more at stop) it snapshots every key/value map, the histograms, and the
+globals.
+
+The directory (format version 1): manifest.json (state "recording", then "complete"
+or "failed" with its error; what was recorded and where: source, cflags, kernel,
+BTF checksum, libbpf version, programs, maps, streams with lost counts, start and stop
+times); maps/<map>.parquet (the rows of map.to_df() at each snapshot, with `_snapshot`
+and `_time`), hists/<map>.parquet (map.hist().df, the same way, for histograms),
+streams/<map>.parquet (stream.to_df() rows with `_time`), globals.parquet (one row
+per snapshot, even without globals: the snapshots' times; a column per variable,
+"bss.total"), output.parquet (obj.output() at stop). `_time` is int64 ns since the
+epoch: when the snapshot was taken, or when the recorder moved the record from its
+stream (within STREAM_POLL s of its arrival).
+
+A full disk stops the recording before it breaks a file: each write first checks the
+free space against the write, the footers still to write and the manifest, and when
+they do not fit the recording stops ("failed", with the error in the manifest and
+``rec.error``) with every Parquet file closed and readable. The manifest is rewritten
+at stop into the space it reserved when the recording began.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
+
+FORMAT, VERSION = "bpfnb-recording", 1
+ROW_GROUP_ROWS = 65536
+FLUSH_EVERY = 2.0      # seconds a buffer may wait before it is written
+STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
+STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves
+MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
+FOOTER_BYTES = 4096        # a file's footer, beyond its row groups' metadata
+ROW_GROUP_META = 200       # footer bytes per row group and column
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+class DiskFull(OSError):
+    """The recording's file system cannot take the next write."""
+
+
+class Recording:
+    """A recording running in the background (see the module's docstring).
+
+    ``path``, ``running``, ``snapshots``, ``rows`` (per stream), ``error`` (None, or
+    why it stopped early), ``stop()``."""
+
+    def __init__(self, obj, path, *, seconds: float | None = None, interval: float = 1.0,
+                 overwrite: bool = False):
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"seconds must be positive (or None: until stop()), not "
+                             f"{seconds!r}")
+        if obj.state != "loaded":
+            raise ValueError(f"{obj.name!r} is {obj.state}: load it before recording")
+        self.path = Path(path)
+        self.interval, self.seconds = float(interval), seconds
+        self.snapshots = 0
+        self.rows: dict[str, int] = {}
+        self.error: str | None = None
+        self._obj = obj
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._prepare(overwrite)
+        self._started = _now_iso()
+        self._sinks: dict[str, _Sink] = {}
+        self._streams: dict = {}
+        self._skipped: dict[str, str] = {}
+        try:
+            self._open_streams()
+            self._manifest = self._describe()
+            _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"bpfnb-record-{obj.name}")
+            _recordings.setdefault(id(obj), []).append(self)
+            self._thread.start()
+        except BaseException:
+            self._close_streams()
+            raise
+
+    # --- start ---------------------------------------------------------------
+
+    def _prepare(self, overwrite: bool):
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise FileExistsError(f"record: {str(p)!r} is a file, not a recording directory")
+        if p.is_dir() and any(p.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"record: {str(p)!r} already holds "
+                    f"{'a recording' if (p / 'manifest.json').exists() else 'files'}: "
+                    f"pass overwrite=True to replace it, or choose another path")
+            if not (p / "manifest.json").exists():
+                raise FileExistsError(f"record: {str(p)!r} holds files that are not a "
+                                      f"recording: overwrite=True only replaces recordings")
+            shutil.rmtree(p)
+        try:
+            for sub in ("", "maps", "hists", "streams"):
+                (p / sub).mkdir(parents=True, exist_ok=True)
+            probe = p / ".bpfnb-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(
+                e.errno, f"record: cannot write into {str(p)!r} ({e.strerror or e}): "
+                         f"choose a directory you can write to") from None
+
+    def _open_streams(self):
+        for m in self._obj.maps:
+            if m.type not in (RINGBUF, PERF_EVENT_ARRAY):
+                continue
+            try:
+                s = m.stream(max_rows=STREAM_MAX_ROWS)
+            except ValueError as e:  # several record types: the user must name one
+                self._skipped[m.name] = str(e)
+                warnings.warn(f"record: stream {m.name!r} is not recorded: {e}",
+                              RuntimeWarning, stacklevel=4)
+                continue
+            self._streams[m.name] = s
+            self.rows[m.name] = 0
+            self._sinks[f"streams/{m.name}"] = _Sink(self.path / "streams" / f"{m.name}.parquet")
+
+    def _describe(self) -> dict:
+        from . import frames, hist
+        obj = self._obj
+        maps = {}
+        for m in obj.maps:
+            if not frames.is_tabular(m):
+                continue
+            is_hist = hist.is_histogram(m)
+            maps[m.name] = {"type": m.type_name, "key_type": m.key_type,
+                            "value_type": m.value_type, "max_entries": m.max_entries,
+                            "percpu": m.type in PERCPU_TYPES, "histogram": is_hist,
+                            "file": f"maps/{m.name}.parquet",
+                            "hist_file": f"hists/{m.name}.parquet" if is_hist else None}
+            self._sinks[f"maps/{m.name}"] = _Sink(self.path / "maps" / f"{m.name}.parquet")
+            if is_hist:
+                self._sinks[f"hists/{m.name}"] = _Sink(self.path / "hists" / f"{m.name}.parquet")
+        self._sinks["globals"] = _Sink(self.path / "globals.parquet")
+        variables = {f"{section}.{var}": t for section in ("bss", "data", "rodata")
+                     if (g := obj.globals.get(section)) is not None
+                     for var, t in g._types().items()}
+        return {
+            "format": FORMAT, "version": VERSION, "state": "recording", "error": None,
+            "name": obj.name, "source": getattr(obj, "source", None),
+            "source_path": getattr(obj, "source_path", None),
+            "cflags": list(getattr(obj, "cflags", ())),
+            "kernel_release": os.uname().release, "machine": os.uname().machine,
+            "hostname": socket.gethostname(), "btf_sha256": _btf_sha256(),
+            "libbpf_version": _libbpf_version(), "bpfnb_version": _bpfnb_version(),
+            "started": self._started, "stopped": None, "interval": self.interval,
+            "snapshots": 0,
+            "programs": [{"name": p.name, "section": p.section, "type": p.type_name,
+                          "attached": bool(p.links)} for p in obj.progs],
+            "maps": maps,
+            "streams": {name: {"file": f"streams/{name}.parquet", "record_type": s.type,
+                               "rows": 0, "lost": None, "dropped": 0}
+                        for name, s in self._streams.items()},
+            "skipped_streams": dict(self._skipped),
+            "globals": {"file": "globals.parquet", "variables": variables},
+            "output": None,
+        }
+
+    # --- the thread ----------------------------------------------------------
+
+    def _run(self):
+        start = time.monotonic()
+        deadline = None if self.seconds is None else start + self.seconds
+        next_snapshot = start
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if self._obj.state != "loaded":  # destroyed without release()
+                    raise RuntimeError(f"{self._obj.name!r} was destroyed while recording")
+                self._move_streams()
+                if now >= next_snapshot:
+                    self._snapshot()
+                    next_snapshot = max(next_snapshot + self.interval, now)
+                waits = [STREAM_POLL, next_snapshot - time.monotonic()]
+                if deadline is not None:
+                    waits.append(deadline - time.monotonic())
+                self._stopping.wait(max(min(waits), 0))
+            self._move_streams()
+            self._snapshot()  # the last snapshot: at stop
+            self._finish("complete")
+        except Exception as e:
+            self.error = _error_text(e, self.path)
+            warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
+                          RuntimeWarning)
+            self._finish("failed")
+        finally:
+            mine = _recordings.get(id(self._obj), [])
+            if self in mine:
+                mine.remove(self)
+            self._obj = None  # the recording no longer keeps the object alive
+
+    def _move_streams(self):
+        t = time.time_ns()
+        for name, s in self._streams.items():
+            df = s.take()
+            if len(df):
+                self.rows[name] += len(df)
+            self._sinks[f"streams/{name}"].add(df.assign(_time=t), self._space)
+
+    def _snapshot(self):
+        import pandas as pd
+        from . import frames, hist
+        obj, n, t = self._obj, self.snapshots, time.time_ns()
+        for m in obj.maps:
+            if not frames.is_tabular(m):
+                continue
+            df = m.to_df()
+            self._sinks[f"maps/{m.name}"].add(df.assign(_snapshot=n, _time=t), self._space)
+            if hist.is_histogram(m):
+                h = m.hist().df
+                self._sinks[f"hists/{m.name}"].add(h.assign(_snapshot=n, _time=t),
+                                                   self._space)
+        row = {"_snapshot": n, "_time": t}
+        for section in ("bss", "data", "rodata"):
+            g = obj.globals.get(section)
+            if g is not None:
+                row.update({f"{section}.{var}": _scalar(v) for var, v in g._asdict().items()})
+        self._sinks["globals"].add(pd.DataFrame([row]), self._space)
+        self.snapshots = n + 1
+
+    def _space(self, nbytes: int):
+        """Raise DiskFull unless ``nbytes`` fit with every footer and the manifest."""
+        footers = sum(s.footer_bytes() for s in self._sinks.values())
+        st = os.statvfs(self.path)
+        free = st.f_bavail * st.f_frsize
+        if nbytes + footers + FOOTER_BYTES > free:
+            raise DiskFull(errno.ENOSPC,
+                           f"the file system of {str(self.path)!r} is full ({free // 1024} "
+                           f"KiB free, the next write needs ~{(nbytes + footers) // 1024} "
+                           f"KiB with the footers)")
+
+    def _finish(self, state: str):
+        self._close_streams()
+        m = self._manifest
+        for sink in self._sinks.values():
+            try:
+                sink.close(self._space if state == "complete" else None)
+            except Exception as e:
+                state = "failed"
+                self.error = self.error or _error_text(e, self.path)
+        obj = self._obj
+        if obj is not None and obj.state == "loaded":
+            try:
+                self._record_output(m, state)
+            except Exception as e:
+                state, self.error = "failed", self.error or _error_text(e, self.path)
+        for name, s in self._streams.items():
+            m["streams"][name].update(rows=self.rows[name], lost=s.lost, dropped=s.dropped)
+        m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
+        try:
+            _write_manifest(self.path, m)
+        except OSError as e:
+            self.error = self.error or _error_text(e, self.path)
+            warnings.warn(f"recording {str(self.path)!r}: cannot write its manifest: {e}",
+                          RuntimeWarning)
+
+    def _record_output(self, m: dict, state: str):
+        """obj.output()'s lines (bpfnb.output keeps the last MAX_LINES), when the
+        object's printk lines can be read at all."""
+        from . import output
+        obj = self._obj
+        out = getattr(obj, "_output", None)
+        if out is None or out.route in ("none", "unavailable") or state != "complete":
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its "older lines were dropped": in the manifest
+            df = output.frame(obj)
+        import pandas as pd
+        times = df["time"]
+        _time = (times.astype("int64") if pd.api.types.is_datetime64_any_dtype(times)
+                 else pd.Series(time.time_ns(), index=df.index))
+        sink = _Sink(self.path / "output.parquet")
+        sink.add(df.assign(_time=_time), self._space)
+        sink.close(self._space)
+        m["output"] = {"file": "output.parquet", "rows": len(df),
+                       "dropped": int(df.attrs.get("dropped", 0))}
+
+    def _close_streams(self):
+        for s in self._streams.values():
+            s.close()
+
+    # --- control --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> "Recording":
+        """Take the last snapshot, close the files, mark the manifest complete."""
+        self._stopping.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a ``seconds`` recording to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __repr__(self):
+        state = ("recording" if self.running else
+                 "failed" if self.error else "complete")
+        streams = ", ".join(f"{k} {v} rows" for k, v in self.rows.items())
+        text = (f"<Recording {str(self.path)!r} {state}: {self.snapshots} snapshots of "
+                f"{len(self._manifest['maps'])} maps"
+                + (f", streams: {streams}" if streams else "") + ">")
+        return text if not self.error else text[:-1] + f"; error: {self.error}>"
+
+
+class _Sink:
+    """One Parquet file written in row groups from a bounded buffer of tables."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tables: list = []
+        self.buffered = 0
+        self.since = time.monotonic()
+        self.writer = None
+        self.schema = None
+        self.empty = None
+        self.row_groups = 0
+
+    def add(self, df, space):
+        import pyarrow as pa
+        if self.empty is None:
+            self.empty = df.iloc[:0]
+        if len(df):
+            if self.schema is None:
+                self.schema = _schema(pa.Table.from_pandas(df, preserve_index=False).schema)
+            self.tables.append(pa.Table.from_pandas(df, schema=self.schema,
+                                                    preserve_index=False))
+            self.buffered += len(df)
+        if self.buffered >= ROW_GROUP_ROWS or (
+                self.tables and time.monotonic() - self.since >= FLUSH_EVERY):
+            self.flush(space)
+
+    def flush(self, space):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        self.since = time.monotonic()
+        if not self.tables:
+            return
+        table = pa.concat_tables(self.tables)
+        if space is not None:
+            space(table.nbytes + ROW_GROUP_META * table.num_columns)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.tables, self.buffered = [], 0
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.row_groups += 1
+
+    def footer_bytes(self) -> int:
+        columns = len(self.schema) if self.schema is not None else 1
+        return FOOTER_BYTES + self.row_groups * columns * ROW_GROUP_META
+
+    def close(self, space):
+        """Write what is buffered (``space`` None: drop it, the disk is full), then the
+        footer; a sink that never had rows writes its empty frame."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        if space is not None:
+            self.flush(space)
+        self.tables = []
+        if self.writer is None and self.empty is not None:
+            table = pa.Table.from_pandas(self.empty, preserve_index=False)
+            self.schema = self.schema or _schema(table.schema)
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
+
+
+def _schema(schema):
+    """Columns that were all None in the first rows take str (bytes for `raw`)."""
+    import pyarrow as pa
+    for i, f in enumerate(schema):
+        if pa.types.is_null(f.type):
+            schema = schema.set(i, f.with_type(pa.binary() if f.name == "raw" else pa.string()))
+    return schema
+
+
+def _scalar(value):
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        import numpy as np
+        if isinstance(value, np.generic) and value.shape == ():
+            return value.item()
+    except ImportError:
+        pass
+    return str(value)
+
+
+def _write_manifest(path: Path, manifest: dict, reserve: int = 0):
+    """Into the bytes manifest.json already has when it fits (JSON allows trailing
+    blanks): a rewrite on a full disk needs no new block; else a new file."""
+    text = json.dumps(manifest, indent=1, default=str).encode()
+    target = path / "manifest.json"
+    try:
+        old = target.stat().st_size
+    except FileNotFoundError:
+        old = 0
+    if old and len(text) <= old:
+        fd = os.open(target, os.O_WRONLY)
+        try:
+            os.write(fd, text + b" " * (old - len(text)))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
+    tmp = path / ".manifest.json.tmp"
+    tmp.write_bytes(text + b"\n" + b" " * reserve)
+    os.replace(tmp, target)
+
+
+def _error_text(e: BaseException, path: Path) -> str:
+    if isinstance(e, DiskFull):
+        return e.strerror
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"the file system of {str(path)!r} is full: {e}"
+    return f"{type(e).__name__}: {e}"
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _btf_sha256() -> str | None:
+    try:
+        with open(VMLINUX_BTF, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _libbpf_version() -> str:
+    from .libbpf._lib import lib
+    return (lib.libbpf_version_string() or b"").decode().lstrip("v")
+
+
+def _bpfnb_version() -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version("bpfnb")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# Recordings by object, for release() at the object's teardown.
+_recordings: dict[int, list] = {}
+
+
+def record(obj, path, *, seconds=None, interval=1.0, overwrite=False) -> Recording:
+    """``obj.record(...)``: see :class:`Recording`."""
+    return Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite)
+
+
+def release(obj):
+    """The object is being destroyed: end its recordings (last snapshot first)."""
+    for rec in _recordings.pop(id(obj), []):
+        rec.stop()

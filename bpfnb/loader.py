@@ -64,6 +64,12 @@ class Map(libbpf.Map):
         from . import aggregate
         return aggregate.to_bpftrace_json(self, **options)
 
+    def export(self, path, format: str | None = None):
+        """The map to a file: .parquet, .arrow/.feather, .csv, .ndjson, .folded (see
+        bpfnb.export)."""
+        from . import export
+        return export.export(self, path, format)
+
     def _repr_html_(self):
         """In a notebook: its types, then its entries (a table, largest first, or bars)."""
         from . import show
@@ -100,6 +106,7 @@ class Object(libbpf.Object):
     source: str | None = None
     source_path: str | None = None
     cflags: tuple = ()
+    recording = None  # the last obj.record(...)
 
     def load(self) -> "Object":
         if self.state == "opened" and self.strict is not None:
@@ -125,6 +132,17 @@ class Object(libbpf.Object):
         """Every key/value map as a DataFrame, by name."""
         from . import frames
         return {m.name: m.to_df() for m in self.maps if frames.is_tabular(m)}
+
+    def export(self, path, format: str | None = None, streams=()):
+        """Every map (and each stream in ``streams``) to a file in the directory
+        ``path``, or every map's bpftrace JSON line into ``path`` ending in .ndjson."""
+        from . import export
+        return export.export_object(self, path, format, streams)
+
+    def prometheus(self, prefix: str | None = None) -> str:
+        """Maps, histograms and numeric globals in Prometheus' text format."""
+        from . import export
+        return export.prometheus(self, prefix)
 
     def live(self, *, interval: float = 1.0):
         """A live dashboard of every map and of the numeric .bss/.data variables."""

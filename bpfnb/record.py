@@ -487,8 +487,10 @@ _recordings: dict[int, list] = {}
 
 
 def record(obj, path, *, seconds=None, interval=1.0, overwrite=False) -> Recording:
-    """``obj.record(...)``: see :class:`Recording`."""
-    return Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite)
+    """``obj.record(...)``: see :class:`Recording`; also ``obj.recording`` after."""
+    rec = Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite)
+    obj.recording = rec
+    return rec
 
 
 def release(obj):

@@ -145,6 +145,11 @@ class EventStream:
             df.attrs["lost_reason"] = self.lost_reason
         return df
 
+    def export(self, path, format: str | None = None):
+        """The rows held to .parquet, .arrow/.feather or .csv (see bpfnb.export)."""
+        from . import export
+        return export.export(self, path, format)
+
     def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()

@@ -24,8 +24,8 @@ epoch: when the snapshot was taken, or when the recorder moved the record from i
 stream (within STREAM_POLL s of its arrival).
 
 A full disk stops the recording before it breaks a file: each write first checks the
-free space against the write, the footers still to write and the manifest, and when
-they do not fit the recording stops ("failed", with the error in the manifest and
+free space against the write (at twice the bytes per row the file took so far) and
+the footers still to write, writes the rows that fit, and when no more fit stops ("failed", with the error in the manifest and
 ``rec.error``) with every Parquet file closed and readable. The manifest is rewritten
 at stop into the space it reserved when the recording began.
 """
@@ -54,6 +54,7 @@ STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
 FOOTER_BYTES = 4096        # a file's footer, beyond its row groups' metadata
 ROW_GROUP_META = 200       # footer bytes per row group and column
+MIN_RATIO = 0.05           # of the file's bytes to the memory's, assumed at least
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 
@@ -248,16 +249,11 @@ class Recording:
         self._sinks["globals"].add(pd.DataFrame([row]), self._space)
         self.snapshots = n + 1
 
-    def _space(self, nbytes: int):
-        """Raise DiskFull unless ``nbytes`` fit with every footer and the manifest."""
+    def _space(self) -> int:
+        """Bytes the next write may take: the free space less every footer to come."""
         footers = sum(s.footer_bytes() for s in self._sinks.values())
         st = os.statvfs(self.path)
-        free = st.f_bavail * st.f_frsize
-        if nbytes + footers + FOOTER_BYTES > free:
-            raise DiskFull(errno.ENOSPC,
-                           f"the file system of {str(self.path)!r} is full ({free // 1024} "
-                           f"KiB free, the next write needs ~{(nbytes + footers) // 1024} "
-                           f"KiB with the footers)")
+        return st.f_bavail * st.f_frsize - footers - FOOTER_BYTES
 
     def _finish(self, state: str):
         self._close_streams()
@@ -275,6 +271,7 @@ class Recording:
             except Exception as e:
                 state, self.error = "failed", self.error or _error_text(e, self.path)
         for name, s in self._streams.items():
+            self.rows[name] = self._sinks[f"streams/{name}"].written  # what is in the file
             m["streams"][name].update(rows=self.rows[name], lost=s.lost, dropped=s.dropped)
         m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
         try:
@@ -355,6 +352,8 @@ class _Sink:
         self.schema = None
         self.empty = None
         self.row_groups = 0
+        self.written = 0  # rows
+        self.ratio = 1.0  # bytes in the file per byte in memory, with a margin
 
     def add(self, df, space):
         import pyarrow as pa
@@ -371,19 +370,38 @@ class _Sink:
             self.flush(space)
 
     def flush(self, space):
+        """Write the buffer as row groups. ``space()`` says how many bytes may be
+        written: a buffer that does not fit is cut to the rows that do (at the encoded
+        size per row seen so far, twice over), the rest raises DiskFull."""
         import pyarrow as pa
         import pyarrow.parquet as pq
         self.since = time.monotonic()
         if not self.tables:
             return
         table = pa.concat_tables(self.tables)
-        if space is not None:
-            space(table.nbytes + ROW_GROUP_META * table.num_columns)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, self.schema)
         self.tables, self.buffered = [], 0
-        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.row_groups += 1
+        while table.num_rows:
+            part = table
+            if space is not None:
+                room = space() - ROW_GROUP_META * table.num_columns
+                per_row = max(table.nbytes * self.ratio / table.num_rows, 1.0)
+                rows = min(int(room / per_row), table.num_rows) if room > 0 else 0
+                if rows < 1:
+                    raise DiskFull(errno.ENOSPC,
+                                   f"the file system holding {str(self.path)!r} is full "
+                                   f"({max(room, 0) // 1024} KiB left, less the files' "
+                                   f"footers): the recording stopped")
+                part = table.slice(0, rows)
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.path, self.schema)
+            before = self.path.stat().st_size
+            self.writer.write_table(part, row_group_size=part.num_rows)
+            grown = self.path.stat().st_size - before
+            if part.nbytes:
+                self.ratio = min(max(2 * grown / part.nbytes, MIN_RATIO), 1.0)
+            self.row_groups += 1
+            self.written += part.num_rows
+            table = table.slice(part.num_rows)
 
     def footer_bytes(self) -> int:
         columns = len(self.schema) if self.schema is not None else 1

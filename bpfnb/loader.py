@@ -157,11 +157,12 @@ class Object(libbpf.Object):
 
 
     def record(self, path, seconds: float | None = None, interval: float = 1.0,
-               overwrite: bool = False):
+               overwrite: bool = False, types: dict | None = None):
         """Record streams, map snapshots every ``interval`` s, globals and metadata
-        into the directory ``path`` in the background (see bpfnb.record); ``.stop()``."""
+        into the directory ``path`` in the background (see bpfnb.record); ``.stop()``.
+        ``types={"events": "struct event"}`` names a stream's record type."""
         return recording.record(self, path, seconds=seconds, interval=interval,
-                                overwrite=overwrite)
+                                overwrite=overwrite, types=types)
 
     def _destroy(self):
         recording.release(self)  # its last snapshot, while the maps are there

@@ -65,11 +65,13 @@ class DiskFull(OSError):
 class Recording:
     """A recording running in the background (see the module's docstring).
 
+    ``types`` ({map: "struct x"}) names the record type of a stream whose type the
+    object does not tell (else its records stay raw bytes) or that receives several.
     ``path``, ``running``, ``snapshots``, ``rows`` (per stream), ``error`` (None, or
     why it stopped early), ``stop()``."""
 
     def __init__(self, obj, path, *, seconds: float | None = None, interval: float = 1.0,
-                 overwrite: bool = False):
+                 overwrite: bool = False, types: dict | None = None):
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         if seconds is not None and not seconds > 0:
@@ -85,6 +87,12 @@ class Recording:
         self._obj = obj
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._types = dict(types or {})
+        unknown = set(self._types) - {m.name for m in obj.maps
+                                      if m.type in (RINGBUF, PERF_EVENT_ARRAY)}
+        if unknown:
+            raise ValueError(f"types=: {', '.join(sorted(unknown))} is no ring buffer or "
+                             f"perf event array of {obj.name!r}")
         self._prepare(overwrite)
         self._started = _now_iso()
         self._sinks: dict[str, _Sink] = {}
@@ -134,7 +142,7 @@ class Recording:
             if m.type not in (RINGBUF, PERF_EVENT_ARRAY):
                 continue
             try:
-                s = m.stream(max_rows=STREAM_MAX_ROWS)
+                s = m.stream(self._types.get(m.name), max_rows=STREAM_MAX_ROWS)
             except ValueError as e:  # several record types: the user must name one
                 self._skipped[m.name] = str(e)
                 warnings.warn(f"record: stream {m.name!r} is not recorded: {e}",
@@ -393,7 +401,8 @@ class _Sink:
                                    f"footers): the recording stopped")
                 part = table.slice(0, rows)
             if self.writer is None:
-                self.writer = pq.ParquetWriter(self.path, self.schema)
+                self.writer = pq.ParquetWriter(self.path, self.schema,
+                                               use_dictionary=_text_columns(self.schema))
             before = self.path.stat().st_size
             self.writer.write_table(part, row_group_size=part.num_rows)
             grown = self.path.stat().st_size - before
@@ -418,7 +427,8 @@ class _Sink:
         if self.writer is None and self.empty is not None:
             table = pa.Table.from_pandas(self.empty, preserve_index=False)
             self.schema = self.schema or _schema(table.schema)
-            self.writer = pq.ParquetWriter(self.path, self.schema)
+            self.writer = pq.ParquetWriter(self.path, self.schema,
+                                           use_dictionary=_text_columns(self.schema))
         if self.writer is not None:
             writer, self.writer = self.writer, None
             writer.close()
@@ -431,6 +441,14 @@ def _schema(schema):
         if pa.types.is_null(f.type):
             schema = schema.set(i, f.with_type(pa.binary() if f.name == "raw" else pa.string()))
     return schema
+
+
+def _text_columns(schema) -> list[str]:
+    """The columns worth dictionary encoding (comm, file names, enums): the others
+    would only pay for it (it is 4x slower to write an integer column with it)."""
+    import pyarrow as pa
+    return [f.name for f in schema if pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)]
 
 
 def _scalar(value):
@@ -504,9 +522,11 @@ def _bpfnb_version() -> str | None:
 _recordings: dict[int, list] = {}
 
 
-def record(obj, path, *, seconds=None, interval=1.0, overwrite=False) -> Recording:
+def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
+           types=None) -> Recording:
     """``obj.record(...)``: see :class:`Recording`; also ``obj.recording`` after."""
-    rec = Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite)
+    rec = Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite,
+                    types=types)
     obj.recording = rec
     return rec
 

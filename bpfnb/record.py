@@ -65,6 +65,8 @@ class DiskFull(OSError):
 class Recording:
     """A recording running in the background (see the module's docstring).
 
+    A ring buffer has one reader: a stream the notebook opens on it while it is
+    recorded shares its records with the recording (each record goes to one of them).
     ``types`` ({map: "struct x"}) names the record type of a stream whose type the
     object does not tell (else its records stay raw bytes) or that receives several.
     ``path``, ``running``, ``snapshots``, ``rows`` (per stream), ``error`` (None, or
@@ -87,6 +89,11 @@ class Recording:
         self._obj = obj
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        busy = [r for r in _recordings.get(id(obj), []) if r.running]
+        if busy:
+            raise ValueError(f"{obj.name!r} is already being recorded to "
+                             f"{str(busy[0].path)!r}: a ring buffer has one reader, so two "
+                             f"recordings would split its records; stop that one first")
         self._types = dict(types or {})
         unknown = set(self._types) - {m.name for m in obj.maps
                                       if m.type in (RINGBUF, PERF_EVENT_ARRAY)}

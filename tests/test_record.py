@@ -16,7 +16,6 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import bpfnb
-from bpfnb import record
 from bpfnb.registry import registry
 
 PROGS = Path(__file__).parent / "progs"
@@ -292,9 +291,19 @@ int two(void *ctx)
         obj.destroy()
 
 
+def test_one_recording_at_a_time(obj, tmp_path):
+    rec = obj.record(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"already being recorded to .*a.*split its records"):
+        obj.record(tmp_path / "b")
+    rec.stop()
+    assert obj.record(tmp_path / "b", seconds=0.1).wait(5)
+
+
 def test_bad_arguments(obj, tmp_path):
     with pytest.raises(ValueError, match="interval must be a positive"):
         obj.record(tmp_path / "x", interval=0)
     with pytest.raises(ValueError, match="seconds must be positive"):
         obj.record(tmp_path / "x", seconds=-1)
-    assert record.FORMAT == "bpfnb-recording"
+    with pytest.raises(ValueError, match="types=: counts is no ring buffer"):
+        obj.record(tmp_path / "x", types={"counts": "struct event"})
+    assert not (tmp_path / "x").exists()

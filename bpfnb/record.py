@@ -241,7 +241,7 @@ class Recording:
             df = s.take()
             if len(df):
                 self.rows[name] += len(df)
-            self._sinks[f"streams/{name}"].add(df.assign(_time=t), self._space)
+            self._sinks[f"streams/{name}"].add(df, self._space, _time=t)
 
     def _snapshot(self):
         import pandas as pd
@@ -251,11 +251,10 @@ class Recording:
             if not frames.is_tabular(m):
                 continue
             df = m.to_df()
-            self._sinks[f"maps/{m.name}"].add(df.assign(_snapshot=n, _time=t), self._space)
+            self._sinks[f"maps/{m.name}"].add(df, self._space, _snapshot=n, _time=t)
             if hist.is_histogram(m):
                 h = m.hist().df
-                self._sinks[f"hists/{m.name}"].add(h.assign(_snapshot=n, _time=t),
-                                                   self._space)
+                self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
         row = {"_snapshot": n, "_time": t}
         for section in ("bss", "data", "rodata"):
             g = obj.globals.get(section)
@@ -365,20 +364,30 @@ class _Sink:
         self.since = time.monotonic()
         self.writer = None
         self.schema = None
+        self.df_schema = None  # of the frames, without the constant columns
         self.empty = None
         self.row_groups = 0
         self.written = 0  # rows
         self.ratio = 1.0  # bytes in the file per byte in memory, with a margin
 
-    def add(self, df, space):
+    def add(self, df, space, **constants):
+        """Buffer the rows of ``df`` with ``constants`` as int64 columns (``_time``,
+        ``_snapshot``: added in Arrow, not by copying the frame)."""
+        import numpy as np
         import pyarrow as pa
         if self.empty is None:
-            self.empty = df.iloc[:0]
+            self.empty = df.iloc[:0].assign(**{k: np.int64(0) for k in constants})
         if len(df):
-            if self.schema is None:
-                self.schema = _schema(pa.Table.from_pandas(df, preserve_index=False).schema)
-            self.tables.append(pa.Table.from_pandas(df, schema=self.schema,
-                                                    preserve_index=False))
+            if self.df_schema is None:
+                first = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
+                self.df_schema = _schema(first.schema)
+            table = pa.Table.from_pandas(df, schema=self.df_schema, preserve_index=False,
+                                         nthreads=1)
+            for name, value in constants.items():
+                table = table.append_column(name, pa.array(np.full(len(table), value,
+                                                                   dtype=np.int64)))
+            self.schema = self.schema or table.schema
+            self.tables.append(table)
             self.buffered += len(df)
         if self.buffered >= ROW_GROUP_ROWS or (
                 self.tables and time.monotonic() - self.since >= FLUSH_EVERY):

@@ -100,6 +100,7 @@ class Recording:
         if unknown:
             raise ValueError(f"types=: {', '.join(sorted(unknown))} is no ring buffer or "
                              f"perf event array of {obj.name!r}")
+        created = not self.path.exists()
         self._prepare(overwrite)
         self._started = _now_iso()
         self._sinks: dict[str, _Sink] = {}
@@ -115,6 +116,8 @@ class Recording:
             self._thread.start()
         except BaseException:
             self._close_streams()
+            if created:  # nothing was recorded: leave no directory behind
+                shutil.rmtree(self.path, ignore_errors=True)
             raise
 
     # --- start ---------------------------------------------------------------

@@ -279,6 +279,9 @@ class Recording:
             try:
                 sink.close(self._space if state == "complete" else None)
             except Exception as e:
+                if state == "complete":
+                    warnings.warn(f"recording {str(self.path)!r} stopped: "
+                                  f"{_error_text(e, self.path)}", RuntimeWarning)
                 state = "failed"
                 self.error = self.error or _error_text(e, self.path)
         obj = self._obj
@@ -289,7 +292,11 @@ class Recording:
                 state, self.error = "failed", self.error or _error_text(e, self.path)
         for name, s in self._streams.items():
             self.rows[name] = self._sinks[f"streams/{name}"].written  # what is in the file
-            m["streams"][name].update(rows=self.rows[name], lost=s.lost, dropped=s.dropped)
+            try:
+                lost = s.lost
+            except Exception:  # the counter's map went with its object: unknown, not 0
+                lost = None
+            m["streams"][name].update(rows=self.rows[name], lost=lost, dropped=s.dropped)
         m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
         try:
             _write_manifest(self.path, m)
@@ -438,11 +445,16 @@ class _Sink:
     def close(self, space):
         """Write what is buffered (``space`` None: drop it, the disk is full), then the
         footer; a sink that never had rows writes its empty frame."""
+        try:
+            if space is not None:
+                self.flush(space)
+        finally:
+            self.tables = []
+            self._close_writer()
+
+    def _close_writer(self):
         import pyarrow as pa
         import pyarrow.parquet as pq
-        if space is not None:
-            self.flush(space)
-        self.tables = []
         if self.writer is None and self.empty is not None:
             table = pa.Table.from_pandas(self.empty, preserve_index=False)
             self.schema = self.schema or _schema(table.schema)

@@ -156,7 +156,7 @@ def _keys_values(map, df) -> tuple[list[str], list[str]]:
 def prometheus(obj, prefix: str | None = None) -> str:
     """Every key/value map and numeric .bss/.data variable of ``obj`` in Prometheus'
     text format (0.0.4): metrics named ``<prefix>_<map>[_<value column>]`` (prefix:
-    the object's name), labels from the key columns; histograms as cumulative
+    the object's name; counters end in ``_total``), labels from the key columns; histograms as cumulative
     ``_bucket{le=...}`` series with ``_count`` and ``_sum`` (NaN: bpfnb.h's
     histograms keep no sum). Counts and sums of bpfnb.h aggregations are counters,
     everything else gauges."""
@@ -179,6 +179,7 @@ def prometheus(obj, prefix: str | None = None) -> str:
                 continue
             metric = name if len(values) == 1 else metric_name(f"{name}_{col}")
             kind = "counter" if counter and col in ("count", "sum") else "gauge"
+            metric += "_total" if kind == "counter" else ""  # Prometheus' naming
             out += [f"# HELP {metric} bpfnb map {m.name} of {obj.name}: {col} by "
                     f"{', '.join(keys) or 'nothing'}", f"# TYPE {metric} {kind}"]
             label_cols = [(label_name(c), c) for c in keys]

@@ -140,6 +140,46 @@ def test_prometheus_text_parses_and_matches_the_maps(loaded):
     assert "# TYPE recorded_name_len histogram" in text
 
 
+def test_prometheus_of_aggregations(no_leaks):
+    obj = bpfnb.load(r"""
+const volatile u32 target_pid = 0;
+BPFNB_COUNT(opens, struct bpfnb_comm);
+BPFNB_STATS(flags, u32);
+BPFNB_HISTK(lat, u32, 0);
+SEC("tracepoint/syscalls/sys_enter_openat")
+int on_open(struct trace_event_raw_sys_enter *ctx)
+{
+    if ((bpf_get_current_pid_tgid() >> 32) != target_pid)
+        return 0;
+    bpfnb_count(&opens, bpfnb_comm());
+    bpfnb_stats(&flags, (u32)ctx->args[2], 5);
+    bpfnb_histk(&lat, (u32)ctx->args[2], 100);
+    return 0;
+}
+""", name="agg", rodata={"target_pid": os.getpid()})
+    try:
+        for _ in range(N):
+            os.close(os.open("/etc/hostname", os.O_RDONLY))
+        obj.detach()
+        families = {f.name: f for f in text_string_to_metric_families(obj.prometheus())}
+        opens = families["agg_opens"]
+        assert opens.type == "counter"
+        assert {(s.name, s.labels["comm"], s.value) for s in opens.samples} == {
+            ("agg_opens_total", c, float(v)) for c, v in zip(obj.maps.opens.to_df()["comm"],
+                                                            obj.maps.opens.to_df()["count"])}
+        stats = obj.maps.flags.to_df()
+        assert families["agg_flags_count"].type == "counter"
+        assert families["agg_flags_max"].type == "gauge"
+        assert sum(s.value for s in families["agg_flags_sum"].samples) == stats["sum"].sum()
+        assert sum(s.value for s in families["agg_flags_count"].samples) >= N
+        lat = families["agg_lat"]
+        counts = [s for s in lat.samples if s.name == "agg_lat_count"]
+        assert sorted(s.labels["key"] for s in counts) == sorted(map(str, stats["key"]))
+        assert sum(s.value for s in counts) == stats["count"].sum()
+    finally:
+        obj.destroy()
+
+
 def test_prometheus_names_and_labels_are_sanitised():
     assert export.metric_name("9x-y.z") == "_9x_y_z"
     assert export.label_name("sender.comm") == "sender_comm"

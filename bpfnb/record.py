@@ -389,10 +389,12 @@ class _Sink:
             self.empty = df.iloc[:0].assign(**{k: np.int64(0) for k in constants})
         if len(df):
             if self.df_schema is None:
-                first = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
-                self.df_schema = _schema(first.schema)
-            table = pa.Table.from_pandas(df, schema=self.df_schema, preserve_index=False,
-                                         nthreads=1)
+                table = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
+                self.df_schema = _schema(table.schema)
+                table = table.cast(self.df_schema)
+            else:
+                table = pa.Table.from_pandas(df, schema=self.df_schema,
+                                             preserve_index=False, nthreads=1)
             for name, value in constants.items():
                 table = table.append_column(name, pa.array(np.full(len(table), value,
                                                                    dtype=np.int64)))
@@ -528,12 +530,18 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+_btf_digest: list = []
+
+
 def _btf_sha256() -> str | None:
-    try:
-        with open(VMLINUX_BTF, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
+    """Of the running kernel's BTF (read once: it changes only with the kernel)."""
+    if not _btf_digest:
+        try:
+            with open(VMLINUX_BTF, "rb") as f:
+                _btf_digest.append(hashlib.sha256(f.read()).hexdigest())
+        except OSError:
+            _btf_digest.append(None)
+    return _btf_digest[0]
 
 
 def _libbpf_version() -> str:

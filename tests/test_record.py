@@ -339,3 +339,20 @@ int on_open(void *ctx)
         assert lines["_time"].dtype == "int64" and (lines["_time"] > 0).all()
     finally:
         obj.destroy()
+
+
+def test_a_perf_buffer_is_recorded(no_leaks, tmp_path):
+    n = 5
+    obj = bpfnb.load(PROGS / "execsnoop_perf.bpf.c")
+    try:
+        rec = obj.record(tmp_path / "r", interval=0.2)
+        for _ in range(n):
+            subprocess.run(["/bin/true"], check=True)
+        rec.stop()
+        m = manifest(tmp_path / "r")
+        assert m["state"] == "complete" and m["streams"]["events"]["lost"] == 0
+        events = read(tmp_path / "r", "streams/events.parquet")
+        ours = events[(events["ppid"] == os.getpid()) & (events["comm"] == "true")]
+        assert len(ours) == n and m["streams"]["events"]["rows"] == len(events)
+    finally:
+        obj.destroy()

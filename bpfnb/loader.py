@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from . import build, hooks, libbpf, mcpu, output
+from . import record as recording
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -67,6 +68,12 @@ class Map(libbpf.Map):
         from . import aggregate
         return aggregate.to_bpftrace_json(self, **options)
 
+    def export(self, path, format: str | None = None):
+        """The map to a file: .parquet, .arrow/.feather, .csv, .ndjson, .folded (see
+        bpfnb.export)."""
+        from . import export
+        return export.export(self, path, format)
+
     def _repr_html_(self):
         """In a notebook: its types, then its entries (a table, largest first, or bars)."""
         from . import show
@@ -101,6 +108,11 @@ class Object(libbpf.Object):
 
     map_class = Map
     strict: bool | None = None
+    # What it was built from (bpfnb.open/load and %%bpf set them; recordings keep them).
+    source: str | None = None
+    source_path: str | None = None
+    cflags: tuple = ()
+    recording = None  # the last obj.record(...)
 
     def load(self) -> "Object":
         if self.state == "opened" and self.strict is not None:
@@ -128,6 +140,17 @@ class Object(libbpf.Object):
         from . import frames
         return {m.name: m.to_df() for m in self.maps if frames.is_tabular(m)}
 
+    def export(self, path, format: str | None = None, streams=()):
+        """Every map (and each stream in ``streams``) to a file in the directory
+        ``path``, or every map's bpftrace JSON line into ``path`` ending in .ndjson."""
+        from . import export
+        return export.export_object(self, path, format, streams)
+
+    def prometheus(self, prefix: str | None = None) -> str:
+        """Maps, histograms and numeric globals in Prometheus' text format."""
+        from . import export
+        return export.prometheus(self, prefix)
+
     def live(self, *, interval: float = 1.0):
         """A live dashboard of every map and of the numeric .bss/.data variables."""
         from . import live
@@ -140,7 +163,16 @@ class Object(libbpf.Object):
         return output.frame(self)
 
 
+    def record(self, path, seconds: float | None = None, interval: float = 1.0,
+               overwrite: bool = False, types: dict | None = None):
+        """Record streams, map snapshots every ``interval`` s, globals and metadata
+        into the directory ``path`` in the background (see bpfnb.record); ``.stop()``.
+        ``types={"events": "struct event"}`` names a stream's record type."""
+        return recording.record(self, path, seconds=seconds, interval=interval,
+                                overwrite=overwrite, types=types)
+
     def _destroy(self):
+        recording.release(self)  # its last snapshot, while the maps are there
         output.release(self)  # stop its delivery before its programs go
         super()._destroy()
 
@@ -187,8 +219,20 @@ def open(source: str | os.PathLike | bytes, *, name: str | None = None,
     or ``cell`` for C text.
     """
     name = _default_name(source, name)
-    return _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
-                 maps=maps, autoload=autoload, prefer=prefer, strict=strict)
+    obj = _open(_compile(source, name, cflags), name=name, rodata=rodata, data=data,
+                maps=maps, autoload=autoload, prefer=prefer, strict=strict)
+    _remember(obj, source, cflags)
+    return obj
+
+
+def _remember(obj: Object, source, cflags):
+    """The C text (or .c file) and flags ``obj`` was built from, for recordings."""
+    obj.cflags = tuple(build._split(cflags))
+    if isinstance(source, str) and _is_c_text(source):
+        obj.source = source
+    elif isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".c":
+        obj.source_path = str(Path(source).resolve())
+        obj.source = Path(source).read_text(errors="replace")
 
 
 def _open(compiled, *, name, rodata, data, maps, autoload, prefer, strict,
@@ -241,6 +285,7 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None,
         compiled = _compile(source, name, rebuilt.cflags)
     while True:
         obj = _open(compiled, **options, skipped=skipped)
+        _remember(obj, source, cflags)
         try:
             obj.load()
             break

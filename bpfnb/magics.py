@@ -79,6 +79,10 @@ class BPFMagics(Magics):
     @argument("--for", type=float, dest="seconds", metavar="SECONDS",
               help="attach for SECONDS, detach, then print every non-empty map as "
                    "bpftrace does at exit (histograms as bars, counters largest first)")
+    @argument("--record", metavar="PATH",
+              help="record streams, map snapshots and globals into the directory PATH "
+                   "(Parquet, see bpfnb.record) while it runs: with --for for SECONDS, "
+                   "else until %%bpf stop NAME or NAME.recording.stop()")
     @argument("--plot", action="store_true",
               help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true",
@@ -108,6 +112,9 @@ class BPFMagics(Magics):
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
+        if args.record and (args.no_load or args.no_attach):
+            raise UsageError("--record records a running object: it cannot go with "
+                             "--no-load or --no-attach")
         record_to, live_note = self._replay_or_live(name, cell, args)
         if record_to is False:
             return
@@ -133,17 +140,27 @@ class BPFMagics(Magics):
             old.detach(wait=False)  # stopped now; the kernel lets it go in the background
         registry.install(name, obj)  # only now is the previous NAME destroyed
         self.shell.user_ns[name] = obj
-        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
-
+        if args.record or record_to:
+            obj.source, obj.cflags = cell, tuple(cflags)  # for the recording's manifest
+        if args.record:
+            try:
+                obj.record(args.record)
+            except (OSError, ValueError) as e:
+                registry.stop(name)
+                raise BPFCellError(f"%%bpf {name}: cannot record, so nothing of {name} is "
+                                   f"running now.\n{e}", e) from None
+            notes.append(f"recording to {args.record}")
         if live_note:
             notes.append(live_note)
         if record_to:
             from .replay import start_recording
             notes.append(start_recording(obj, record_to, args.seconds))
+        printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
             if printk:
                 _PrintkView(name, obj)
-            self._run_for(name, obj, args.seconds, args.plot, args.quiet)
+            self._run_for(name, obj, args.seconds, args.plot, args.quiet,
+                          obj.recording if args.record or record_to else None)
             return
         if not args.quiet:
             display(summarize(obj, name, notes, warnings))
@@ -283,25 +300,30 @@ class BPFMagics(Magics):
         if args.seconds is not None:
             _show_data(obj)
 
-    def _run_for(self, name, obj, seconds, plot=False, quiet=False):
-        """Like bpftrace: run for a while, detach, print (or plot) the maps."""
+    def _run_for(self, name, obj, seconds, plot=False, quiet=False, rec=None):
+        """Like bpftrace: run for a while, detach, print (or plot) the maps; with a
+        recording, stop it first (its last snapshot) and say what it wrote."""
         progress = _Progress(self.shell, name, seconds)
         t0 = time.monotonic()
         interrupted = False
         try:
             while (left := seconds - (time.monotonic() - t0)) > 0:
                 time.sleep(min(_PROGRESS_STEP, left))
-                progress.update(time.monotonic() - t0)
+                progress.update(time.monotonic() - t0, _recording_note(rec))
         except KeyboardInterrupt:  # stop early, still show what was collected
             interrupted = True
         finally:
             elapsed = time.monotonic() - t0
+            if rec is not None:
+                rec.stop()
             obj.detach()
-            progress.close(elapsed)
+            progress.close(elapsed, _recording_note(rec))
+        if rec is not None and rec.error:
+            raise BPFCellError(f"%%bpf {name}: the recording stopped early: {rec.error}")
         if quiet:
             return
         how = "interrupted after" if interrupted else "detached after"
-        _heading(f"{name}: {how} {elapsed:.1f} s")
+        _heading(f"{name}: {how} {elapsed:.1f} s" + (f"; {rec!r}" if rec else ""))
         if plot:
             from .live import plot_maps
             display(plot_maps(obj))
@@ -488,20 +510,29 @@ class _Progress:
                 display(self.bar)
         self.update(0.0)
 
-    def update(self, elapsed):
+    def update(self, elapsed, note=""):
         if self.bar is not None:
             self.bar.value = min(self.bar.max, round(elapsed / _PROGRESS_STEP))
             self.bar.description = f"{self.name} {elapsed:.0f} s"
+            self.bar.tooltip = note
         else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s")
+            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}")
             sys.stdout.flush()
 
-    def close(self, elapsed):
+    def close(self, elapsed, note=""):
         if self.bar is not None:
             self.bar.close()
         else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s\n")
+            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}\n")
             sys.stdout.flush()
+
+
+def _recording_note(rec) -> str:
+    """", recorded 3 snapshots, events 120 rows" for the progress line."""
+    if rec is None:
+        return ""
+    rows = "".join(f", {k} {v} rows" for k, v in rec.rows.items())
+    return f", recorded {rec.snapshots} snapshots{rows}"
 
 
 class _PrintkView:

@@ -145,11 +145,24 @@ class EventStream:
             df.attrs["lost_reason"] = self.lost_reason
         return df
 
+    def export(self, path, format: str | None = None):
+        """The rows held to .parquet, .arrow/.feather or .csv (see bpfnb.export)."""
+        from . import export
+        return export.export(self, path, format)
+
     def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()
         self._collector.flush()
         return self._frame(self._collector.snapshot(n), decode)
+
+    def take(self):
+        """The rows received since the last ``take()`` (or the start) as a DataFrame,
+        then forgotten: for consumers moving records elsewhere in bounded memory
+        (bpfnb/record.py). ``lost`` keeps counting from the stream's start."""
+        self._check()
+        self._collector.flush()
+        return self._frame(self._collector.take())
 
     def clear(self):
         """Forget the rows held and start the loss counters over."""
@@ -347,6 +360,14 @@ class _Collector:
             out.append(run[-need:] if len(run) > need else run)
             need -= len(out[-1])
         return out[::-1]
+
+    def take(self) -> list:
+        """The runs held, oldest first, no longer held (``dropped`` stays)."""
+        with self._lock:
+            runs = list(self.runs)
+            self.runs.clear()
+            self.rows = 0
+        return runs
 
     def clear(self):
         with self._lock:

@@ -319,13 +319,10 @@ def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
 
 
 def start_recording(obj, path, seconds=None) -> str:
-    """Record a live object to ``path`` for --recording (through obj.record, which
-    bpfnb.record provides); the note for the cell's summary."""
-    record = getattr(obj, "record", None)
-    if record is None:
-        return f"not recorded to {path}: this bpfnb has no recorder (bpfnb.record)"
+    """Record a live object to ``path`` for --recording (bpfnb.record); the note for
+    the cell's summary."""
     try:
-        record(path, seconds=seconds)
+        obj.record(path, seconds=seconds, overwrite=True)
     except Exception as e:  # the program runs either way: say why there is no recording
         return f"not recorded to {path}: {type(e).__name__}: {e}"
     return f"live (this process can load BPF), recording to {path} for machines that cannot"

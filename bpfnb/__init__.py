@@ -33,4 +33,7 @@ def __getattr__(name):
     if name == "live":
         import importlib
         return importlib.import_module(".live", __name__)
+    if name == "Fleet":  # ipyparallel is imported only by those who use a fleet
+        from .fleet import Fleet
+        return Fleet
     raise AttributeError(f"module 'bpfnb' has no attribute {name!r}")

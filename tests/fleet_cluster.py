@@ -89,7 +89,8 @@ class Cluster:
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
              f"--ip={controller_ip()}", "--ping=500", "--log-level=WARN"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.dir / "controller.log", "w"))
+            env=self.env, stdout=subprocess.DEVNULL, stderr=open(self.dir / "controller.log", "w"),
+            start_new_session=True)  # its schedulers are child processes: a group to kill
         self.url_file = profile / "security" / "ipcontroller-client.json"
         engine_file = profile / "security" / "ipcontroller-engine.json"
         deadline = time.monotonic() + 60
@@ -138,14 +139,30 @@ class Cluster:
         except OSError:
             return ""
 
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.controller.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
     def close(self):
         """Stop everything started, whatever state it is in."""
         if self.client is not None:
             self.client.close()
-        for p in [*self.engines, self.controller]:
-            if p is not None and p.poll() is None:
+        for p in self.engines:
+            if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait(timeout=10)
+        if self.controller is not None:
+            try:
+                os.killpg(self.controller.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.controller.wait(timeout=10)
+            deadline = time.monotonic() + 10  # orphaned schedulers: until init reaps them
+            while self.group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
         for link in self.links:
             ip("link", "del", link, check=False)
         for ns in self.namespaces:

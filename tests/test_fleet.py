@@ -43,6 +43,8 @@ def cluster():
     # engine 3 holds no capability: a host where BPF is refused
     with fc.Cluster(4, unprivileged=(3,)) as c:
         yield c
+    assert not c.group_alive()  # the controller and its schedulers are gone
+    assert all(e.poll() is not None for e in c.engines)
     assert not any(c.tag in line for line in fc.ip("netns", "list").stdout.splitlines())
     assert not any(link in fc.ip("link").stdout for link in c.links)
 

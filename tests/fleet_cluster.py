@@ -85,7 +85,7 @@ class Cluster:
         return dict(os.environ, PYTHONPATH=str(ROOT), IPYTHONDIR=str(self.dir / "ipython"))
 
     def _start(self):
-        profile = self.dir / "profile"
+        profile = self.dir / "ipython" / "profile_fleet"  # --profile fleet, with IPYTHONDIR
         self.controller = subprocess.Popen(
             [sys.executable, "-m", "ipyparallel.controller", f"--profile-dir={profile}",
              f"--ip={controller_ip()}", "--ping=500", "--log-level=WARN"],

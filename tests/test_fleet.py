@@ -195,3 +195,48 @@ def test_engine_killed_mid_run_other_hosts_keep_their_data(cluster):
         fo.destroy()
         cluster.engines[1] = cluster.start_engine(1)
     wait_gone(5)
+
+
+def test_magic_engines_rerun_stop_and_unload_tear_down_everywhere(cluster, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from bpfnb.registry import registry
+    ids = privileged_ids(cluster)
+    shell = InteractiveShell.instance()  # before IPYTHONDIR moves: its history stays put
+    monkeypatch.setenv("IPYTHONDIR", cluster.env["IPYTHONDIR"])  # where profile "fleet" is
+    shell.run_line_magic("load_ext", "bpfnb")
+    cell = PROG.read_text()
+    line = (f"counter --engines {','.join(map(str, ids))} --profile fleet "
+            f"--cflags -I{PROG.parent} "
+            f"--set port_lo={fc.PORT} --set port_hi={fc.PORT} --no-attach")
+    try:
+        with capture_output() as cap:
+            shell.run_cell_magic("bpf", line, cell)
+        first = shell.user_ns["counter"]
+        assert isinstance(first, FleetObject) and registry.get("counter") is first
+        assert list(first.status) == ["ok"] * 3, cap.stdout
+        assert cap.outputs and "status" in cap.outputs[0].data["text/plain"]
+        assert len(ours()) == 3
+        # a re-run replaces the object on every engine
+        with capture_output():
+            shell.run_cell_magic("bpf", line, cell)
+        second = shell.user_ns["counter"]
+        assert second is not first and first.state == "destroyed"
+        second.progs.fleet_count.attach_xdp("fleet0")
+        send_and_wait(second)
+        assert second.bss.udp_packets.to_dict() == dict(zip(cluster.hostnames, SENT))
+        assert len(ours()) == 3
+        assert "counter" in shell.run_line_magic("bpf", "list")["name"].tolist()
+        with capture_output():
+            shell.run_line_magic("bpf", "stop counter")
+        assert second.state == "destroyed"
+        wait_gone(5)
+        # kernel shutdown (the extension unloading, the registry at exit) tears down too
+        with capture_output():
+            shell.run_cell_magic("bpf", line, cell)
+        third = shell.user_ns["counter"]
+        assert len(ours()) == 3
+    finally:
+        shell.run_line_magic("unload_ext", "bpfnb")
+    assert third.state == "destroyed"
+    wait_gone(5)

@@ -107,19 +107,44 @@ class Fleet:
         return {eid: replies[eid] for eid in ids}
 
     def load(self, source, *, name: str | None = None, cflags=(), lease: float | None = None,
-             **options):
+             set: dict | None = None, **options):
         """Compile ``source`` here once, load it on every engine: a FleetObject.
 
         ``options`` are bpfnb.load's (rodata, data, maps, autoload, prefer, strict,
-        attach). Engines that fail keep their error in ``status``; the others run.
+        attach); ``set`` gives .rodata/.data variables by name, as ``Object.set``.
+        Engines that fail keep their error in ``status``; the others run.
         """
         from .. import loader
         from .object import FleetObject
         name = loader._default_name(source, name)
         compiled = loader._compile(source, name, cflags)
         image = compiled if isinstance(compiled, bytes) else Path(os.fspath(compiled)).read_bytes()
+        for section, values in _by_section(image, set or {}).items():
+            options[section] = {**values, **(options.get(section) or {})}
         return FleetObject(self, image, dict(options, name=name),
                            self.lease if lease is None else float(lease))
 
     def __repr__(self):
         return f"<Fleet {len(self.ids)} engines: {', '.join(self.hosts.values())}>"
+
+
+def _by_section(image: bytes, values: dict) -> dict:
+    """``{var: value}`` -> ``{"rodata": {...}, "data": {...}}``, read from the object's
+    own sections (opened here, never loaded: no privilege needed)."""
+    if not values:
+        return {}
+    from .. import libbpf
+    obj = libbpf.Object(image)
+    try:
+        sections = {var: section for section, g in obj.globals.items() for var in g}
+    finally:
+        obj.destroy()
+    out: dict = {}
+    for var, value in values.items():
+        section = sections.get(var)
+        if section not in ("rodata", "data"):
+            where = f"is in .{section}" if section else "is not a global variable of it"
+            raise ValueError(f"set {var}: {var} {where}; a fleet sets .rodata and .data "
+                             f"variables at load (set .bss ones after: fo.bss.{var} = ...)")
+        out.setdefault(section, {})[var] = value
+    return out

@@ -90,6 +90,10 @@ def set_global(handle: str, section: str, name: str, value):
     setattr(getattr(_object(handle), section), name, value)
 
 
+def detach(handle: str):
+    _object(handle).detach()
+
+
 def destroy(handle: str) -> bool:
     """Destroy the object held under ``handle``; False if none was."""
     with _lock:

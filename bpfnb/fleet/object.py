@@ -120,6 +120,18 @@ class FleetObject:
                 self._errors[eid] = reply.status
         self._renewer.join(timeout=self.fleet.timeout)
 
+    def detach(self) -> pd.Series:
+        """Detach every program on every engine (maps stay readable); status by host."""
+        replies = self.each(engine.detach)
+        hosts = self.fleet.hosts
+        return pd.Series({hosts[e]: r.status for e, r in replies.items()}, name="detach",
+                         dtype=object)
+
+    def summary(self) -> pd.DataFrame:
+        """Host, engine id and status of each engine: what ``%%bpf --engines`` shows."""
+        return pd.DataFrame({"host": [self.fleet.hosts[e] for e in self.fleet.ids],
+                             "engine": self.fleet.ids, "status": list(self.status)})
+
     def to_dfs(self) -> dict:
         return {m.name: m.to_df() for m in self.maps}
 

@@ -120,14 +120,22 @@ class Cluster:
              "sh", "-c", script], env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.dir / f"engine{i}.log", "w"))
 
-    def engine_id(self, i: int) -> int:
-        """The ipyparallel id of the engine started i-th (by its hostname)."""
+    def engine_id(self, i: int, timeout: float = 60) -> int:
+        """The ipyparallel id of the engine started i-th (by its hostname); waits for a
+        restarted engine to register, and skips dead ones."""
         from bpfnb.fleet import engine
-        names = self.client[:].apply_sync(engine.info)
-        for eid, info in zip(self.client.ids, names):
-            if info["hostname"] == self.hostnames[i]:
-                return eid
-        raise LookupError(self.hostnames[i])
+        deadline = time.monotonic() + timeout
+        while True:
+            for eid in self.client.ids:
+                try:
+                    info = self.client[eid].apply_async(engine.info).get(timeout=2)
+                except Exception:
+                    continue
+                if info["hostname"] == self.hostnames[i]:
+                    return eid
+            if time.monotonic() > deadline:
+                raise LookupError(f"no engine {self.hostnames[i]}:\n{self.log(f'engine{i}')}")
+            time.sleep(0.2)
 
     def kill_engine(self, i: int):
         self.engines[i].send_signal(signal.SIGKILL)

@@ -96,6 +96,9 @@ def test_one_frame_three_hosts_counts_exact(cluster):
     try:
         assert list(fo.status) == ["ok"] * 3
         assert len(ours()) == 3
+        events = fo.maps.events.stream()
+        assert set(events.opened.values()) == {"ok"}
+        series = fo.maps.packets.view(rate=False)  # what fo.maps.packets.live() draws
         send_and_wait(fo)
         df = fo.maps.packets.to_df()
         assert list(df.columns[:1]) == ["host"]
@@ -111,6 +114,15 @@ def test_one_frame_three_hosts_counts_exact(cluster):
         assert by_host.groupby("host", observed=True)["count"].sum().to_dict() == \
             dict(zip(cluster.hostnames, SENT))
         assert by_host.key_columns[0] == "host"
+        # the events of every host in one frame
+        ev = events.to_df()
+        assert ev.groupby("host", observed=True).size().to_dict() == \
+            dict(zip(cluster.hostnames, SENT))
+        assert set(ev["dport"]) == {fc.PORT} and len(events) == sum(SENT)
+        assert events.lost.to_dict() == dict.fromkeys(cluster.hostnames[:3], 0)
+        events.close()
+        series.sample(0.0)
+        assert series.history[-1][1] == dict(zip(cluster.hostnames, SENT))
     finally:
         fo.destroy()
     assert fo.state == "destroyed"

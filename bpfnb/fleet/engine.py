@@ -16,7 +16,7 @@ import threading
 import time
 
 _lock = threading.Lock()
-_held: dict = {}            # handle -> [Object, lease seconds, expiry (monotonic)]
+_held: dict = {}            # handle -> [Object, lease seconds, expiry (monotonic), streams]
 _watching = False          # a watchdog thread runs (set and cleared under _lock)
 
 
@@ -32,11 +32,13 @@ def load(handle: str, image: bytes, lease: float, options: dict) -> dict:
     variable names, and the programs skipped on this kernel.
     """
     import bpfnb
+    from bpfnb import frames
     obj = bpfnb.load(bytes(image), **options)
     with _lock:
-        _held[handle] = [obj, float(lease), time.monotonic() + float(lease)]
+        _held[handle] = [obj, float(lease), time.monotonic() + float(lease), {}]
     _ensure_watchdog()
     return {"maps": [m.name for m in obj.maps], "progs": [p.name for p in obj.progs],
+            "tabular": [m.name for m in obj.maps if frames.is_tabular(m)],
             "globals": {s: list(g) for s, g in obj.globals.items()},
             "skipped": dict(obj.skipped)}
 
@@ -60,13 +62,17 @@ def held() -> list:
         return list(_held)
 
 
-def _object(handle: str):
+def _entry(handle: str) -> list:
     with _lock:
         entry = _held.get(handle)
     if entry is None:
         raise LookupError(f"no fleet object {handle} on this engine: it was destroyed, or "
                           "its lease ran out (the client stopped renewing it)")
-    return entry[0]
+    return entry
+
+
+def _object(handle: str):
+    return _entry(handle)[0]
 
 
 def call(handle: str, kind: str, name: str, method: str, args: tuple = (),
@@ -90,6 +96,25 @@ def set_global(handle: str, section: str, name: str, value):
     setattr(getattr(_object(handle), section), name, value)
 
 
+def stream_open(handle: str, map_name: str, sid: str, type: str | None, options: dict):
+    """Start collecting the events of a ring or perf buffer here, under ``sid``."""
+    entry = _entry(handle)
+    entry[3][sid] = getattr(entry[0].maps, map_name).stream(type, **options)
+
+
+def stream_call(handle: str, sid: str, method: str, args: tuple = (), kwargs: dict | None = None):
+    """``stream.<method>(*args, **kwargs)``, or the attribute ``method`` without args."""
+    stream = _entry(handle)[3][sid]
+    if method in ("lost", "dropped", "kernel_lost", "running"):
+        return getattr(stream, method)
+    if method == "len":
+        return len(stream)
+    result = getattr(stream, method)(*args, **(kwargs or {}))
+    if method == "close":
+        del _entry(handle)[3][sid]
+    return result
+
+
 def detach(handle: str):
     _object(handle).detach()
 
@@ -100,6 +125,8 @@ def destroy(handle: str) -> bool:
         entry = _held.pop(handle, None)
     if entry is None:
         return False
+    for stream in entry[3].values():
+        stream.close()
     entry[0].destroy()
     return True
 

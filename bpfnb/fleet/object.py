@@ -31,7 +31,7 @@ class FleetObject:
         self._errors: dict[int, str] = {}   # engine id -> why it is out (load failed, lost)
         self.state = "loaded"
         replies = fleet.each(engine.load, self.handle, image, lease, options)
-        layout = {}
+        layout: dict = {}
         for eid, reply in replies.items():
             if reply.ok:
                 layout = layout or reply.value
@@ -39,6 +39,7 @@ class FleetObject:
                 self._errors[eid] = reply.status
         self.skipped = {fleet.hosts[e]: r.value["skipped"] for e, r in replies.items()
                         if r.ok and r.value["skipped"]}
+        self._tabular = set(layout.get("tabular", []))
         self.maps = _Names("map", {n: FleetMap(self, n) for n in layout.get("maps", [])})
         self.progs = _Names("program", {n: FleetProgram(self, n)
                                         for n in layout.get("progs", [])})
@@ -133,7 +134,18 @@ class FleetObject:
                              "engine": self.fleet.ids, "status": list(self.status)})
 
     def to_dfs(self) -> dict:
-        return {m.name: m.to_df() for m in self.maps}
+        """Every key/value map's fleet frame, by name."""
+        return {m.name: m.to_df() for m in self.maps if m.name in self._tabular}
+
+    def live(self, *, interval: float = 1.0):
+        """A live dashboard: each key/value map's total and each .bss number, hosts as
+        lines."""
+        from .. import live
+        views = [live.TimeSeries(m.totals, title=f"{m.name} by host")
+                 for m in self.maps if m.name in self._tabular]
+        views += [live.TimeSeries(lambda v=v: getattr(self.bss, v), title=f".bss {v} by host")
+                  for v in self.bss]
+        return live.live(*views, interval=interval, title=self.name)
 
     def __enter__(self):
         return self
@@ -218,6 +230,31 @@ class FleetMap:
         h.title, h.key_columns, h.log2 = first.title, keys, first.log2
         h.attrs["status"] = status
         return h
+
+    def stream(self, type: str | None = None, **options):
+        """The events of a ring or perf buffer from every host (see FleetStream)."""
+        from .stream import FleetStream
+        return FleetStream(self, type, **options)
+
+    def totals(self, value: str | None = None) -> pd.Series:
+        """The sum of the map's ``value`` column (default: value, else count) by host."""
+        df = self.to_df()
+        column = value or ("value" if "value" in df.columns else "count")
+        return df.groupby("host", observed=False)[column].sum()
+
+    def view(self, kind: str = "series", **options):
+        """A bpfnb.live view of the map: "series" (default) draws each host's total as
+        a line; "top", "lines" and "table" read the fleet frame (host in each key)."""
+        from .. import live
+        if kind == "series":
+            options.setdefault("title", f"{self.name} by host")
+            return live.TimeSeries(self.totals, **options)
+        return live.view_of(self.to_df, kind, **options)
+
+    def live(self, kind: str = "series", *, interval: float = 1.0, **options):
+        """A live dashboard of :meth:`view`."""
+        from .. import live
+        return live.live(self.view(kind, **options), interval=interval)
 
     def __repr__(self):
         return f"<FleetMap {self.name!r} of {self.object.name!r}>"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /* XDP: count the IPv4 UDP packets arriving on an interface by destination port (ports
- * from port_lo to port_hi), and their sizes as a log2 histogram; every packet passes. */
+ * from port_lo to port_hi), their sizes as a log2 histogram, and an event each; every packet passes. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -41,6 +41,11 @@ static __always_inline __u32 log2_slot(__u32 v)
 	return slot;
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 0);		/* sized at load */
+} events SEC(".maps");
+
 SEC("xdp")
 int fleet_count(struct xdp_md *ctx)
 {
@@ -48,6 +53,7 @@ int fleet_count(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct port_key key = {};
+	struct event *e;
 	struct iphdr *ip;
 	struct udphdr *udp;
 	__u64 one = 1, *count;
@@ -78,5 +84,12 @@ int fleet_count(struct xdp_md *ctx)
 	count = bpf_map_lookup_elem(&sizes, &slot);
 	if (count)
 		__sync_fetch_and_add(count, 1);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		e->dport = key.dport;
+		e->len = bpf_ntohs(udp->len);
+		e->ifindex = ctx->ingress_ifindex;
+		bpf_ringbuf_submit(e, 0);
+	}
 	return XDP_PASS;
 }

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("ipyparallel")
 
 import bpfnb  # noqa: E402
-from bpfnb.fleet import FleetObject, engine  # noqa: E402
+from bpfnb.fleet import FleetError, FleetObject, engine  # noqa: E402
 from bpfnb.libbpf import kernel_ids, kernel_prog_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -147,6 +147,25 @@ def test_engine_without_capabilities_has_its_error_others_run(cluster):
     finally:
         fo.destroy()
     wait_gone(5)
+
+
+REJECTED = r"""
+SEC("xdp")
+int fleet_count(struct xdp_md *ctx)
+{
+	/* no bounds check against data_end: every kernel's verifier refuses this */
+	return *(int *)(long)ctx->data == 0 ? XDP_PASS : XDP_DROP;
+}
+"""
+
+
+def test_program_every_kernel_rejects_names_each_host(cluster):
+    fleet = bpfnb.Fleet(cluster.client, targets=privileged_ids(cluster), timeout=20)
+    with pytest.raises(FleetError) as e:
+        fleet.load(REJECTED)
+    for host in cluster.hostnames[:3]:
+        assert f"{host}: VerifierError" in str(e.value)
+    assert not ours()
 
 
 CLIENT = textwrap.dedent("""

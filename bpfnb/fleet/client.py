@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -71,15 +72,24 @@ class Fleet:
                              "or ipengine on each host) and try again")
         self.ids = ids
         self.hosts: dict[int, str] = {}
+        # The lease renewals send from their own thread: one sender at a time.
+        self._sending = threading.Lock()
         self.engines: dict[int, dict] = {}
+        self.errors: dict[int, str] = {}   # engines that did not say who they are
         for eid, reply in self.each(engine.info).items():
-            if not reply.ok:
-                raise RuntimeError(f"engine {eid} does not answer: {reply.status}")
-            self.engines[eid] = reply.value
+            if reply.ok:
+                self.engines[eid] = reply.value
+            else:
+                self.errors[eid] = reply.status
+        if not self.engines:
+            raise RuntimeError("no engine answers: " + "; ".join(
+                f"engine {e}: {s}" for e, s in self.errors.items()))
         names = Counter(e["hostname"] for e in self.engines.values())
         # The host label: the hostname, with the engine id where several engines share it.
-        self.hosts = {eid: e["hostname"] if names[e["hostname"]] == 1
-                      else f"{e['hostname']}#{eid}" for eid, e in self.engines.items()}
+        self.hosts = {eid: (f"engine{eid}" if eid in self.errors else
+                            self.engines[eid]["hostname"]
+                            if names[self.engines[eid]["hostname"]] == 1
+                            else f"{self.engines[eid]['hostname']}#{eid}") for eid in ids}
 
     def each(self, func, *args, ids=None, timeout: float | None = None) -> dict[int, Reply]:
         """``func(*args)`` on every engine in ``ids`` at once; a Reply per engine id.
@@ -90,11 +100,12 @@ class Fleet:
         ids = self.ids if ids is None else ids
         timeout = self.timeout if timeout is None else timeout
         pending, replies = {}, {}
-        for eid in ids:
-            try:
-                pending[eid] = self.client[eid].apply_async(func, *args)
-            except Exception as e:
-                replies[eid] = Reply(error=e)
+        with self._sending:
+            for eid in ids:
+                try:
+                    pending[eid] = self.client[eid].apply_async(func, *args)
+                except Exception as e:
+                    replies[eid] = Reply(error=e)
         deadline = time.monotonic() + timeout
         for eid, ar in pending.items():
             try:

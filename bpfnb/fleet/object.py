@@ -28,9 +28,11 @@ class FleetObject:
         self.handle = f"{self.name or 'object'}-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._errors: dict[int, str] = {}   # engine id -> why it is out (load failed, lost)
+        # engine id -> why it is out (did not answer, load failed, lost)
+        self._errors: dict[int, str] = dict(fleet.errors)
         self.state = "loaded"
-        replies = fleet.each(engine.load, self.handle, image, lease, options)
+        replies = fleet.each(engine.load, self.handle, image, lease, options,
+                             ids=self.live_ids)
         layout: dict = {}
         for eid, reply in replies.items():
             if reply.ok:

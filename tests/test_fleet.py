@@ -90,6 +90,12 @@ def loaded(c, ids, **fleet_options) -> FleetObject:
     return fo
 
 
+def test_host_labels_add_the_engine_id_where_hostnames_repeat():
+    from bpfnb.fleet.client import host_labels
+    assert host_labels({0: "a", 1: "b", 2: "a", 3: None}) == \
+        {0: "a#0", 1: "b", 2: "a#2", 3: "engine3"}
+
+
 def test_one_frame_three_hosts_counts_exact(cluster):
     assert not ours()
     fo = loaded(cluster, privileged_ids(cluster), timeout=20)

@@ -38,6 +38,14 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def host_labels(hostnames: dict) -> dict:
+    """Engine id -> its host label: the hostname, with ``#id`` where several engines
+    share one; ``engine<id>`` for an engine that did not say (hostname None)."""
+    names = Counter(hostnames.values())
+    return {eid: f"engine{eid}" if name is None else name if names[name] == 1
+            else f"{name}#{eid}" for eid, name in hostnames.items()}
+
+
 def is_lost(error: BaseException) -> bool:
     """True when the engine itself is gone or unreachable (not just the call failed)."""
     import ipyparallel
@@ -84,12 +92,7 @@ class Fleet:
         if not self.engines:
             raise RuntimeError("no engine answers: " + "; ".join(
                 f"engine {e}: {s}" for e, s in self.errors.items()))
-        names = Counter(e["hostname"] for e in self.engines.values())
-        # The host label: the hostname, with the engine id where several engines share it.
-        self.hosts = {eid: (f"engine{eid}" if eid in self.errors else
-                            self.engines[eid]["hostname"]
-                            if names[self.engines[eid]["hostname"]] == 1
-                            else f"{self.engines[eid]['hostname']}#{eid}") for eid in ids}
+        self.hosts = host_labels({e: self.engines.get(e, {}).get("hostname") for e in ids})
 
     def each(self, func, *args, ids=None, timeout: float | None = None) -> dict[int, Reply]:
         """``func(*args)`` on every engine in ``ids`` at once; a Reply per engine id.

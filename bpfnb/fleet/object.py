@@ -7,13 +7,25 @@ keeps its error in ``status`` and never costs the other hosts their data.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import uuid
+import weakref
 
 import pandas as pd
 
 from . import engine
 from .client import Reply, describe, is_lost
+
+
+_live: "weakref.WeakSet[FleetObject]" = weakref.WeakSet()
+
+
+@atexit.register
+def _destroy_all():
+    """At exit, tear down on the engines at once rather than when their leases run out."""
+    for fo in list(_live):
+        fo.destroy()
 
 
 class FleetError(RuntimeError):
@@ -54,6 +66,7 @@ class FleetObject:
         self._renewer = threading.Thread(target=self._renew, daemon=True,
                                          name=f"bpfnb-fleet-renew-{self.handle}")
         self._renewer.start()
+        _live.add(self)
 
     # --- hosts and their status ------------------------------------------------
 

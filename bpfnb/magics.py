@@ -3,6 +3,7 @@
 ``%%bpf NAME`` compiles the cell, loads and attaches it, and binds NAME to the
 Object; the registry (bpfnb.registry) owns it from then on. A failed re-run (clang
 error, verifier rejection) leaves the previous object running; a good one replaces it.
+``%%bpf NAME --engines all`` loads the cell on ipyparallel engines instead (bpfnb.fleet).
 """
 
 from __future__ import annotations

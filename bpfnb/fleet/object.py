@@ -121,7 +121,10 @@ class FleetObject:
                     if reply.ok and reply.value:
                         self._errors[eid] = ("LeaseExpired: the engine destroyed the object: "
                                              "its lease ran out before a renewal arrived")
-                    elif not reply.ok and is_lost(reply.error):
+                    elif not reply.ok and is_lost(reply.error) and \
+                            not isinstance(reply.error, TimeoutError):
+                        # a late renewal is a busy engine, not a dead one: the next may
+                        # arrive; an engine the controller declared dead is out
                         self._errors[eid] = reply.status
 
     def destroy(self):

@@ -147,6 +147,21 @@ class Cluster:
         except OSError:
             return ""
 
+    def controller_listens_on(self) -> set[str]:
+        """Local addresses of every TCP socket the controller's processes listen on."""
+        pids = set()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == self.controller.pid:
+                        pids.add(int(entry))
+                except ProcessLookupError:
+                    pass
+        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True,
+                             timeout=30).stdout
+        return {line.split()[3].rpartition(":")[0] for line in out.splitlines()
+                if any(f"pid={pid}," in line for pid in pids)}
+
     def group_alive(self) -> bool:
         try:
             os.killpg(self.controller.pid, 0)

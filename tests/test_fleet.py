@@ -96,6 +96,14 @@ def test_host_labels_add_the_engine_id_where_hostnames_repeat():
         {0: "a#0", 1: "b", 2: "a#2", 3: "engine3"}
 
 
+def test_controller_listens_on_the_test_address_only(cluster):
+    if not shutil.which("ss"):
+        pytest.skip("ss (iproute2) is not installed")
+    # engines and clients: the TEST-NET address; its own schedulers talk over loopback
+    assert fc.controller_ip() in cluster.controller_listens_on() <= {fc.controller_ip(),
+                                                                     "127.0.0.1"}
+
+
 def test_one_frame_three_hosts_counts_exact(cluster):
     assert not ours()
     fo = loaded(cluster, privileged_ids(cluster), timeout=20)

@@ -210,8 +210,9 @@ def test_client_sigkilled_engines_destroy_within_lease(cluster, tmp_path):
         assert len(ours()) == 3
         client.send_signal(signal.SIGKILL)
         client.wait(timeout=10)
-        took = wait_gone(3 + 2)
-        assert took <= 3 + 1, took  # the lease, plus the watchdog's check interval
+        took = wait_gone(3 + 5)
+        # the lease, plus the watchdog's check interval and slack for a loaded machine
+        assert took <= 3 + 2, took
         assert all(handle not in cluster.client[e].apply_sync(engine.held) for e in ids)
     finally:
         if client.poll() is None:
@@ -229,7 +230,7 @@ def test_engine_killed_mid_run_other_hosts_keep_their_data(cluster):
         assert dict(zip(df["host"], df["value"])) == {cluster.hostnames[0]: SENT[0],
                                                       cluster.hostnames[2]: SENT[2]}
         status = df.attrs["status"]
-        assert status[killed] != "ok" and ("Error" in status[killed]), status
+        assert status[killed].split(":")[0] in ("EngineError", "TimeoutError"), status
         assert fo.status[killed] == status[killed]
         # the dead engine is skipped afterwards: no second wait for it
         t0 = time.monotonic()

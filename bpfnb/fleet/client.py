@@ -116,7 +116,8 @@ class Fleet:
             except Exception as e:
                 if isinstance(e, TimeoutError) or type(e).__name__ == "TimeoutError":
                     e = TimeoutError(f"engine {eid} ({self.hosts.get(eid, 'starting')}) did "
-                                     f"not answer within {timeout:g} s")
+                                     f"not answer within {timeout:g} s: it died, hangs, or "
+                                     f"is busy (Fleet(timeout=...) sets the bound)")
                 replies[eid] = Reply(error=e)
         return {eid: replies[eid] for eid in ids}
 

@@ -346,6 +346,17 @@ def objects_frame():
 def _show_data(obj):
     """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
     import pandas as pd
+    from .fleet import FleetObject
+    if isinstance(obj, FleetObject):
+        for map_name, df in obj.to_dfs().items():
+            _heading(map_name)
+            display(df)
+        for section in ("bss", "data"):
+            g = getattr(obj, section)
+            if list(g):
+                _heading(f"{section} by host")
+                display(pd.DataFrame({var: getattr(g, var) for var in g}))
+        return
     for map_name, df in obj.to_dfs().items():
         _heading(map_name)
         display(df)

@@ -8,6 +8,7 @@ SIGKILLed (its lease runs out and every engine destroys the object).
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -273,6 +274,12 @@ def test_magic_engines_rerun_stop_and_unload_tear_down_everywhere(cluster, monke
         assert second.bss.udp_packets.to_dict() == dict(zip(cluster.hostnames, SENT))
         assert len(ours()) == 3
         assert "counter" in shell.run_line_magic("bpf", "list")["name"].tolist()
+        with capture_output() as cap:
+            shell.run_line_magic("bpf", "show counter")
+        shown = [o.data["text/plain"] for o in cap.outputs]
+        assert "bss by host" in shown
+        assert all(re.search(rf"^{h}\s+{n}$", shown[-1], re.M)
+                   for h, n in zip(cluster.hostnames, SENT)), shown[-1]
         with capture_output():
             shell.run_line_magic("bpf", "stop counter")
         assert second.state == "destroyed"

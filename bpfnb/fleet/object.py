@@ -15,7 +15,7 @@ import weakref
 import pandas as pd
 
 from . import engine
-from .client import Reply, describe, is_lost
+from .client import Reply, is_lost
 
 
 _live: "weakref.WeakSet[FleetObject]" = weakref.WeakSet()

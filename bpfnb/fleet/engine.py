@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -152,6 +153,9 @@ def _watch():
             expired = [h for h, e in _held.items() if e[2] <= now]
             shortest = min(e[1] for e in _held.values())
         for handle in expired:
-            destroy(handle)
+            try:
+                destroy(handle)
+            except Exception as e:  # the watchdog must outlive one failed teardown
+                print(f"bpfnb fleet: destroying {handle} failed: {e!r}", file=sys.stderr)
         # Check a few times per lease, so an object outlives its lease by a quarter at most.
         time.sleep(min(0.5, shortest / 4))

@@ -44,6 +44,9 @@ def __getattr__(name):
     # The module is callable, and has the views: bpfnb.live.TopN, bpfnb.live.plot_maps.
     if name == "live":
         return importlib.import_module(".live", __name__)
+    if name == "Fleet":  # ipyparallel is imported only by those who use a fleet
+        from .fleet import Fleet
+        return Fleet
     # Submodules as attributes (bpfnb.libbpf.Object, bpfnb.frames...), imported when asked.
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
         return importlib.import_module(f".{name}", __name__)

@@ -10,6 +10,7 @@ Python frames (``BPFCellError._render_traceback_`` for the magic's own, a handle
 with ``shell.set_custom_exc`` for those raised by bpfnb calls in ordinary cells);
 ``%bpf why`` shows the last one in full: the whole verifier log, the libbpf log,
 clang's command and the Python traceback.
+``%%bpf NAME --engines all`` loads the cell on ipyparallel engines instead (bpfnb.fleet).
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class BPFMagics(Magics):
     @argument("--speed", type=float, metavar="X",
               help="with --replay/--recording: replay at X times the recorded pace "
                    "(dashboards animate); default: everything at once")
+    @argument("--engines", metavar="all|0,2",
+              help="load on these ipyparallel engines instead of here: NAME is a "
+                   "FleetObject, its frames have a host column (see bpfnb.fleet)")
+    @argument("--profile", help="with --engines: the ipyparallel profile of the cluster")
     @cell_magic("bpf")
     def bpf_cell(self, line, cell):
         """Compile the cell's BPF C with clang, load it through libbpf, attach it, and
@@ -128,6 +133,8 @@ class BPFMagics(Magics):
             raise UsageError("the %%bpf cell is empty: write BPF C below the %%bpf line")
         values = _parse_sets(args.set)
         cflags = shlex.split(args.cflags) + [f"-D{d}" for d in args.defines]
+        if args.engines is not None or args.profile is not None:
+            return self._fleet_cell(args, cell, cflags, values)
 
         obj, notes, warnings = self._open_and_load(name, cell, cflags, values,
                                                    load=not args.no_load)
@@ -181,6 +188,30 @@ class BPFMagics(Magics):
         except BaseException:
             obj.destroy()
             raise
+
+    def _fleet_cell(self, args, cell, cflags, values):
+        """``--engines``: compile here, load on the engines (bpfnb.fleet does the work)."""
+        from .fleet import Fleet, FleetError
+        name = args.name
+        if args.seconds is not None or args.no_load or args.plot:
+            raise UsageError("--engines loads and attaches on every engine: it cannot go "
+                             "with --for, --plot or --no-load")
+        targets = _engine_targets(args.engines or "all")
+        try:
+            result = build.build("\n" + cell, cflags + output.cflags(cell),
+                                 filename=CELL_FILENAME)
+        except build.CompileError as e:
+            raise BPFCellError(f"%%bpf {name}: the cell does not compile{_kept(name)}.\n"
+                               f"{_describe(e)}", e) from None
+        try:
+            fleet = Fleet(targets=targets, profile=args.profile)
+            fo = fleet.load(result.path, name=name, set=values, attach=not args.no_attach)
+        except (OSError, ValueError, RuntimeError, FleetError) as e:
+            raise BPFCellError(f"%%bpf {name} --engines: {e}{_kept(name)}", e) from None
+        registry.install(name, fo)  # a re-run tears the previous NAME down on every engine
+        self.shell.user_ns[name] = fo
+        if not args.quiet:
+            display(fo.summary())
 
     def _parse_cell_line(self, line):
         """Shell-like quoting (``--set 'msg="hi there"'``), and ``--cflags "-O1 -g"``
@@ -424,9 +455,16 @@ class BPFMagics(Magics):
 def objects_frame():
     """The registry's live objects as a DataFrame (what ``%bpf list`` shows)."""
     import pandas as pd
+    from .fleet import FleetObject
     rows = []
     for entry in registry.entries():
         obj = entry.obj
+        if isinstance(obj, FleetObject):
+            rows.append({"name": entry.name, "state": f"on {len(obj.live_ids)} engines",
+                         "programs": ", ".join(p.name for p in obj.progs),
+                         "maps": ", ".join(m.name for m in obj.maps),
+                         "age_s": round(entry.age, 1)})
+            continue
         progs = [p for p in obj.progs if p.autoload]
         runs = run_ns = None
         if obj.state == "loaded":
@@ -452,6 +490,17 @@ def objects_frame():
 def _show_data(obj):
     """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
     import pandas as pd
+    from .fleet import FleetObject
+    if isinstance(obj, FleetObject):
+        for map_name, df in obj.to_dfs().items():
+            _heading(map_name)
+            display(df)
+        for section in ("bss", "data"):
+            g = getattr(obj, section)
+            if list(g):
+                _heading(f"{section} by host")
+                display(pd.DataFrame({var: getattr(g, var) for var in g}))
+        return
     for map_name, df in obj.to_dfs().items():
         _heading(map_name)
         display(df)
@@ -479,8 +528,9 @@ def _print_maps(name, obj):
 
 def _print_before_stop(name):
     """What %bpf stop shows: detach (the counts stop moving), then print the maps."""
+    from .fleet import FleetObject
     obj = registry.get(name)
-    if obj is None or obj.state != "loaded":
+    if obj is None or obj.state != "loaded" or isinstance(obj, FleetObject):
         return
     try:
         obj.detach()
@@ -641,11 +691,24 @@ _CAUGHT = (BPFCellError, BPFError, ObjectClosedError, build.CompileError,
 
 def _kept(name: str) -> str:
     """What a failed re-run leaves, for the error's first line."""
+    from .fleet import FleetObject
     old = registry.get(name)
     if old is None or old.state == "destroyed":
         return ""
+    if isinstance(old, FleetObject):
+        return f"; the previous {name} keeps running on its engines"
     running = any(p.links for p in old.progs)
     return f"; the previous {name} {'keeps running' if running else 'is kept'}"
+
+
+def _engine_targets(text: str):
+    """``--engines all`` or ``--engines 0,2`` -> "all" or [0, 2]."""
+    if text == "all":
+        return "all"
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--engines {text}: write all, or engine ids such as 0,2") from None
 
 
 def _live_names() -> str:

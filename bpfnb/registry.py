@@ -7,6 +7,10 @@ attaches the new one before the old one is destroyed, so for a moment both count
 process is killed, the kernel itself detaches everything: links and programs are file
 descriptors and nothing is pinned.
 
+A fleet object (``%%bpf NAME --engines``, bpfnb.fleet.FleetObject) is owned the same
+way: ``stop`` destroys it on every engine; when this process dies, each engine
+destroys it once its lease runs out.
+
 Knowing when an object goes away (for live views):
 
 - poll ``obj.state == "destroyed"``: works for every Object, also one destroyed by
@@ -31,7 +35,7 @@ from .libbpf import Object
 @dataclass
 class Entry:
     name: str
-    obj: Object
+    obj: Object  # or a bpfnb.fleet.FleetObject: the same state and destroy()
     created: float = field(default_factory=time.monotonic)  # for ages
     callbacks: list = field(default_factory=list)
 
@@ -47,7 +51,7 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._lock = threading.RLock()
 
-    def install(self, name: str, obj: Object) -> Entry:
+    def install(self, name: str, obj) -> Entry:
         """Own ``obj`` under ``name``, destroying the object that had the name."""
         with self._lock:
             old = self._entries.get(name)

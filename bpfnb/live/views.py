@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .. import frames
+from .. import aggregate, frames, hist
 from ..libbpf import Map, ObjectClosedError
 from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
 from ..libbpf.object import Globals
@@ -186,7 +186,10 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
-_COMPACT = FuncFormatter(lambda v, _: _si(v))   # value ticks of bounded width: "2.5M"
+def _compact() -> FuncFormatter:
+    """Value ticks of bounded width ("2.5M"). One per axis: a formatter keeps the
+    axis it was given, so a shared one would keep a stopped dashboard's figure."""
+    return FuncFormatter(lambda v, _: _si(v))
 
 
 def _bound(x: float) -> str:
@@ -222,6 +225,7 @@ class View:
 
     html = False
     accepts: tuple = (Map,)   # the sources it reads, besides callables
+    _drawn: tuple = ()        # attributes holding its matplotlib artists
 
     def __init__(self, source, title: str | None = None):
         if not (isinstance(source, self.accepts) or callable(source)):
@@ -279,6 +283,15 @@ class View:
     def close(self):
         """Release what the view owns (a stream it opened itself)."""
 
+    def release(self):
+        """Drop the axes, the artists and the source, keeping what was read (``data``,
+        ``history``, ``rows``): a stopped dashboard must not hold a figure or a BPF
+        object's maps. Call close() first."""
+        self.ax = None
+        self._source = None
+        for name in self._drawn:
+            setattr(self, name, type(getattr(self, name))())
+
     def _fit_y(self, top: float, need: int) -> int:
         """Move the y limit (``self._scale``) to fit ``top``; a new limit may widen the
         tick labels on the left, so the layout is redone."""
@@ -298,6 +311,7 @@ class TimeSeries(View):
     """
 
     accepts = (Map, Globals)
+    _drawn = ("lines",)
 
     def __init__(self, source, names: list[str] | None = None, *, rate: bool = True,
                  window: float = 60.0, title: str | None = None):
@@ -313,7 +327,7 @@ class TimeSeries(View):
         super().setup(ax)
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -369,6 +383,8 @@ class TopN(View):
     every ``rerank`` seconds, so that labels do not flicker on a busy machine.
     """
 
+    _drawn = ("bars",)
+
     def __init__(self, source, n: int = 10, *, key=None, value: str | None = None,
                  rate: bool = False, rerank: float = 1.0, title: str | None = None):
         super().__init__(source, title)
@@ -388,7 +404,7 @@ class TopN(View):
                                  animated=True, color="C0"))
         ax.set_ylim(self.n - 0.5, -0.5)   # largest on top
         ax.set_xlim(0, self._scale.top)
-        ax.xaxis.set_major_formatter(_COMPACT)
+        ax.xaxis.set_major_formatter(_compact())
         ax.set_yticks([])
         ax.tick_params(labelsize=8)
 
@@ -445,6 +461,8 @@ class Histogram(View):
     histogram is drawn summed over its keys.
     """
 
+    _drawn = ("bars",)
+
     def __init__(self, source, *, title: str | None = None):
         super().__init__(source, title)
         self.data = pd.DataFrame(columns=["low", "high", "count"])
@@ -455,7 +473,7 @@ class Histogram(View):
     def setup(self, ax):
         super().setup(ax)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.tick_params(labelsize=8)
         ax.set_ylabel("count", fontsize=8)
 
@@ -498,6 +516,8 @@ class KeyLines(View):
     flicker between keys of similar size.
     """
 
+    _drawn = ("lines",)
+
     def __init__(self, source, n: int = 5, *, key=None, value: str | None = None,
                  rate: bool = True, window: float = 60.0, rerank: float = 1.0,
                  title: str | None = None):
@@ -519,7 +539,7 @@ class KeyLines(View):
                       for i in range(self.n)]
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -684,9 +704,10 @@ def object_views(obj, maps: list[str] | None = None) -> list[View]:
 
 
 def _is_histogram(m: Map) -> bool:
-    """bpf/bpfnb.h's histogram maps and libbpf-tools' ``struct hist``, by value type."""
-    return (m.value_type.startswith(("struct bpfnb_hist", "struct bpfnb_lhist__"))
-            or m.value_type == "struct hist")
+    """What its types say is a histogram (hist.is_histogram: bpfnb.h's BPFNB_HIST and
+    BPFNB_LHIST, libbpf-tools' slot arrays whatever their struct's name, slot-keyed
+    counts), and bpfnb.h's BPFNB_HISTK."""
+    return hist.is_histogram(m) or aggregate.kind(m) == "histk"
 
 
 def _numeric_names(g: Globals) -> list[str]:

@@ -4,11 +4,10 @@ by a real Jupyter kernel), the programs' events caused by the test."""
 
 import base64
 import gc
-import os
+import json
 import subprocess
 import sys
 import threading
-import time
 import weakref
 from pathlib import Path
 
@@ -206,7 +205,6 @@ def test_rerunning_cells_100_times_leaves_no_thread_and_little_memory(need_root)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    import json
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["threads_left"] == []
     assert got["rss_growth"] <= RERUN_RSS_BOUND, got

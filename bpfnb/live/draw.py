@@ -20,8 +20,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .views import (DPI, RELAYOUT, REDRAW, WIDTH_IN, TimeSeries, TopN, View,
-                    _numeric_names, object_views)
+from .sources import _numeric_names
+from .views import DPI, RELAYOUT, REDRAW, WIDTH_IN, TimeSeries, TopN, View, object_views
 
 ROW_IN = 3.0
 BACKGROUND = (255, 255, 255)

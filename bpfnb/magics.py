@@ -481,7 +481,8 @@ def _ms(seconds: float) -> str:
 
 def _cell_started(info):
     """The registry closes what the last run of this cell made (its dashboards)."""
-    registry.cell_started(info.cell_id or ("text", hash(info.raw_cell)))
+    cell_id = getattr(info, "cell_id", None)  # Jupyter's; None in a terminal
+    registry.cell_started(cell_id or ("text", hash(info.raw_cell)))
 
 
 def _cell_finished(result):

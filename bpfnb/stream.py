@@ -30,6 +30,7 @@ import numpy as np
 from .libbpf import BPFError, ObjectClosedError
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
 from .libbpf.ringbuf import PerfBuffer, RingBuffer
+from .registry import registry
 
 DEFAULT_MAX_ROWS = 1_000_000
 # How soon a waiting thread notices that its Object was destroyed.
@@ -183,7 +184,6 @@ class EventStream:
 def _close_on_teardown(stream, obj):
     """Close ``stream`` right before the registry tears ``obj`` down (if it owns it),
     while its ring buffer still exists; the cancel function, or None."""
-    from .registry import registry
     if not registry.owns(obj):
         return None
     ref = weakref.ref(stream)   # the registry must not keep a dropped stream alive

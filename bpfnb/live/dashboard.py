@@ -187,7 +187,7 @@ class Dashboard(widgets.VBox):
         """Stop, and close the widgets (they disappear from the notebook), with their
         layout and style widgets: ipywidgets holds every widget until it is closed."""
         self.stop()
-        boxes = [self]
+        boxes = [self] if self._stop is not None else []   # else __init__ failed early
         while boxes:
             w = boxes.pop()
             boxes.extend(getattr(w, "children", ()))

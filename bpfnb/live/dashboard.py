@@ -319,14 +319,16 @@ class Dashboard(widgets.VBox):
         if png:
             parts.append(f'<img src="data:image/png;base64,{png}" alt="last frame"/>')
         parts += [t.value for t in self.tables] + [self.status.value]
-        bundle = {"text/plain": repr(self), "text/html": "<div>" + "<br/>".join(parts) + "</div>"}
+        bundle = {"text/plain": repr(self),
+                  "text/html": "<div>" + "<br/>".join(parts) + "</div>"}
         if png:
             bundle["image/png"] = png
         return bundle
 
     def _repr_mimebundle_(self, **kwargs):
-        """The widget while it runs (with its last frame as image/png, for a notebook
-        saved meanwhile); its still once it has stopped (its widgets may be closed)."""
+        """The widget while it runs (with its last frame as image/png, for viewers of a
+        notebook saved meanwhile that cannot show widgets); its still once it has
+        stopped (its widgets may be closed)."""
         if self._finished:
             return self.still()
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -13,7 +13,9 @@ after N more and ``%bpf stop --all``; threads are counted before the first cell 
 right after ``%bpf stop --all`` (no waiting: dashboards and streams stop with their
 object). Targets: RSS growth <= 10 MB for 1,000 re-runs, no thread left.
 
-    python bench/bench_rerun_memory.py [N]      (default 1000; N=100 takes ~15 s)
+    python bench/bench_rerun_memory.py [N]      (default 1000: ~6 min on a busy 2-core
+                                                  machine, a new dashboard's first frame
+                                                  being most of a re-run; N=100: ~40 s)
 
 Prints JSON lines: {"bench": "rerun_memory", "metric": ..., "value": ..., "unit": ...,
 "baseline": ..., "reruns": N}.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import functools
 import html
 import keyword
 import re
@@ -721,17 +722,57 @@ def _ms(seconds: float) -> str:
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
+def _cell_started(info):
+    """The registry closes what the last run of this cell made (its dashboards)."""
+    cell_id = getattr(info, "cell_id", None)  # Jupyter's; None in a terminal
+    registry.cell_started(cell_id or ("text", hash(info.raw_cell)))
+
+
+def _cell_finished(result):
+    registry.cell_finished()
+
+
+_DASHBOARD = ("bpfnb.live.dashboard", "Dashboard")
+
+
+def _show_dashboard(shell, dash):
+    """A dashboard is shown under a display id; once it stops, its still (the last
+    frame, which a saved notebook keeps) takes the widgets' place, and they are closed
+    to free them. Outside a Jupyter kernel there is no output to replace."""
+    if getattr(shell, "kernel", None) is None:
+        display(dash._repr_mimebundle_(), raw=True)
+        dash.when_stopped(lambda d: d.close())
+        return
+    handle = display(dash._repr_mimebundle_(), raw=True, display_id=True)
+
+    def stopped(d):
+        handle.update(d.still(), raw=True)
+        d.close()
+    dash.when_stopped(stopped)
+
+
 def load_ipython_extension(ipython):
     ipython.register_magics(BPFMagics)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
         ipython.set_custom_exc(_CAUGHT, _show_error)
     enable_stats()  # run counts for %bpf list, from now on; False without privilege
+    events = ipython.events
+    if _cell_started not in events.callbacks["pre_run_cell"]:
+        events.register("pre_run_cell", _cell_started)
+        events.register("post_run_cell", _cell_finished)
+    ipython.display_formatter.ipython_display_formatter.for_type_by_name(
+        *_DASHBOARD, functools.partial(_show_dashboard, ipython))
 
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
     if ipython.custom_exceptions == _CAUGHT:
         ipython.set_custom_exc((), None)
+    events = ipython.events
+    if _cell_started in events.callbacks["pre_run_cell"]:
+        events.unregister("pre_run_cell", _cell_started)
+        events.unregister("post_run_cell", _cell_finished)
+    ipython.display_formatter.ipython_display_formatter.pop(".".join(_DASHBOARD), None)
     magics = ipython.magics_manager.magics
     magics["cell"].pop("bpf", None)
     magics["line"].pop("bpf", None)

@@ -17,7 +17,11 @@ Knowing when an object goes away (for live views):
   hand, by garbage collection, or at exit;
 - or ``registry.on_teardown(obj, callback)`` for an object the registry owns: the
   callback runs *before* the object is destroyed, so a thread reading its maps or ring
-  buffers can stop while they still exist.
+  buffers can stop while they still exist (dashboards and streams do).
+
+What a cell made besides objects (dashboards): the magic tells the registry which cell
+runs (``cell_started``); ``adopt(thing)`` ties a thing to it, and the next run of that
+cell closes it, since that run replaces the cell's output.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import atexit
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,6 +55,11 @@ class Registry:
     def __init__(self):
         self._entries: dict[str, Entry] = {}
         self._lock = threading.RLock()
+        # Never held while calling out: a thread may cancel its callback while this
+        # thread, holding _lock, waits for it (install -> stop -> callbacks).
+        self._callbacks_lock = threading.Lock()
+        self._cell = None   # the key of the cell running now
+        self._made: dict = {}   # cell key -> weak references to what its last run made
 
     def install(self, name: str, obj) -> Entry:
         """Own ``obj`` under ``name``, destroying the object that had the name."""
@@ -81,14 +91,23 @@ class Registry:
         with self._lock:
             return any(e.obj is obj for e in self._entries.values())
 
-    def on_teardown(self, obj: Object, callback: Callable[[Object], None]):
-        """Call ``callback(obj)`` right before the registry destroys ``obj``."""
+    def on_teardown(self, obj: Object, callback: Callable[[Object], None]
+                    ) -> Callable[[], None]:
+        """Call ``callback(obj)`` right before the registry destroys ``obj``. Returns a
+        function that cancels it: what stops earlier (a dashboard, a stream) calls it, so
+        the callbacks of a long-lived object do not pile up."""
         with self._lock:
-            for entry in self._entries.values():
-                if entry.obj is obj:
-                    entry.callbacks.append(callback)
-                    return
-        raise ValueError(f"{obj!r} is not owned by the registry: poll obj.state instead")
+            entry = next((e for e in self._entries.values() if e.obj is obj), None)
+            if entry is None:
+                raise ValueError(f"{obj!r} is not owned by the registry: poll obj.state "
+                                 f"instead")
+            with self._callbacks_lock:   # a new list: stop() may be going through the old
+                entry.callbacks = entry.callbacks + [callback]
+
+        def cancel():
+            with self._callbacks_lock:
+                entry.callbacks = [c for c in entry.callbacks if c is not callback]
+        return cancel
 
     def stop(self, name: str) -> bool:
         """Destroy the object called ``name``; False if there was none."""
@@ -109,6 +128,34 @@ class Registry:
         with self._lock:
             names = list(self._entries)
         return [n for n in names if self.stop(n)]
+
+    # --- what cells made besides objects ---------------------------------------
+
+    def cell_started(self, key):
+        """Cell ``key`` (Jupyter's cell id, else its text) starts running: close what
+        its previous run adopted, whose output this run replaces."""
+        with self._lock:
+            made = self._made.pop(key, [])
+            self._cell = key
+            for k in [k for k, refs in self._made.items() if all(r() is None for r in refs)]:
+                del self._made[k]
+        for ref in made:
+            thing = ref()
+            if thing is not None:
+                thing.close()
+
+    def cell_finished(self):
+        with self._lock:
+            self._cell = None
+
+    def adopt(self, thing) -> bool:
+        """Tie ``thing`` (it has ``close()``; held weakly) to the cell running now, if
+        any: the next run of that cell closes it."""
+        with self._lock:
+            if self._cell is None:
+                return False
+            self._made.setdefault(self._cell, []).append(weakref.ref(thing))
+            return True
 
 
 registry = Registry()

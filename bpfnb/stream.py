@@ -9,9 +9,11 @@
 
 A thread waits on the buffer with epoll and moves records, decoded in numpy batches,
 into a bounded buffer (the oldest rows go first, counted in ``dropped``). It stops on
-``close()``, when the stream is garbage collected, and soon after its Object is
-destroyed (after collecting what was left in the buffer); it holds its own fd and
-mappings, so the Object's teardown never waits for it nor pulls memory from under it.
+``close()``, when the stream is garbage collected, right before the registry tears its
+Object down (re-run of its cell, ``%bpf stop``, exit) and within POLL_INTERVAL of any
+other destruction, in each case after collecting what was left in the buffer; the rows
+stay readable. It holds its own fd and mappings, so the Object's teardown never waits
+for it nor pulls memory from under it.
 ``to_df()`` and ``tail()`` first have the thread read the buffer once more, so they
 hold every record committed before the call.
 
@@ -35,6 +37,7 @@ from .libbpf import BPFError
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
 from .libbpf.ringbuf import PerfBuffer, RingBuffer
 from .lost import LostCounter
+from .registry import registry
 
 DEFAULT_MAX_ROWS = 1_000_000
 # How soon a waiting thread notices that its Object was destroyed.
@@ -91,8 +94,9 @@ class EventStream:
         except BaseException:
             reader.close()
             raise
+        cancel = _close_on_teardown(self, obj)
         # Stops the thread when the stream is dropped without close().
-        self._finalizer = weakref.finalize(self, self._collector.stop)
+        self._finalizer = weakref.finalize(self, _stop, self._collector, cancel)
         self._collector.start()
 
     # --- counters -----------------------------------------------------------
@@ -205,6 +209,29 @@ class EventStream:
                      else f"lost: unknown ({self.lost_reason})")
         return (f"<EventStream {self.map_name!r} of {what}, {state}: {len(self)} rows, "
                 f"{lost_text}>")
+
+
+def _close_on_teardown(stream, obj):
+    """Close ``stream`` right before the registry tears ``obj`` down (if it owns it),
+    while its ring buffer still exists; the cancel function, or None."""
+    if not registry.owns(obj):
+        return None
+    ref = weakref.ref(stream)   # the registry must not keep a dropped stream alive
+
+    def close(_obj):
+        s = ref()
+        if s is not None:
+            s.close()
+    try:
+        return registry.on_teardown(obj, close)
+    except ValueError:   # torn down meanwhile: the thread notices by itself
+        return None
+
+
+def _stop(collector, cancel):
+    collector.stop()
+    if cancel is not None:
+        cancel()
 
 
 def _typed_records(runs: list, dtype: np.dtype):

@@ -153,16 +153,18 @@ def test_plotted_values_are_the_maps_values(obj, worker):
     live = bpfnb.live
     top = live.TopN(obj.maps.calls, n=5, rerank=0)
     hist = live.Histogram(obj.maps.offsets)
-    rates = live.TimeSeries(obj.bss, ["total"], window=0.5)   # a window the test fills
-    lines = live.KeyLines(obj.maps.calls, n=3, window=0.5)
+    # Windows the two points fill: 1.2 s apart, which a slow frame (a busy machine) does
+    # not push out of 3 s.
+    rates = live.TimeSeries(obj.bss, ["total"], window=3.0)
+    lines = live.KeyLines(obj.maps.calls, n=3, window=3.0)
     dash = bpfnb.live(top, hist, rates, lines, start=False)
     try:
         dash.refresh()                        # baseline for the rates
         worker.cause(getppid=30, getpgrp=20, getsid=10, offsets=[0, 1, 5, 6, 1000])
-        time.sleep(0.2)                       # lines that span part of the window
+        time.sleep(0.2)
         dash.refresh()
         worker.cause(getppid=5, getpgrp=30, offsets=[7])
-        time.sleep(0.2)
+        time.sleep(1.2)                       # lines that span part of the window
         dash.refresh()
 
         # Top-N: bar widths are the map's counts at this refresh, largest first.

@@ -11,10 +11,11 @@ Drawing: one matplotlib figure rendered with Agg. Axes, ticks and labels are dra
 only when they change (new limits, new labels); every other frame restores that
 background and redraws the animated artists in place (blitting), then encodes the
 pixels to PNG for an ``ipywidgets.Image``. A daemon thread per dashboard refreshes it;
-it stops by itself when a BPF object it reads is destroyed.
+it ends with the BPF objects it reads, keeping its last frame (``Dashboard.still()``).
 
-The package: ``views`` (sources, scales, the View classes), ``draw`` (Agg figure,
-blitting, PNG, ``plot_maps``), ``dashboard`` (the widget, ``live()``, ``stop_all()``).
+The package: ``sources`` (reading maps, globals, callables), ``scales`` (axis limits,
+labels), ``views`` (the View classes), ``draw`` (Agg figure, blitting, PNG,
+``plot_maps``), ``dashboard`` (the widget, ``live()``, ``stop_all()``).
 Only live/dashboard.py of bpfnb knows about ipywidgets.
 """
 
@@ -25,9 +26,10 @@ import types
 
 from .dashboard import WATCH_S, Dashboard, live, stop_all
 from .draw import BACKGROUND, ROW_IN, Panels, StaticPlot, plot_maps, png_bytes
+from .scales import bucket_label, nice_ceiling
+from .sources import labels_values
 from .views import (BLIT, DPI, LABEL_CHARS, REDRAW, RELAYOUT, VIEWS, WIDTH_IN, Histogram,
-                    KeyLines, Table, TimeSeries, TopN, View, bucket_label, labels_values,
-                    nice_ceiling, object_views, view_of)
+                    KeyLines, Table, TimeSeries, TopN, View, object_views, view_of)
 
 __all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",
            "KeyLines", "Table", "VIEWS", "view_of", "object_views", "plot_maps",

@@ -1,8 +1,13 @@
 """The Dashboard widget: views drawn by ``Panels`` into an ``ipywidgets.Image``, with
 controls (pause, stop, interval) and a status line.
 
-A daemon thread per dashboard refreshes it; it stops by itself when a BPF object it
-reads is destroyed.
+A daemon thread per dashboard refreshes it. It ends with its BPF objects: right before
+the registry tears one down (re-run of its cell, ``%bpf stop``, exit), or within
+WATCH_S of any other destruction (``obj.destroy()``, garbage collection). A stopped
+dashboard keeps its last frame (the Image's PNG, the tables' HTML) and drops the rest:
+figure, canvas, artists, sources. ``still()`` is that last frame as a mime bundle, which
+the magic's display puts in place of the widgets once the dashboard stops, so a saved
+notebook shows it. A dashboard made in a cell is closed when that cell runs again.
 
 Only this module (live/dashboard.py) of bpfnb knows about ipywidgets.
 """
@@ -10,16 +15,19 @@ Only this module (live/dashboard.py) of bpfnb knows about ipywidgets.
 from __future__ import annotations
 
 import atexit
+import base64
 import html
 import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from ..libbpf import ObjectClosedError
-from .draw import Panels, _pixels, _stack, png_bytes
+from ..registry import registry
+from .draw import Panels, _pixels, _stack, png_bytes, png_pixels
 from .views import view_of
 
 WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
@@ -34,10 +42,12 @@ class Dashboard(widgets.VBox):
 
     Controls: pause/resume, stop, the interval, and a status line (refresh rate, rows,
     events lost). It stops by itself when a BPF object it reads is destroyed;
-    ``stop()`` ends its thread. ``snapshot(path)`` writes the current view as PNG.
+    ``stop()`` ends its thread, keeping the last frame. ``snapshot(path)`` writes the
+    current (or last) view as PNG; ``still()`` is the last frame as a mime bundle.
     """
 
     _stop: threading.Event | None = None   # set at the end of a successful __init__
+    _finished = False
 
     def __init__(self, views, interval: float = 1.0, title: str | None = None,
                  start: bool = True):
@@ -46,7 +56,9 @@ class Dashboard(widgets.VBox):
             raise ValueError("a dashboard needs at least one view (a map, obj.bss, a stream...)")
         if interval <= 0:
             raise ValueError("interval must be > 0 seconds")
-        self.panels = Panels(self.views)
+        self.panels: Panels | None = Panels(self.views)   # None once stopped
+        self.title = title
+        self._plots = bool(self.panels.plots)
         self.interval = float(interval)
         self.frames = 0
         self.fps = 0.0
@@ -54,6 +66,11 @@ class Dashboard(widgets.VBox):
         self.error: BaseException | None = None
         self.reason = ""
         self._draw_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._exited = False   # the thread is out of its loop
+        self._late = False     # stop() gave up waiting: the thread finishes on its way out
+        self._when_stopped: list = []
+        self._cancels: list = []   # of the registry's teardown callbacks
         self._paused = False
         self._thread: threading.Thread | None = None
         self._last_frame = 0.0
@@ -77,6 +94,14 @@ class Dashboard(widgets.VBox):
         self.tables = [widgets.HTML() for _ in self.panels.tables]
         super().__init__(header + [controls] + shown + self.tables + [self.status])
         self._stop = threading.Event()
+        owners = {id(o): o for v in self.views if (o := v.owner) is not None}
+        for obj in owners.values():
+            if registry.owns(obj):
+                try:
+                    self._cancels.append(registry.on_teardown(obj, self._torn_down))
+                except ValueError:   # torn down meanwhile: the thread will notice
+                    pass
+        registry.adopt(self)   # closed when the cell that made it runs again
         self._show_status("ready")
         if start:
             self.start()
@@ -98,31 +123,79 @@ class Dashboard(widgets.VBox):
         return self
 
     def stop(self, reason: str = "stopped", timeout: float = 5.0):
-        """Stop refreshing and end the thread (waits for it up to ``timeout`` s)."""
+        """Stop refreshing and end the thread (waits for it up to ``timeout`` s); the
+        last frame stays, the figure and the sources are let go."""
         if self._stop is None:   # __init__ failed (ipywidgets' __del__ still calls close)
             return
-        first = not self._stop.is_set()
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        with self._state_lock:
+            if not self._stop.is_set():
+                self.reason = reason
+                self._stop.set()
+            thread = self._thread
+        here = thread is threading.current_thread()
+        if thread is not None and not here:
             thread.join(timeout)
-        if first:
-            self.reason = reason
-            for view in self.views:
-                view.close()
-            self.pause_button.disabled = self.stop_button.disabled = True
-            self.slider.disabled = True
-            self._show_status(reason)
+        with self._state_lock:
+            # A thread still drawing (a slow source) finishes the job when it gets out.
+            now = thread is None or here or self._exited
+            self._late = not now
+        if now:
+            self._finish()
         _running.discard(self)
 
+    def _torn_down(self, obj):
+        self.stop(f"stopped: the BPF object {obj.name!r} was destroyed")
+
+    def _finish(self):
+        """Once, after the thread: keep the last frame, drop the rest, tell who asked."""
+        with self._state_lock:
+            if self._finished:
+                return
+            self._finished = True
+            callbacks, self._when_stopped = self._when_stopped, []
+        for cancel in self._cancels:
+            cancel()
+        self._cancels = []
+        with self._draw_lock:
+            for view in self.views:
+                try:
+                    view.close()
+                except Exception as e:   # one view's stream must not keep the figure
+                    warnings.warn(f"closing view {view.title!r}: {e!r}", RuntimeWarning)
+                view.release()
+            self.panels.close()
+            self.panels = None
+        self.pause_button.disabled = self.stop_button.disabled = True
+        self.slider.disabled = True
+        self._show_status(self.reason)
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception as e:
+                warnings.warn(f"dashboard stop callback {callback!r}: {e!r}", RuntimeWarning)
+
+    def when_stopped(self, callback):
+        """Call ``callback(dashboard)`` once it has stopped (at once if it has): the
+        magic's display puts ``still()`` in place of the widgets then."""
+        with self._state_lock:
+            if not self._finished:
+                self._when_stopped.append(callback)
+                return
+        callback(self)
+
     def close(self):
-        """Stop, and close the widgets (they disappear from the notebook)."""
+        """Stop, and close the widgets (they disappear from the notebook), with their
+        layout and style widgets: ipywidgets holds every widget until it is closed."""
         self.stop()
-        boxes = list(self.children)
+        boxes = [self] if self._stop is not None else []   # else __init__ failed early
         while boxes:
             w = boxes.pop()
             boxes.extend(getattr(w, "children", ()))
-            w.close()
+            for part in (getattr(w, "layout", None), getattr(w, "style", None)):
+                if isinstance(part, widgets.Widget):
+                    part.close()
+            if w is not self:
+                w.close()
         super().close()
 
     def pause(self):
@@ -144,6 +217,16 @@ class Dashboard(widgets.VBox):
         self.interval = float(change["new"])
 
     def _run(self):
+        try:
+            self._loop()
+        finally:
+            with self._state_lock:
+                self._exited = True
+                late = self._late
+            if late:
+                self._finish()
+
+    def _loop(self):
         deadline = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -174,6 +257,9 @@ class Dashboard(widgets.VBox):
     def refresh(self):
         """Read every source and draw one frame (the thread calls this; so may you)."""
         with self._draw_lock:
+            if self.panels is None:
+                raise RuntimeError("this dashboard was stopped; make a new one with "
+                                   "bpfnb.live()")
             start = time.monotonic()
             self.panels.sample(start)
             pixels = self.panels.render(start)
@@ -205,20 +291,58 @@ class Dashboard(widgets.VBox):
                              f"{rows:,} rows · {lost_html}</span>")
 
     def snapshot(self, path: str | Path | None = None) -> bytes:
-        """The current view (plots, then tables) as PNG bytes; written to ``path`` if given."""
+        """The current view (plots, then tables) as PNG bytes; written to ``path`` if
+        given. A stopped dashboard gives its last frame."""
         with self._draw_lock:
-            if not self.frames:
+            if self.panels is not None and not self.frames:
                 self.refresh()
-            # Agg's buffer holds the last frame: only refresh() draws on this figure.
-            parts = [_pixels(self.panels.figure).copy()] if self.panels.plots else []
-            parts += [_pixels(v.figure()).copy() for v in self.panels.tables]
+            if not self._plots:
+                parts = []
+            elif self.panels is not None:
+                # Agg's buffer holds the last frame: only refresh() draws on this figure.
+                parts = [_pixels(self.panels.figure).copy()]
+            elif self.image.value:
+                parts = [png_pixels(self.image.value)]
+            else:
+                raise RuntimeError(f"this dashboard {self.reason or 'stopped'} before it "
+                                   f"drew a frame: there is nothing to save")
+            parts += [_pixels(v.figure()).copy() for v in self.views if v.html]
         data = png_bytes(_stack(parts))
         if path is not None:
             Path(path).write_bytes(data)
         return data
 
+    def still(self) -> dict:
+        """The dashboard as it was last drawn, as a mime bundle: text/html (the title,
+        the last frame, the tables, the status line), image/png (the frame alone) and
+        text/plain. What the notebook keeps once the dashboard stopped."""
+        png = base64.b64encode(self.image.value).decode() if self.image.value else ""
+        parts = [f"<b>{html.escape(self.title)}</b>"] if self.title else []
+        if png:
+            parts.append(f'<img src="data:image/png;base64,{png}" alt="last frame"/>')
+        parts += [t.value for t in self.tables] + [self.status.value]
+        bundle = {"text/plain": repr(self),
+                  "text/html": "<div>" + "<br/>".join(parts) + "</div>"}
+        if png:
+            bundle["image/png"] = png
+        return bundle
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget while it runs (with its last frame as image/png, for viewers of a
+        notebook saved meanwhile that cannot show widgets); its still once it has
+        stopped (its widgets may be closed)."""
+        if self._finished:
+            return self.still()
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if self.image.value:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode()
+        return bundle
+
     def __repr__(self):
-        state = "running" if self.running else (self.reason or "not started")
+        if self._stop is None:
+            return "<bpfnb Dashboard: not made>"
+        state = (self.reason if self._stop.is_set()
+                 else "running" if self.running else "not started")
         return f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} frames>"
 
 

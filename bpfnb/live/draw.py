@@ -8,6 +8,7 @@ object's maps. No widgets here: the Dashboard displays what this draws.
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 import time
@@ -19,8 +20,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .views import (DPI, RELAYOUT, REDRAW, WIDTH_IN, TimeSeries, TopN, View,
-                    _numeric_names, object_views)
+from .sources import _numeric_names
+from .views import DPI, RELAYOUT, REDRAW, WIDTH_IN, TimeSeries, TopN, View, object_views
 
 ROW_IN = 3.0
 BACKGROUND = (255, 255, 255)
@@ -46,6 +47,13 @@ def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
             + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
             + _png_chunk(b"IEND", b""))
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    """The (h, w, 3) uint8 pixels of PNG bytes: a stopped dashboard keeps only its PNG."""
+    from PIL import Image   # matplotlib's own dependency
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def _pixels(figure: Figure) -> np.ndarray:
@@ -126,6 +134,16 @@ class Panels:
                 if artist.get_visible():
                     view.ax.draw_artist(artist)
         return _pixels(self.figure)
+
+
+    def close(self):
+        """Free the pixel buffers (Agg's renderer, the saved background) now: the
+        figure itself waits for the garbage collector, its artists refer to each other."""
+        self._background = None
+        canvas = self.figure.canvas
+        canvas.renderer = None
+        canvas._lastKey = None   # a later draw makes a new renderer
+        self.figure.clear()
 
 
 def _stack(images: list[np.ndarray]) -> np.ndarray:

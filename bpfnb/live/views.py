@@ -5,7 +5,8 @@ A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
 (top-N bars; a table of events for a ring buffer), ``obj.bss`` (its variables as rates),
 an event stream (its newest rows) or a callable returning a DataFrame (a table).
 ``object_views`` makes the views of a whole BPF object. No ipywidgets here: a
-Table takes its HTML widget from dashboard.py.
+Table takes its HTML widget from dashboard.py. What they read: sources.py; their axes'
+limits and labels: scales.py.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
-from .. import frames
+from .. import aggregate, frames, hist
 from ..libbpf import Map, ObjectClosedError
 from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
 from ..libbpf.object import Globals
 from ..stream import EventStream
+from .scales import _Scale, _compact, bucket_label
+from .sources import _frame, _numbers, _numeric_names, _owner, _source_name, labels_values
 
 DPI = 72
 WIDTH_IN = 10.0
@@ -33,181 +35,6 @@ WIDTH_IN = 10.0
 # axes background too (new limits, legend); or lay the figure out again (new labels).
 BLIT, REDRAW, RELAYOUT = 0, 1, 2
 LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
-
-# --- reading sources --------------------------------------------------------------
-
-
-def _owner(source):
-    """The BPF Object a source reads from (None for a callable), for teardown and locking."""
-    if isinstance(source, Map):
-        return source._obj()
-    if isinstance(source, Globals):
-        return source._obj
-    if isinstance(source, EventStream):
-        return source._obj()
-    return None
-
-
-def _source_name(source) -> str:
-    if isinstance(source, Map):
-        return source.name
-    if isinstance(source, Globals):
-        return "." + source._section
-    if isinstance(source, EventStream):
-        return source.map_name
-    return getattr(source, "__name__", None) or type(source).__name__
-
-
-def _frame(source) -> pd.DataFrame:
-    """A DataFrame from a map (``to_df()``) or a callable."""
-    if isinstance(source, Map):
-        return source.to_df()
-    if callable(source):
-        df = source()
-        if isinstance(df, pd.Series):
-            df = df.reset_index()
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"{_source_name(source)}() returned {type(df).__name__}, "
-                            f"not a pandas DataFrame")
-        return df
-    raise TypeError(f"cannot read a table from {type(source).__name__}: pass a Map or a "
-                    f"callable returning a DataFrame")
-
-
-def _value_column(df: pd.DataFrame, value: str | None, keys: list) -> str:
-    if value is not None:
-        if value not in df.columns:
-            raise KeyError(f"no column {value!r}; there are: {', '.join(map(str, df.columns))}")
-        return value
-    for name in ("value", "count"):
-        if name in df.columns:
-            return name
-    numeric = [c for c in df.columns
-               if c not in keys and pd.api.types.is_numeric_dtype(df[c])]
-    if not numeric:
-        raise ValueError(f"no numeric column to plot among: {', '.join(map(str, df.columns))}")
-    return numeric[0] if keys else numeric[-1]
-
-
-def _key_column_count(dtype: np.dtype) -> int:
-    """How many columns map_to_df makes of a key: one per leaf of its (nested) struct."""
-    if dtype.names:
-        return sum(_key_column_count(dtype.fields[name][0]) for name in dtype.names)
-    return 1
-
-
-def labels_values(source, key=None, value: str | None = None
-                  ) -> tuple[list[str], np.ndarray]:
-    """Row labels and the numbers to plot from a Map or a callable's DataFrame.
-
-    Labels join the ``key`` columns (default: a map's key columns; for a DataFrame,
-    every column but the value): a struct key reads "1234 bash". The number is the
-    ``value`` column (default: ``value``, else ``count``, else the first numeric
-    column after a map's key, or a DataFrame's last numeric column).
-    """
-    df = _frame(source)
-    keys = [key] if isinstance(key, str) else list(key) if key is not None else None
-    if keys is None and isinstance(source, Map):
-        keys = list(df.columns[:_key_column_count(source.key_dtype)])
-    vcol = _value_column(df, value, keys or [])
-    if keys is None:
-        keys = [c for c in df.columns if c != vcol]
-    column = df[vcol]
-    if not pd.api.types.is_numeric_dtype(column):
-        column = pd.to_numeric(column, errors="coerce")
-    values = column.to_numpy(dtype=float)
-    if not keys:
-        return [str(i) for i in df.index], values
-    # Plain lists: pandas' astype(str) and row-wise joins cost more than the map read.
-    parts = [df[k].tolist() for k in keys]
-    if len(parts) == 1:
-        return [str(v) for v in parts[0]], values
-    return [" ".join(map(str, row)) for row in zip(*parts)], values
-
-
-def _numbers(source, names) -> dict[str, float]:
-    """Named numbers from a Globals section, a Map (total of its values) or a callable."""
-    if isinstance(source, Globals):
-        return {n: float(getattr(source, n)) for n in names or _numeric_names(source)}
-    if isinstance(source, Map):
-        _, values = labels_values(source)
-        return {source.name: float(np.nansum(values))}
-    got = source()
-    if isinstance(got, pd.DataFrame):
-        got = got.select_dtypes("number").sum()
-    if isinstance(got, pd.Series):
-        got = got.to_dict()
-    if isinstance(got, dict):
-        return {str(k): float(v) for k, v in got.items() if names is None or k in names}
-    if _is_number(got):
-        return {_source_name(source): float(got)}
-    raise TypeError(f"{_source_name(source)}() returned {type(got).__name__}: "
-                    f"a time series wants a number, a dict of numbers, or a DataFrame")
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-# --- scales and labels ---------------------------------------------------------------
-
-
-def nice_ceiling(x: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= x (x > 0)."""
-    power = 10.0 ** math.floor(math.log10(x))
-    for step in (1, 2, 2.5, 5):
-        if step * power >= x * (1 - 1e-12):
-            return step * power
-    return 10 * power
-
-
-class _Scale:
-    """An axis limit that moves only when data leaves it (then with room to grow) or
-    shrinks below a quarter of it, so the background (ticks, labels) is redrawn rarely."""
-
-    def __init__(self):
-        self.top = 1.0
-
-    def fit(self, vmax: float) -> bool:
-        if not np.isfinite(vmax) or vmax <= 0:
-            return False
-        if vmax >= self.top or vmax < self.top / 4:
-            top = nice_ceiling(vmax * 1.5)
-            changed, self.top = top != self.top, top
-            return changed
-        return False
-
-
-def _si(x: float) -> str:
-    """1234567 -> '1.23M': short numbers for axis labels."""
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= size:
-            return f"{x / size:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-_COMPACT = FuncFormatter(lambda v, _: _si(v))   # value ticks of bounded width: "2.5M"
-
-
-def _bound(x: float) -> str:
-    """A bucket bound: exact below 10000, powers of two as 4K/2M/1G, else SI."""
-    if x < 10000:
-        return str(int(x))
-    for shift, unit in ((30, "G"), (20, "M"), (10, "K")):
-        if x % (1 << shift) == 0:
-            return f"{int(x) >> shift}{unit}"
-    return _si(x)
-
-
-def bucket_label(low: float, high: float) -> str:
-    if low == -np.inf:
-        return f"<{_bound(high)}"
-    if high == np.inf:
-        return f">={_bound(low)}"
-    if high - low == 1:
-        return _bound(low)
-    return f"{_bound(low)}-{_bound(high)}"
-
 
 # --- views -------------------------------------------------------------------------
 
@@ -222,6 +49,7 @@ class View:
 
     html = False
     accepts: tuple = (Map,)   # the sources it reads, besides callables
+    _drawn: tuple = ()        # attributes holding its matplotlib artists
 
     def __init__(self, source, title: str | None = None):
         if not (isinstance(source, self.accepts) or callable(source)):
@@ -279,6 +107,15 @@ class View:
     def close(self):
         """Release what the view owns (a stream it opened itself)."""
 
+    def release(self):
+        """Drop the axes, the artists and the source, keeping what was read (``data``,
+        ``history``, ``rows``): a stopped dashboard must not hold a figure or a BPF
+        object's maps. Call close() first."""
+        self.ax = None
+        self._source = None
+        for name in self._drawn:
+            setattr(self, name, type(getattr(self, name))())
+
     def _fit_y(self, top: float, need: int) -> int:
         """Move the y limit (``self._scale``) to fit ``top``; a new limit may widen the
         tick labels on the left, so the layout is redone."""
@@ -298,6 +135,7 @@ class TimeSeries(View):
     """
 
     accepts = (Map, Globals)
+    _drawn = ("lines",)
 
     def __init__(self, source, names: list[str] | None = None, *, rate: bool = True,
                  window: float = 60.0, title: str | None = None):
@@ -313,7 +151,7 @@ class TimeSeries(View):
         super().setup(ax)
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -369,6 +207,8 @@ class TopN(View):
     every ``rerank`` seconds, so that labels do not flicker on a busy machine.
     """
 
+    _drawn = ("bars",)
+
     def __init__(self, source, n: int = 10, *, key=None, value: str | None = None,
                  rate: bool = False, rerank: float = 1.0, title: str | None = None):
         super().__init__(source, title)
@@ -388,7 +228,7 @@ class TopN(View):
                                  animated=True, color="C0"))
         ax.set_ylim(self.n - 0.5, -0.5)   # largest on top
         ax.set_xlim(0, self._scale.top)
-        ax.xaxis.set_major_formatter(_COMPACT)
+        ax.xaxis.set_major_formatter(_compact())
         ax.set_yticks([])
         ax.tick_params(labelsize=8)
 
@@ -445,6 +285,8 @@ class Histogram(View):
     histogram is drawn summed over its keys.
     """
 
+    _drawn = ("bars",)
+
     def __init__(self, source, *, title: str | None = None):
         super().__init__(source, title)
         self.data = pd.DataFrame(columns=["low", "high", "count"])
@@ -455,7 +297,7 @@ class Histogram(View):
     def setup(self, ax):
         super().setup(ax)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.tick_params(labelsize=8)
         ax.set_ylabel("count", fontsize=8)
 
@@ -498,6 +340,8 @@ class KeyLines(View):
     flicker between keys of similar size.
     """
 
+    _drawn = ("lines",)
+
     def __init__(self, source, n: int = 5, *, key=None, value: str | None = None,
                  rate: bool = True, window: float = 60.0, rerank: float = 1.0,
                  title: str | None = None):
@@ -519,7 +363,7 @@ class KeyLines(View):
                       for i in range(self.n)]
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_COMPACT)
+        ax.yaxis.set_major_formatter(_compact())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -684,10 +528,8 @@ def object_views(obj, maps: list[str] | None = None) -> list[View]:
 
 
 def _is_histogram(m: Map) -> bool:
-    """bpf/bpfnb.h's histogram maps and libbpf-tools' ``struct hist``, by value type."""
-    return (m.value_type.startswith(("struct bpfnb_hist", "struct bpfnb_lhist__"))
-            or m.value_type == "struct hist")
+    """What its types say is a histogram (hist.is_histogram: bpfnb.h's BPFNB_HIST and
+    BPFNB_LHIST, libbpf-tools' slot arrays whatever their struct's name, slot-keyed
+    counts), and bpfnb.h's BPFNB_HISTK."""
+    return hist.is_histogram(m) or aggregate.kind(m) == "histk"
 
-
-def _numeric_names(g: Globals) -> list[str]:
-    return [n for n in g if _is_number(getattr(g, n))]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import weakref
 
 from ..live import views as live_views
+from ..live.sources import _is_number
 
 KINDS = ("top", "hist", "lines", "series", "table")
 
@@ -21,7 +22,7 @@ def _tied(view, obj):
 def _numbers(g):
     """The numeric variables of a replayed section, for a time series."""
     def read():
-        return {n: v for n, v in g._asdict().items() if live_views._is_number(v)}
+        return {n: v for n, v in g._asdict().items() if _is_number(v)}
     return read
 
 

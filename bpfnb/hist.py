@@ -134,8 +134,10 @@ def _shape(map, kind) -> _Shape:
         if keyed:
             return _Shape("keyed", None, True)
         if _is_int(btf, kt, map.key_dtype):
-            if map.type in ARRAY_TYPES or kind is not None:
+            if (map.type in ARRAY_TYPES and map.max_entries > 1) or kind is not None:
                 return _Shape("indexed", None, False)
+            if map.type in ARRAY_TYPES:  # hardirqs' `start`: a timestamp, not a count
+                raise TypeError(f"{holds}, one entry: not a histogram ({NOT_A_HIST})")
             raise TypeError(f"{holds}: not a histogram ({NOT_A_HIST}); if its keys are "
                             f"slot numbers, say so: .hist(kind='log2')")
     raise TypeError(f"{holds}: not a histogram ({NOT_A_HIST})")

@@ -29,7 +29,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from .dwarf import DIE, Dwarf, DwarfError, DwarfTypes, Elf, strings_end
+from .dwarf import DIE, Dwarf, DwarfError, DwarfTypes, Elf
 from .dwarf.die import AT_ABSTRACT_ORIGIN, AT_DECLARATION, AT_TYPE, _sleb, _uleb
 
 # helper ids (include/uapi/linux/bpf.h): name, map argument, data argument, size argument
@@ -67,8 +67,7 @@ class Records:
         with _bad_dwarf():
             self.elf = Elf(image)
             self.dwarf = Dwarf(self.elf)
-            self.types_ = DwarfTypes(self.dwarf, base_btf, strings_end(image, self.elf)
-                                     if base_btf is not None else 0)
+            self.types_ = DwarfTypes(self.dwarf, base_btf)
             self.writes: dict[str, list] = {}
             self._own = None
             self._analyse()

@@ -230,3 +230,21 @@ def test_not_a_histogram_says_why_in_one_line(no_leaks):
         obj.maps.calls[proc.pid + 2_000_000] = 1
         with pytest.raises(ValueError, match="buckets from the lowest slot"):
             obj.maps.calls.hist(kind="linear", min=0, step=1)
+
+
+def test_a_one_entry_timestamp_array_is_no_histogram(no_leaks):
+    # hardirqs and softirqs keep the entry time in a one-entry per-CPU array: drawing
+    # it would be one bar of a nanosecond clock. The slot-indexed array beside it is.
+    with bpfnb.load(PROGS / "stamps.bpf.c", rodata={"targ_tgid": os.getpid()}) as obj:
+        for _ in range(25):
+            os.getppid()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(TypeError) as e:
+                obj.maps.start.hist()
+        assert str(e.value) == (
+            "map 'start' holds u64 values keyed by u32, one entry: not a histogram (a "
+            "histogram's value is a slot array, e.g. `u32 slots[26]`)")
+        h = obj.maps.slots.hist()
+    assert h["count"].sum() == 25
+    assert (h["low"] >= 0).all() and len(h) <= 64

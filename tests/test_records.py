@@ -437,12 +437,12 @@ def test_dwarf_types_read_like_the_btf_of_the_same_struct():
 
 def test_split_over_the_object_btf_keeps_its_ids():
     from bpfnb.dwarf import Dwarf
-    from bpfnb.dwarf import DwarfTypes, strings_end
+    from bpfnb.dwarf import DwarfTypes
     from bpfnb.libbpf import BTF
 
     image = build.compile(PROGS / "bootstrap.bpf.c").read_bytes()
     base = BTF.from_elf(image)
-    types = DwarfTypes(Dwarf.from_elf(image), base, strings_end(image))
+    types = DwarfTypes(Dwarf.from_elf(image), base)
     tid = types.find("struct event")
     split = types.btf
     assert tid >= len(base)  # new: clang left it out of .BTF
@@ -475,3 +475,32 @@ def test_malformed_dwarf_is_an_error_never_a_crash():
                     btf.dtype(tid)
         except ValueError:  # DwarfError, or a layout BTF refuses: a message, not a crash
             pass
+
+
+def test_a_tool_calling_kfuncs_from_vmlinux_h_with_uapi_typedefs(no_leaks):
+    # Two bugs of real programs (libbpf-bootstrap's bootstrap, sockfilter): a kfunc
+    # that only vmlinux.h declares must compile and load; libbpf's "dummy_ksym"
+    # string must not shift the names of DWARF types; __be32 over the BTF's __u32
+    # is a complete type; clang's second printk format (on_getppid.____fmt.1) is not
+    # listed.
+    import socket
+    obj = bpfnb.load(PROGS / "kfuncsnoop.bpf.c", rodata={"targ_tgid": os.getpid()})
+    try:
+        with obj.maps.events.stream() as s:
+            assert s.type == "struct event"
+            for _ in range(4):
+                os.getppid()
+            assert wait_for(lambda: len(s) >= 4)
+            df = s.to_df()
+        names = [row[1] for row in summarize(obj).globals]
+        for fmt in ("on_getppid.____fmt", "on_getppid.____fmt.1"):
+            assert "kfuncsnoop: " in getattr(obj.rodata, fmt)
+        assert names == ["targ_tgid"]  # the printk formats are internal
+    finally:
+        obj.destroy()
+    assert list(df.columns) == ["pid", "seq", "addr", "port", "comm"]
+    assert df["seq"].tolist() == [1, 2, 3, 4]
+    assert (df["pid"] == os.getpid()).all()
+    assert (df["addr"] == int.from_bytes(socket.inet_aton("127.0.0.1"), "little")).all()
+    assert (df["port"] == int.from_bytes((8080).to_bytes(2, "big"), "little")).all()
+    assert (df["comm"] == Path("/proc/self/comm").read_text().strip()).all()

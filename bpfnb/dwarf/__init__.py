@@ -5,7 +5,7 @@
     info.named("structure_type", "event") # top-level DIEs by tag and name
     info.decl_path(die); info.locations(variable)
 
-    types = DwarfTypes(info, obj.btf, strings_end(image))
+    types = DwarfTypes(info, obj.btf)
     tid = types.find("struct event")      # converts the DIE and what it reaches
     types.btf.dtype(tid)                  # BTF(raw, base=obj.btf): one type interface
 
@@ -16,9 +16,9 @@ conversion to BTF). It lives beside bpfnb/libbpf/, not in it: it needs nothing o
 libbpf, and libbpf/ keeps to the binding (btf.py there parses BTF; this builds it).
 """
 
-from .btf import DwarfTypes, strings_end
+from .btf import DwarfTypes
 from .die import DIE, DwarfError
 from .elf import Elf
 from .info import Dwarf
 
-__all__ = ["DIE", "Dwarf", "DwarfError", "DwarfTypes", "Elf", "strings_end"]
+__all__ = ["DIE", "Dwarf", "DwarfError", "DwarfTypes", "Elf"]

@@ -20,7 +20,6 @@ from ..libbpf.btf import BTF
 from .die import (AT_BIT_OFFSET, AT_BIT_SIZE, AT_BYTE_SIZE, AT_CONST_VALUE, AT_COUNT,
                   AT_DATA_BIT_OFFSET, AT_DECLARATION, AT_ENCODING, AT_MEMBER_LOCATION,
                   AT_TYPE, AT_UPPER_BOUND, DIE, DwarfError, _uleb)
-from .elf import Elf
 from .info import Dwarf
 
 # BTF kinds (include/uapi/linux/btf.h)
@@ -35,24 +34,16 @@ _TAGS = {"struct": ("structure_type",), "union": ("union_type",),
          "enum": ("enumeration_type",)}
 
 
-def strings_end(image: bytes, elf=None) -> int:
-    """Length of the string section of the ELF object's .BTF (where split BTF's
-    string offsets start)."""
-    raw = (elf or Elf(image)).section(".BTF")
-    if raw is None or len(raw) < 24:
-        raise DwarfError("the object has no .BTF section")
-    e = "<" if raw[:2] == b"\x9f\xeb" else ">"
-    return struct.unpack_from(e + "I", raw, 20)[0]
-
-
 class DwarfTypes:
     """Converts DWARF type DIEs to ids of a split BTF over ``base`` (see module doc)."""
 
-    def __init__(self, dwarf: Dwarf, base: BTF | None, base_strings: int = 0):
+    def __init__(self, dwarf: Dwarf, base: BTF | None):
         self.dwarf, self.base = dwarf, base
         self.e = dwarf.e
         self._id0 = len(base) if base is not None else 1
-        self._str0 = base_strings if base is not None else 0
+        # string offsets continue after the base's own strings: libbpf adds some at
+        # open (e.g. "dummy_ksym" for kfunc externs), so not the ELF's .BTF length
+        self._str0 = base._str_end if base is not None else 0
         self._records: list = []
         self._strings = bytearray(b"\0")
         self._string_offs = {"": 0}

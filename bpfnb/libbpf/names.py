@@ -6,7 +6,8 @@ dashboards, ``%bpf show``):
 * internal: a name starting with ``bpfnb_`` (bpf/bpfnb.h reserves the prefix: its
   lost-record counter ``bpfnb_lost``, histogram key structs ``bpfnb_hist_key__*``...)
   or with ``____`` (libbpf's macros: ``bpf_printk``'s static format ``____fmt``).
-  Clang names a function's static variable ``func.var``: the last part decides.
+  Clang names a function's static variable ``func.var`` (``func.var.2`` for the
+  second of that name): the last part that is not a number decides.
   Internal names stay reachable by attribute; they are only never listed.
 * types: ``__u32`` reads ``u32`` (also ``__s64``, ``__be16``...), bpfnb.h's semantic
   typedefs read as what they mean (``bpfnb_ipv4_t`` -> ``ipv4``), and its histogram
@@ -23,8 +24,10 @@ _SEMANTIC = re.compile(r"\bbpfnb_(\w+?)_t\b")
 
 def is_internal(name: str) -> bool:
     """Whether ``name`` (a variable, field or struct tag) is bpfnb's or libbpf's own."""
-    base = name.rsplit(".", 1)[-1]
-    return base.startswith(("bpfnb_", "____"))
+    parts = name.split(".")
+    while len(parts) > 1 and parts[-1].isdigit():  # func.____fmt.2: clang numbers twins
+        parts.pop()
+    return parts[-1].startswith(("bpfnb_", "____"))
 
 
 def shown(names) -> list:

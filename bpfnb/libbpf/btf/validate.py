@@ -211,8 +211,9 @@ def check(btf, wn, o) -> Checked:
     tgt[a_at] = a_elem
     m_nodes = of(K_TYPEDEF, K_VOLATILE, K_CONST, K_RESTRICT, K_TYPE_TAG)
     m_term, _, _ = _follow(m_nodes, tgt, None, id0, total, describe)
-    grid[m_nodes + id0] = m_term
-    grkind[m_nodes + id0] = gkind[m_term]
+    # a chain of split BTF may end on a base typedef or modifier: take what that resolves to
+    grid[m_nodes + id0] = grid[m_term]
+    grkind[m_nodes + id0] = grkind[m_term]
     fail(a_at[~_COMPLETE[grkind[a_elem]]],
          lambda i: f"array of an incomplete type (#{tgt[i]}, "
                    f"{KINDS[grkind[tgt[i]]] if grkind[tgt[i]] else 'void'})")

@@ -31,8 +31,8 @@ from IPython.display import display
 
 from . import build, lasterror, loader, output
 from .lasterror import CELL_FILENAME, WHY, describe as _describe
-from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, enable_stats
-from .registry import registry
+from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError
+from .registry import objects_frame, registry
 from .summary import summarize
 
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
@@ -103,7 +103,10 @@ class BPFMagics(Magics):
         if not (args.no_load or args.no_attach):
             t0 = time.perf_counter()
             self._attach(name, obj)
-            notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+            if any(p.links for p in obj.progs):  # hooks needing a target attach nothing
+                notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        elif args.no_attach:
+            notes.append(f"not attached (--no-attach): {name}.attach() attaches it")
         old = registry.get(name)
         if old is not None and old is not obj:
             old.detach(wait=False)  # stopped now; the kernel lets it go in the background
@@ -248,7 +251,11 @@ class BPFMagics(Magics):
             return None
         args = parse_argstring(self.bpf_line, line)
         if args.command == "list":
-            return objects_frame()
+            frame = objects_frame()
+            if not len(frame):
+                print("no BPF objects loaded (a %%bpf NAME cell loads one)")
+                return None
+            return frame
         if args.command == "stop":
             if args.all:
                 if not args.quiet:
@@ -305,40 +312,15 @@ class BPFMagics(Magics):
         return args.name
 
 
-def objects_frame():
-    """The registry's live objects as a DataFrame (what ``%bpf list`` shows)."""
-    import pandas as pd
-    rows = []
-    for entry in registry.entries():
-        obj = entry.obj
-        progs = [p for p in obj.progs if p.autoload]
-        runs = run_ns = None
-        if obj.state == "loaded":
-            try:
-                stats = [p.stats for p in progs]
-            except BPFError:
-                stats = []
-            if stats:
-                runs = sum(s["run_cnt"] for s in stats)
-                run_ns = sum(s["run_time_ns"] for s in stats)
-        rows.append({"name": entry.name,
-                     "state": "attached" if any(p.links for p in progs) else obj.state,
-                     "programs": ", ".join(p.name for p in progs),
-                     "hooks": ", ".join(p.hook for p in progs),
-                     "runs": runs,
-                     "run_time_ms": None if run_ns is None else run_ns / 1e6,
-                     "maps": ", ".join(m.name for m in obj.maps),
-                     "age_s": round(entry.age, 1)})
-    columns = ["name", "state", "programs", "hooks", "runs", "run_time_ms", "maps", "age_s"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def _show_data(obj):
     """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
     import pandas as pd
     for map_name, df in obj.to_dfs().items():
-        _heading(map_name)
-        display(df)
+        if len(df):
+            _heading(map_name)
+            display(df)
+        else:
+            _heading(f"{map_name}: empty (no entries)")
     rows = [(section, var, value) for section, g in obj.globals.items()
             if section in ("bss", "data") for var, value in g._asdict().items()]
     if rows:
@@ -537,7 +519,6 @@ def load_ipython_extension(ipython):
     ipython.register_magics(BPFMagics)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
         ipython.set_custom_exc(_CAUGHT, _show_error)
-    enable_stats()  # run counts for %bpf list, from now on; False without privilege
 
 
 def unload_ipython_extension(ipython):

@@ -31,7 +31,7 @@ from IPython.display import display
 
 from . import build, lasterror, loader, output
 from .lasterror import CELL_FILENAME, WHY, describe as _describe
-from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError
+from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, end_looks
 from .registry import objects_frame, registry
 from .summary import summarize
 
@@ -523,6 +523,7 @@ def load_ipython_extension(ipython):
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
+    end_looks()  # the tables it showed are not looked at any more: BPF stats go off
     if ipython.custom_exceptions == _CAUGHT:
         ipython.set_custom_exc((), None)
     magics = ipython.magics_manager.magics

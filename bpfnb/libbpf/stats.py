@@ -77,8 +77,18 @@ def look_stats(seconds: float | None = None) -> bool:
         return True
 
 
+def end_looks():
+    """Forget every look (what unloading the extension does): counting stops now
+    unless a holder remains."""
+    with _stats.lock:
+        _stats.until = 0.0
+        _stats_maybe_off_locked()
+
+
 def _arm_stats_timer_locked():
-    timer = threading.Timer(max(0.0, _stats.until - time.monotonic()), _stats_timer)
+    # at most a second: a look ended early (end_looks) is not waited for long
+    left = min(max(0.0, _stats.until - time.monotonic()), 1.0)
+    timer = threading.Timer(left, _stats_timer)
     timer.daemon = True
     timer.name = "bpfnb-stats-off"
     _stats.timer = timer

@@ -207,6 +207,25 @@ def test_overhead_counts_the_runs_we_cause(ip, monkeypatch):
     assert obj.bss.calls == n + (100 if sysctl_stats() == "0" and not others else 0)
 
 
+def test_dashboard_status_line_shows_the_overhead(ip):
+    import bpfnb
+    obj = load(ip, name="dash")
+    dash = bpfnb.live(obj.maps.counts, start=False)
+    try:
+        dash.refresh()   # the first reading
+        for _ in range(500):
+            os.getppid()
+        dash.refresh()
+        status = re.sub(r"<[^>]+>", "", dash.status.value)
+        m = re.search(r" · BPF: ([\d,.]+) runs/s, ([\d,]+) ns/run, ([\d.e-]+)% CPU$",
+                      status)
+        assert m, status
+        assert float(m.group(1).replace(",", "")) > 0 and int(m.group(2).replace(",", "")) > 0
+    finally:
+        dash.stop()
+    assert obj.bss.calls == 500
+
+
 # --- make lab ------------------------------------------------------------------------
 
 def _venv() -> Path:

@@ -23,7 +23,9 @@ import shlex
 import sys
 import threading
 import time
+import weakref
 
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -448,6 +450,70 @@ class _PrintkView:
         return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
 
 
+class _StreamDisplays:
+    """Streams shown in a notebook update in place: the display of an EventStream
+    (its row count, lost, running or stopped) is re-sent by display id while it runs.
+    One thread for every shown stream, waking every EVERY s and sending only what
+    changed, so at most MAX / EVERY = 64 messages/s in all (Jupyter drops above
+    1,000/s); it ends when no shown stream runs any more. Outside a Jupyter kernel
+    (a terminal) a stream shows once, as its repr."""
+
+    EVERY = 0.5
+    MAX = 32    # streams kept updating; an older display beyond that stays as it is
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.shown: list[list] = []   # [weakref to the stream, display handle, text]
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, stream):
+        """IPython's display of an EventStream (ipython_display_formatter)."""
+        text = repr(stream)
+        shell = get_ipython()
+        if shell is None or getattr(shell, "kernel", None) is None or not stream.running:
+            display(_plain(text), raw=True)
+            return
+        handle = display(_plain(text), raw=True, display_id=True)
+        with self.lock:
+            self.shown.append([weakref.ref(stream), handle, text])
+            del self.shown[:-self.MAX]
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True,
+                                               name="bpfnb-stream-displays")
+                self.thread.start()
+
+    def _run(self):
+        while True:
+            time.sleep(self.EVERY)
+            with self.lock:
+                shown = list(self.shown)
+            ended = []
+            for item in shown:
+                stream = item[0]()
+                if stream is None:
+                    ended.append(item)
+                    continue
+                running = stream.running   # before the text: a last update when it stops
+                text = repr(stream)
+                if text != item[2]:
+                    item[1].update(_plain(text), raw=True)
+                    item[2] = text
+                if not running:
+                    ended.append(item)
+            with self.lock:
+                self.shown = [i for i in self.shown if all(i is not e for e in ended)]
+                if not self.shown:
+                    self.thread = None
+                    return
+
+
+def _plain(text: str) -> dict:
+    return {"text/plain": text, "text/html": f"<code>{html.escape(text)}</code>"}
+
+
+_stream_displays = _StreamDisplays()
+
+
 def _parse_sets(items) -> dict:
     values = {}
     for item in items:
@@ -516,7 +582,10 @@ def _ms(seconds: float) -> str:
 
 
 def load_ipython_extension(ipython):
+    from .stream import EventStream
     ipython.register_magics(BPFMagics)
+    ipython.display_formatter.ipython_display_formatter.for_type(EventStream,
+                                                                 _stream_displays)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
         ipython.set_custom_exc(_CAUGHT, _show_error)
 
@@ -529,3 +598,5 @@ def unload_ipython_extension(ipython):
     magics = ipython.magics_manager.magics
     magics["cell"].pop("bpf", None)
     magics["line"].pop("bpf", None)
+    from .stream import EventStream
+    ipython.display_formatter.ipython_display_formatter.type_printers.pop(EventStream, None)

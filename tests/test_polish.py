@@ -145,6 +145,65 @@ def test_summary_of_a_no_attach_cell(ip):
                        "loaded"]
 
 
+# --- a stream's display updates in place ---------------------------------------------
+
+EVENTS = r"""%%bpf events --cflags "-I{progs}" --set target_pid={{os.getpid()}}
+#include "ppid_events.h"
+
+const volatile u32 target_pid = 0;
+u32 seq = 0;
+
+struct {{
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 64 * 1024);
+}} rb SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx)
+{{
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (pid != target_pid)
+        return 0;
+    struct ppid_event *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
+    if (!e)
+        return 0;
+    e->pid = pid;
+    e->seq = __sync_fetch_and_add(&seq, 1);
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+}}
+"""
+
+
+def test_a_shown_stream_updates_in_place(ip, monkeypatch):
+    from bpfnb import magics
+    run_ok(ip, EVENTS.format(progs=ROOT / "tests" / "progs"))
+    monkeypatch.setattr(ip, "kernel", object(), raising=False)   # as in a notebook
+    with capture_output() as cap:
+        ip.run_cell("s = events.maps.rb.stream()\ns")
+        for _ in range(7):
+            os.getppid()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                "7 rows" in o.data["text/plain"] for o in cap.outputs if o.update):
+            time.sleep(0.05)
+        ip.user_ns["s"].close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and magics._stream_displays.thread is not None:
+            time.sleep(0.05)
+    first, *updates = cap.outputs
+    assert not first.update and first.data["text/plain"].startswith(
+        "<EventStream 'rb' of struct ppid_event, running: 0 rows, 0 lost>")
+    assert updates and all(u.update for u in updates)
+    texts = [u.data["text/plain"] for u in updates]
+    assert "<EventStream 'rb' of struct ppid_event, running: 7 rows, 0 lost>" in texts
+    assert texts[-1] == "<EventStream 'rb' of struct ppid_event, stopped: 7 rows, 0 lost>"
+    shown = [first.data["text/plain"]] + texts   # only changes are sent
+    assert all(a != b for a, b in zip(shown, shown[1:])), shown
+    assert magics._stream_displays.thread is None   # no stream shown runs: it ended
+    ip.user_ns.pop("s")
+
+
 # --- overhead ---------------------------------------------------------------------
 
 def holders_of_stats() -> list[int]:

@@ -34,7 +34,8 @@ from IPython.display import display
 from . import build, lasterror, loader, output
 from .lasterror import CELL_FILENAME, WHY, describe as _describe
 from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, end_looks
-from .registry import objects_frame, registry
+from .listing import objects_frame
+from .registry import registry
 from .summary import summarize
 
 _PROGRESS_STEP = 0.1  # seconds between progress updates of --for
@@ -253,11 +254,7 @@ class BPFMagics(Magics):
             return None
         args = parse_argstring(self.bpf_line, line)
         if args.command == "list":
-            frame = objects_frame()
-            if not len(frame):
-                print("no BPF objects loaded (a %%bpf NAME cell loads one)")
-                return None
-            return frame
+            return objects_frame()
         if args.command == "stop":
             if args.all:
                 if not args.quiet:

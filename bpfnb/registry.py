@@ -109,42 +109,6 @@ class Registry:
 
 registry = Registry()
 
-LIST_COLUMNS = ["name", "state", "program", "hook", "runs", "events_per_s", "ns_per_run",
-                "cpu_pct", "maps", "age_s"]
-
-
-def objects_frame(reg: Registry | None = None, wait: bool = True):
-    """The live objects, one row per program, with what each costs (what ``%bpf list``
-    shows): runs counted while BPF stats are on, events/s and share of one CPU since
-    the previous look (``wait``: a first look waits a moment for them; see
-    bpfnb.overhead), mean ns per run. Integers stay integers (pandas' Int64: <NA>
-    where unknown)."""
-    import pandas as pd
-    from . import overhead
-    entries = (reg or registry).entries()
-    costs = overhead.measure([e.obj for e in entries], wait=wait)
-    rows = []
-    for entry, cost in zip(entries, costs):
-        obj = entry.obj
-        progs = [p for p in obj.progs if p.autoload]
-        maps = ", ".join(m.name for m in obj.maps)
-        common = {"name": entry.name, "maps": maps, "age_s": round(entry.age, 1)}
-        for p in progs or [None]:
-            c = cost.get(p.name) if p is not None else None
-            rows.append({**common,
-                         "state": ("attached" if p is not None and p.links else obj.state),
-                         "program": "" if p is None else p.name,
-                         "hook": "" if p is None else p.hook,
-                         "runs": None if c is None else c.runs,
-                         "events_per_s": None if c is None or c.per_s is None
-                         else round(c.per_s, 1),
-                         "ns_per_run": None if c is None else c.ns_per_run,
-                         "cpu_pct": None if c is None or c.cpu_pct is None
-                         else round(c.cpu_pct, 3)})
-    df = pd.DataFrame(rows, columns=LIST_COLUMNS)
-    return df.astype({"runs": "Int64", "ns_per_run": "Int64", "events_per_s": "float64",
-                      "cpu_pct": "float64"})
-
 # Registered after libbpf.object's own atexit hook, so it runs first (atexit is LIFO):
 # teardown callbacks still see live objects.
 atexit.register(registry.stop_all)

@@ -391,7 +391,7 @@ def test_list_show_stop(ip):
         assert not result.success and "UsageError" in out, bad
     out, _ = run_ok(ip, "%bpf stop --all")
     assert "stopped second" in out and ip.user_ns["second"].state == "destroyed"
-    assert ip.run_line_magic("bpf", "list") is None  # printed: no BPF objects loaded
+    assert ip.run_line_magic("bpf", "list").empty
 
 
 def test_doctor_and_vmlinux_lines(ip):

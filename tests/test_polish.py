@@ -117,9 +117,11 @@ def test_small_map_renders_exactly(ip):
 
 def test_list_says_nothing_is_loaded(ip):
     registry.stop_all()
-    result, cap = run_ok(ip, "%bpf list")
-    assert result.result is None
-    assert cap.stdout.strip() == "no BPF objects loaded (a %%bpf NAME cell loads one)"
+    result, _ = run_ok(ip, "%bpf list")
+    assert result.result.empty   # still a DataFrame (the labs check `.empty`)
+    assert repr(result.result) == "no BPF objects loaded (a %%bpf NAME cell loads one)"
+    assert result.result._repr_html_() == (
+        "<i>no BPF objects loaded (a %%bpf NAME cell loads one)</i>")
 
 
 def test_list_integers_stay_integers(ip):

@@ -147,6 +147,19 @@ def test_summary_of_a_no_attach_cell(ip):
                        "loaded"]
 
 
+def test_summary_of_a_program_that_needs_a_target(ip):
+    _, cap = run_ok(ip, """%%bpf xdp_pass
+SEC("xdp")
+int pass_all(struct xdp_md *ctx)
+{
+    return XDP_PASS;
+}
+""")
+    summary = cap.outputs[0].data["text/plain"]
+    assert summary.startswith("xdp_pass: loaded · ") and "attached in" not in summary
+    assert "needs a target: xdp_pass.progs.pass_all.attach_xdp(interface)" in summary
+
+
 # --- a stream's display updates in place ---------------------------------------------
 
 EVENTS = r"""%%bpf events --cflags "-I{progs}" --set target_pid={{os.getpid()}}

@@ -102,7 +102,7 @@ def _read(obj, counting: bool) -> dict[str, Cost]:
         for p in _loaded(obj):
             try:
                 info = p.stats
-            except BPFError:  # destroyed meanwhile, or not in the kernel
+            except (BPFError, ObjectClosedError):  # destroyed meanwhile, or not loaded
                 continue
             now = time.monotonic()
             cnt, ns = info["run_cnt"], info["run_time_ns"]

@@ -97,7 +97,8 @@ def _loaded(obj):
 def _read(obj, counting: bool) -> dict[str, Cost]:
     since = stats_since()
     out = {}
-    with _lock:
+    # the object's lock first: destroy() waits for this read (no freed program read)
+    with obj.lock, _lock:
         prev = _previous.setdefault(obj, {})
         for p in _loaded(obj):
             try:

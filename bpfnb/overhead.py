@@ -97,8 +97,11 @@ def _loaded(obj):
 def _read(obj, counting: bool) -> dict[str, Cost]:
     since = stats_since()
     out = {}
+    lock = getattr(obj, "lock", None)
+    if lock is None:   # not a kernel object (a replay): no program runs here
+        return out
     # the object's lock first: destroy() waits for this read (no freed program read)
-    with obj.lock, _lock:
+    with lock, _lock:
         prev = _previous.setdefault(obj, {})
         for p in _loaded(obj):
             try:

@@ -88,6 +88,8 @@ def _needs_first(obj) -> bool:
 
 
 def _loaded(obj):
+    if getattr(obj, "lock", None) is None:   # not a kernel object (a replay)
+        return []
     try:
         return [p for p in obj.progs if p.autoload] if obj.state == "loaded" else []
     except ObjectClosedError:

@@ -39,13 +39,20 @@ def objects_frame(reg: Registry | None = None, wait: bool = True) -> "ObjectsFra
     bpfnb.overhead), mean ns per run. Integers stay integers (pandas' Int64: <NA>
     where unknown)."""
     entries = (reg or registry).entries()
-    costs = overhead.measure([e.obj for e in entries], wait=wait)
+    # a bpfnb.fleet object (live_ids) runs its programs on other machines
+    here = [e.obj for e in entries if getattr(e.obj, "live_ids", None) is None]
+    costs = dict(zip(map(id, here), overhead.measure(here, wait=wait)))
     rows = []
-    for entry, cost in zip(entries, costs):
+    for entry in entries:
         obj = entry.obj
-        progs = [p for p in obj.progs if p.autoload]
         maps = ", ".join(m.name for m in obj.maps)
         common = {"name": entry.name, "maps": maps, "age_s": round(entry.age, 1)}
+        if id(obj) not in costs:
+            rows.append({**common, "state": f"on {len(obj.live_ids)} engines",
+                         "program": ", ".join(p.name for p in obj.progs)})
+            continue
+        cost = costs[id(obj)]
+        progs = [p for p in obj.progs if p.autoload]
         for p in progs or [None]:
             c = cost.get(p.name) if p is not None else None
             rows.append({**common,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from .libbpf import BPFError, ObjectClosedError, look_stats, stats_since
 
 FIRST_WAIT_S = 0.25   # what measure(wait=True) waits for a first rate
+NO_STATS = ("run counts unknown: the kernel counts runs (BPF stats) only for a process "
+            "with CAP_SYS_ADMIN (root)")
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,9 @@ def _read(obj, counting: bool) -> dict[str, Cost]:
                 per_s = (cnt - before[1]) / dt
                 cpu = (ns - before[2]) / (dt * 1e9) * 100
             prev[p.name] = (now, cnt, ns)
-            # without counting (no privilege) a 0 would not be true: unknown
-            runs = cnt if counting or cnt else None
+            # not counting ourselves (no privilege), the kernel's count covers only the
+            # times somebody else had stats on: not the runs, so unknown
+            runs = cnt if counting else None
             out[p.name] = Cost(p.name, runs, per_s, round(ns / cnt) if cnt else None, cpu)
     return out
 

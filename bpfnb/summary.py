@@ -86,6 +86,8 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
         cost = costs.get(p.name)
         cells = cost.cells() if cost is not None else ("-",) * 4
         programs.append((p.name, p.type_name, p.hook, pstate, pid, *cells))
+    if costs and all(c.runs is None for c in costs.values()):
+        notes = [*notes, overhead.NO_STATS]
     skipped_rows = [(prog, obj.progs[prog].section, why) for prog, why in skipped.items()]
     if skipped_rows:
         notes = [*notes, f"{len(skipped_rows)} of {len(obj.progs)} programs skipped "

@@ -21,6 +21,7 @@ from IPython.utils.capture import capture_output
 from bpfnb.libbpf import stats
 from bpfnb.registry import registry
 from bpfnb.summary import summarize
+from test_privilege import home  # noqa: F401  (a fixture: HOME for user nobody)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,6 +299,23 @@ def test_dashboard_status_line_shows_the_overhead(ip):
     finally:
         dash.stop()
     assert obj.bss.calls == 500
+
+
+def test_without_cap_sys_admin_the_summary_says_counts_are_unknown(home):
+    from test_privilege import as_user   # the kernelspec's capabilities, as user nobody
+    r = as_user(home, """
+        import bpfnb
+        from bpfnb.summary import summarize
+        obj = bpfnb.load('SEC("raw_tp/sys_enter") int on_enter(void *ctx) { return 0; }')
+        print(repr(summarize(obj, "snoop")))
+        obj.destroy()
+    """)
+    assert r.returncode == 0, r.stderr
+    head, _, prog = r.stdout.splitlines()[:3]
+    assert head.startswith("snoop: attached") and head.endswith(
+        "run counts unknown: the kernel counts runs (BPF stats) only for a process with "
+        "CAP_SYS_ADMIN (root)")
+    assert prog.split()[-4:] == ["-", "-", "-", "-"]
 
 
 # --- make lab ------------------------------------------------------------------------

@@ -306,7 +306,8 @@ PY
     printf '\n'
     args=(lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port"
           --ServerApp.port_retries=0 --ServerApp.answer_yes=True
-          --ServerApp.log_level=WARN --ServerApp.root_dir="$ROOT/notebooks")
+          --ServerApp.log_level=WARN --LabApp.log_level=WARN
+          --ServerApp.root_dir="$ROOT/notebooks")
     [ "$(id -u)" -eq 0 ] && args+=(--allow-root)
     exec "$VENV/bin/jupyter" "${args[@]}"
 fi

@@ -25,7 +25,9 @@ import shlex
 import sys
 import threading
 import time
+import weakref
 
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -33,7 +35,8 @@ from IPython.display import display
 
 from . import build, lasterror, loader, mcpu, output
 from .lasterror import CELL_FILENAME, WHY, describe as _describe
-from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, enable_stats
+from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, end_looks
+from .listing import objects_frame
 from .registry import registry
 from .summary import summarize
 
@@ -142,7 +145,10 @@ class BPFMagics(Magics):
         if not (args.no_load or args.no_attach):
             t0 = time.perf_counter()
             self._attach(name, obj)
-            notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+            if any(p.links for p in obj.progs):  # hooks needing a target attach nothing
+                notes.append(f"attached in {_ms(time.perf_counter() - t0)}")
+        elif args.no_attach:
+            notes.append(f"not attached (--no-attach): {name}.attach() attaches it")
         old = registry.get(name)
         if old is not None and old is not obj:
             old.detach(wait=False)  # stopped now; the kernel lets it go in the background
@@ -453,41 +459,6 @@ class BPFMagics(Magics):
         return args.name
 
 
-def objects_frame():
-    """The registry's live objects as a DataFrame (what ``%bpf list`` shows)."""
-    import pandas as pd
-    from .fleet import FleetObject
-    rows = []
-    for entry in registry.entries():
-        obj = entry.obj
-        if isinstance(obj, FleetObject):
-            rows.append({"name": entry.name, "state": f"on {len(obj.live_ids)} engines",
-                         "programs": ", ".join(p.name for p in obj.progs),
-                         "maps": ", ".join(m.name for m in obj.maps),
-                         "age_s": round(entry.age, 1)})
-            continue
-        progs = [p for p in obj.progs if p.autoload]
-        runs = run_ns = None
-        if obj.state == "loaded":
-            try:
-                stats = [p.stats for p in progs]
-            except BPFError:
-                stats = []
-            if stats:
-                runs = sum(s["run_cnt"] for s in stats)
-                run_ns = sum(s["run_time_ns"] for s in stats)
-        rows.append({"name": entry.name,
-                     "state": "attached" if any(p.links for p in progs) else obj.state,
-                     "programs": ", ".join(p.name for p in progs),
-                     "hooks": ", ".join(p.hook for p in progs),
-                     "runs": runs,
-                     "run_time_ms": None if run_ns is None else run_ns / 1e6,
-                     "maps": ", ".join(m.name for m in obj.maps),
-                     "age_s": round(entry.age, 1)})
-    columns = ["name", "state", "programs", "hooks", "runs", "run_time_ms", "maps", "age_s"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def _show_data(obj):
     """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
     import pandas as pd
@@ -503,8 +474,11 @@ def _show_data(obj):
                 display(pd.DataFrame({var: getattr(g, var) for var in g}))
         return
     for map_name, df in obj.to_dfs().items():
-        _heading(map_name)
-        display(df)
+        if len(df):
+            _heading(map_name)
+            display(df)
+        else:
+            _heading(f"{map_name}: empty (no entries)")
     rows = [(section, var, value) for section, g in obj.globals.items()
             if section in ("bss", "data") for var, value in g._asdict().items()]
     if rows:
@@ -642,6 +616,70 @@ class _PrintkView:
         return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
 
 
+class _StreamDisplays:
+    """Streams shown in a notebook update in place: the display of an EventStream
+    (its row count, lost, running or stopped) is re-sent by display id while it runs.
+    One thread for every shown stream, waking every EVERY s and sending only what
+    changed, so at most MAX / EVERY = 64 messages/s in all (Jupyter drops above
+    1,000/s); it ends when no shown stream runs any more. Outside a Jupyter kernel
+    (a terminal) a stream shows once, as its repr."""
+
+    EVERY = 0.5
+    MAX = 32    # streams kept updating; an older display beyond that stays as it is
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.shown: list[list] = []   # [weakref to the stream, display handle, text]
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, stream):
+        """IPython's display of an EventStream (ipython_display_formatter)."""
+        text = repr(stream)
+        shell = get_ipython()
+        if shell is None or getattr(shell, "kernel", None) is None or not stream.running:
+            display(_plain(text), raw=True)
+            return
+        handle = display(_plain(text), raw=True, display_id=True)
+        with self.lock:
+            self.shown.append([weakref.ref(stream), handle, text])
+            del self.shown[:-self.MAX]
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True,
+                                               name="bpfnb-stream-displays")
+                self.thread.start()
+
+    def _run(self):
+        while True:
+            time.sleep(self.EVERY)
+            with self.lock:
+                shown = list(self.shown)
+            ended = []
+            for item in shown:
+                stream = item[0]()
+                if stream is None:
+                    ended.append(item)
+                    continue
+                running = stream.running   # before the text: a last update when it stops
+                text = repr(stream)
+                if text != item[2]:
+                    item[1].update(_plain(text), raw=True)
+                    item[2] = text
+                if not running:
+                    ended.append(item)
+            with self.lock:
+                self.shown = [i for i in self.shown if all(i is not e for e in ended)]
+                if not self.shown:
+                    self.thread = None
+                    return
+
+
+def _plain(text: str) -> dict:
+    return {"text/plain": text, "text/html": f"<code>{html.escape(text)}</code>"}
+
+
+_stream_displays = _StreamDisplays()
+
+
 def _parse_sets(items) -> dict:
     values = {}
     for item in items:
@@ -752,10 +790,12 @@ def _show_dashboard(shell, dash):
 
 
 def load_ipython_extension(ipython):
+    from .stream import EventStream
     ipython.register_magics(BPFMagics)
+    ipython.display_formatter.ipython_display_formatter.for_type(EventStream,
+                                                                 _stream_displays)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
         ipython.set_custom_exc(_CAUGHT, _show_error)
-    enable_stats()  # run counts for %bpf list, from now on; False without privilege
     events = ipython.events
     if _cell_started not in events.callbacks["pre_run_cell"]:
         events.register("pre_run_cell", _cell_started)
@@ -766,6 +806,7 @@ def load_ipython_extension(ipython):
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
+    end_looks()  # the tables it showed are not looked at any more: BPF stats go off
     if ipython.custom_exceptions == _CAUGHT:
         ipython.set_custom_exc((), None)
     events = ipython.events
@@ -776,3 +817,5 @@ def unload_ipython_extension(ipython):
     magics = ipython.magics_manager.magics
     magics["cell"].pop("bpf", None)
     magics["line"].pop("bpf", None)
+    from .stream import EventStream
+    ipython.display_formatter.ipython_display_formatter.type_printers.pop(EventStream, None)

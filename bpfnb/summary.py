@@ -3,7 +3,8 @@
 A :class:`Summary` is a snapshot taken when the cell ran. It holds no reference to
 the Object, so a cell's output never keeps a torn-down object alive. Internal names
 never show and types read as a person writes them (``u32``, not ``__u32``): see
-bpfnb/libbpf/names.py.
+bpfnb/libbpf/names.py. Each loaded program shows what it costs (runs, events/s, ns
+per run, share of one CPU; "-" where unknown): see bpfnb/overhead.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
+from . import overhead
 from .libbpf.names import type_label
 
-PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id")
+PROGRAM_COLUMNS = ("program", "type", "hook", "state", "id", "runs", "events/s", "ns/run",
+                   "cpu")
 MAP_COLUMNS = ("map", "type", "key", "value", "max_entries")
 GLOBAL_COLUMNS = ("section", "variable", "type", "value")
 SKIPPED_COLUMNS = ("skipped", "hook", "why")
@@ -67,6 +70,7 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
     var = name if name and name.isidentifier() else "obj"
     skipped = getattr(obj, "skipped", {})
     notes = [*notes, *getattr(obj, "notes", ())]  # what bpfnb.load did (bpfnb.mcpu)
+    costs = overhead.measure([obj])[0] if loaded else {}
     programs = []
     for p in obj.progs:
         pid = p.id if loaded and p.autoload else ""
@@ -80,7 +84,11 @@ def summarize(obj, name: str | None = None, notes=(), warnings: str = "") -> Sum
             pstate = f"needs a target: {var}.progs.{p.name}.{p.attach_call}"
         else:
             pstate = obj.state
-        programs.append((p.name, p.type_name, p.hook, pstate, pid))
+        cost = costs.get(p.name)
+        cells = cost.cells() if cost is not None else ("-",) * 4
+        programs.append((p.name, p.type_name, p.hook, pstate, pid, *cells))
+    if costs and all(c.runs is None for c in costs.values()):
+        notes = [*notes, overhead.NO_STATS]
     skipped_rows = [(prog, obj.progs[prog].section, why) for prog, why in skipped.items()]
     if skipped_rows:
         notes = [*notes, f"{len(skipped_rows)} of {len(obj.progs)} programs skipped "

@@ -7,7 +7,7 @@
 #
 # A second run checks and does nothing (well under a few seconds).
 # Environment: PYTHON=/path/to/python3 picks the interpreter for .venv (>= 3.10);
-#              PORT=8888 JupyterLab's port; SKIP_APT=1 never calls apt-get;
+#              PORT=8888 JupyterLab's first port to try; SKIP_APT=1 never calls apt-get;
 #              BPFNB_USER=alice (as root) installs the Jupyter kernel "bpfnb (BPF
 #              capabilities)": cells run as alice with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
 #              and tracefs is re-mounted gid=bpfnb,mode=0750 for it (BPFNB_TRACEFS=0: not).
@@ -270,16 +270,44 @@ if [ -n "${BPFNB_USER:-}" ]; then
     fi
 fi
 
-say "ready ($VENV)"
+[ $LAB -eq 1 ] || say "ready ($VENV)"
 
 # --- JupyterLab -------------------------------------------------------------------
+# The first line it prints is the URL to open, token included, on the port it really
+# got (the first free one from PORT up; Jupyter itself is told not to move). The token
+# goes through the environment, not the command line (which `ps` shows to everyone).
+# Jupyter logs warnings only, so the URL stays on screen; one Ctrl-C stops it.
 if [ $LAB -eq 1 ]; then
     mkdir -p notebooks
-    args=(lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="${PORT:-8888}"
+    want=${PORT:-8888}
+    port=$("$VENV/bin/python" - "$want" <<'PY'
+import socket, sys
+start = int(sys.argv[1])
+for port in range(start, min(start + 100, 65536)):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Jupyter binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+PY
+    ) || true
+    [ -n "$port" ] || die "no free port in $want..$((want + 99)) on 127.0.0.1: set PORT=..."
+    JUPYTER_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24))')
+    export JUPYTER_TOKEN
+    url="http://127.0.0.1:$port/lab?token=$JUPYTER_TOKEN"
+    moved=""; [ "$port" != "$want" ] && moved=" (port $want was taken)"
+    printf '\nbpfnb lab: open %s%s\n' "$url" "$moved"
+    printf '  start with notebooks/01-setup.ipynb; Ctrl-C here stops JupyterLab\n'
+    [ -n "${BPFNB_USER:-}" ] \
+        && printf "  pick the kernel 'bpfnb (BPF capabilities)' to run cells as %s\n" "$BPFNB_USER"
+    printf '\n'
+    args=(lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port="$port"
+          --ServerApp.port_retries=0 --ServerApp.answer_yes=True
+          --ServerApp.log_level=WARN --LabApp.log_level=WARN
           --ServerApp.root_dir="$ROOT/notebooks")
     [ "$(id -u)" -eq 0 ] && args+=(--allow-root)
-    [ -n "${BPFNB_USER:-}" ] && say "pick the kernel 'bpfnb (BPF capabilities)' to run cells as $BPFNB_USER"
-    say "starting JupyterLab on notebooks/ at http://127.0.0.1:${PORT:-8888}/lab"
-    say "JupyterLab prints the URL with its access token below; Ctrl-C twice stops it"
     exec "$VENV/bin/jupyter" "${args[@]}"
 fi

@@ -372,8 +372,8 @@ def test_list_show_stop(ip):
     df = ip.run_line_magic("bpf", "list")
     assert list(df["name"]) == ["first", "second"]
     row = df.set_index("name").loc["first"]
-    assert row["state"] == "attached" and row["programs"] == "on_open"
-    assert row["hooks"] == "tracepoint/syscalls/sys_enter_openat" and row["maps"] == "counts"
+    assert row["state"] == "attached" and row["program"] == "on_open"
+    assert row["hook"] == "tracepoint/syscalls/sys_enter_openat" and row["maps"] == "counts"
     assert row["runs"] >= 25 and row["age_s"] >= 0
 
     out, outputs = run_ok(ip, "%bpf show first")

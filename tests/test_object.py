@@ -135,11 +135,12 @@ int bad(void *ctx) { int *p = 0; return *p; }
 
 
 def test_stats_and_repr(no_leaks):
-    from bpfnb.libbpf import enable_stats
-    assert enable_stats()
+    from bpfnb.libbpf import end_looks, look_stats
+    assert look_stats()
     with bpfnb.load(COUNTER, rodata={"target_pid": os.getpid()}) as obj:
         open_n(10)
         st = obj.progs.on_open.stats
+        end_looks()
         assert st["run_cnt"] >= 10 and st["run_time_ns"] > 0
         assert "tracepoint" in repr(obj.progs.on_open)
         shown = obj.maps.counts._repr_html_()  # the types, then the entries

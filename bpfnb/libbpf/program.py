@@ -400,22 +400,6 @@ class Program:
         return f"<Program {self.name!r} {self.type_name} {self.hook} {state}>"
 
 
-# --- run-time statistics ------------------------------------------------------
-
-_stats_fd = None
-
-
-def enable_stats() -> bool:
-    """Turn on run_cnt/run_time_ns accounting for as long as this process lives."""
-    global _stats_fd
-    if _stats_fd is None:
-        fd = lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
-        if fd < 0:
-            return False
-        _stats_fd = fd
-    return True
-
-
 # --- structures and helpers ---------------------------------------------------
 
 # struct bpf_prog_info (uapi): id at 4, name[16] at 64, run_time_ns at 192, run_cnt at

@@ -114,7 +114,8 @@ def rerun_loop(n: int, dashboard: bool, warmup: int = WARMUP) -> dict:
         rerun()
     seconds = time.perf_counter() - t0
     ip.run_line_magic("bpf", "stop --all -q")
-    left = [t.name for t in threading.enumerate() if t.ident not in threads_before]
+    left = [t.name for t in threading.enumerate() if t.ident not in threads_before
+            and t.name != "bpfnb-stats-off"]  # BPF stats' timer: ends by itself
     ip.run_cell("del events" + (", dash" if dashboard else ""), store_history=False)
     gc.collect()
     return {"rss_growth": rss_bytes() - start_rss, "threads_left": left,

@@ -1,5 +1,5 @@
 """The last bpfnb error and its full text (what ``%bpf why`` shows), and which errors
-are bpfnb's (shown in a notebook as their message alone: see magics.py)."""
+are bpfnb's (shown in a notebook as their message alone: see bpfnb/magics/)."""
 
 from __future__ import annotations
 

@@ -225,7 +225,7 @@ def test_replay_magic_binds_and_lists(ip, rec):
     assert "differs" not in text
     listed = ip.run_line_magic("bpf", "list")
     row = listed.set_index("name").loc["snoop"]
-    assert (row.state, row.programs, row.maps) == ("replay", "handle_exec",
+    assert (row.state, row.program, row.maps) == ("replay", "handle_exec",
                                                    "counts, errors, lat, events")
     with capture_output() as cap:
         ip.run_line_magic("bpf", "show snoop")

@@ -48,10 +48,16 @@ def look_stats(seconds: float | None = None) -> bool:
 
 
 def end_looks():
-    """Forget every look (what unloading the extension does): counting stops now."""
+    """Forget every look (unloading the extension, or nothing left to look at):
+    counting stops now, and the timer thread with it."""
     with _stats.lock:
         _stats.until = 0.0
         _off_if_unseen_locked()
+        timer, _stats.timer = _stats.timer, None
+    if timer is not None:
+        timer.cancel()
+        if timer is not threading.current_thread():
+            timer.join(1.0)
 
 
 def stats_since() -> float | None:

@@ -1,4 +1,4 @@
-"""``%%bpf`` and ``%bpf``: IPython's side of bpfnb (the only module that knows IPython).
+"""``%%bpf`` and ``%bpf``: IPython's side of bpfnb (the only package that knows IPython).
 
 ``%%bpf NAME`` compiles the cell, loads and attaches it, and binds NAME to the
 Object; the registry (bpfnb.registry) owns it from then on. A re-run that fails at
@@ -11,58 +11,36 @@ with ``shell.set_custom_exc`` for those raised by bpfnb calls in ordinary cells)
 ``%bpf why`` shows the last one in full: the whole verifier log, the libbpf log,
 clang's command and the Python traceback.
 ``%%bpf NAME --engines all`` loads the cell on ipyparallel engines instead (bpfnb.fleet).
+
+Files: this one holds the magics and their arguments; errors.py how a failure shows;
+views.py what shows under a cell.
 """
 
 from __future__ import annotations
 
 import ast
-import collections
 import functools
 import html
 import keyword
-import re
 import shlex
-import sys
-import threading
 import time
-import weakref
 
-from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import build, lasterror, loader, mcpu, output
-from .lasterror import CELL_FILENAME, WHY, describe as _describe
-from .libbpf import BPFError, ObjectClosedError, RangeError, VerifierError, end_looks
-from .listing import objects_frame
-from .registry import registry
-from .summary import summarize
-
-_PROGRESS_STEP = 0.1  # seconds between progress updates of --for
-
-
-class _Rejected(Exception):
-    """A verifier rejection inside _open_and_load, before it decides on a rebuild."""
-
-    def __init__(self, error: VerifierError):
-        super().__init__(str(error))
-        self.error = error
-
-
-class BPFCellError(Exception):
-    """A ``%%bpf`` cell failed. Shown as its message alone (no Python traceback), but
-    still raised, so the cell counts as failed (run_cell, nbclient). ``error`` is the
-    original exception."""
-
-    def __init__(self, message: str, error: BaseException | None = None):
-        super().__init__(message)
-        self.error = error
-        lasterror.record(self, error)
-
-    def _render_traceback_(self):
-        return str(self).splitlines() + [WHY]
+from .. import build, lasterror, loader, mcpu, output
+from ..lasterror import CELL_FILENAME, describe as _describe
+from ..libbpf import BPFError, RangeError, VerifierError, end_looks
+from ..listing import objects_frame
+from ..registry import registry
+from ..summary import summarize
+from .views import (_DASHBOARD, _PROGRESS_STEP, _PrintkView, _Progress, _cell_finished,
+                      _cell_started, _heading, _ms, _print_before_stop, _print_maps,
+                      _recording_note, _show_dashboard, _show_data, _stream_displays)
+from .errors import (_CAUGHT, BPFCellError, _kept, _live_names, _Rejected,
+                     _set_range_message, _show_error)
 
 
 @magics_class
@@ -167,7 +145,7 @@ class BPFMagics(Magics):
         if live_note:
             notes.append(live_note)
         if record_to:
-            from .replay import start_recording
+            from ..replay import start_recording
             notes.append(start_recording(obj, record_to, args.seconds))
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
@@ -198,7 +176,7 @@ class BPFMagics(Magics):
 
     def _fleet_cell(self, args, cell, cflags, values):
         """``--engines``: compile here, load on the engines (bpfnb.fleet does the work)."""
-        from .fleet import Fleet, FleetError
+        from ..fleet import Fleet, FleetError
         name = args.name
         if args.seconds is not None or args.no_load or args.plot:
             raise UsageError("--engines loads and attaches on every engine: it cannot go "
@@ -296,7 +274,7 @@ class BPFMagics(Magics):
     def _replay_or_live(self, name, cell, args):
         """--replay / --recording (see bpfnb.replay.choose): (False, None) once NAME is
         bound to a replay; else (the path to record to, or None; a note) to run live."""
-        from .replay import choose
+        from ..replay import choose
         if args.rerecord and not args.recording:
             raise UsageError("--rerecord goes with --recording PATH")
         if args.speed is not None and not (args.replay or args.recording):
@@ -313,7 +291,7 @@ class BPFMagics(Magics):
         return (args.recording, None) if how == "record" else (None, why)
 
     def _bind_replay(self, name, path, cell, args, why):
-        from .replay import ReplayError, cell_summary, replay
+        from ..replay import ReplayError, cell_summary, replay
         if args.no_load or args.no_attach:
             raise UsageError("a replay is never loaded nor attached: drop --no-load and "
                              "--no-attach")
@@ -363,7 +341,7 @@ class BPFMagics(Magics):
         how = "interrupted after" if interrupted else "detached after"
         _heading(f"{name}: {how} {elapsed:.1f} s" + (f"; {rec!r}" if rec else ""))
         if plot:
-            from .live import plot_maps
+            from ..live import plot_maps
             display(plot_maps(obj))
         else:
             _print_maps(name, obj)
@@ -409,6 +387,7 @@ class BPFMagics(Magics):
                     for name in registry.names():
                         _print_before_stop(name)
                 stopped = registry.stop_all()
+                end_looks()  # nothing is left to look at: BPF stats go off
                 print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
                 return None
             name = self._name(args)
@@ -416,6 +395,8 @@ class BPFMagics(Magics):
                 _print_before_stop(name)
             if not registry.stop(name):
                 raise UsageError(f"no %%bpf object named {args.name!r}" + _live_names())
+            if not registry.names():
+                end_looks()
             print(f"stopped {args.name}")
             return None
         if args.command == "show":
@@ -428,10 +409,10 @@ class BPFMagics(Magics):
             print(lasterror.why())
             return None
         if args.command == "doctor":
-            from . import doctor
+            from .. import doctor
             return doctor.run()
         if args.command == "probes":
-            from .probes import probes
+            from ..probes import probes
             try:
                 return probes(args.name or "*")
             except (ValueError, OSError) as e:
@@ -445,7 +426,7 @@ class BPFMagics(Magics):
     def _starter(args) -> str:
         if not args.name:
             raise UsageError("%bpf new PROBE: which probe? List them with %bpf probes PATTERN")
-        from .starter import starter
+        from ..starter import starter
         try:
             return starter(args.name, count_by=args.count_by, hist=args.hist,
                            events=args.events, name=args.cell_name)
@@ -457,227 +438,6 @@ class BPFMagics(Magics):
         if not args.name:
             raise UsageError(f"%bpf {args.command} NAME: which object?" + _live_names())
         return args.name
-
-
-def _show_data(obj):
-    """Every map as a DataFrame, then the .bss/.data variables, each under a heading."""
-    import pandas as pd
-    from .fleet import FleetObject
-    if isinstance(obj, FleetObject):
-        for map_name, df in obj.to_dfs().items():
-            _heading(map_name)
-            display(df)
-        for section in ("bss", "data"):
-            g = getattr(obj, section)
-            if list(g):
-                _heading(f"{section} by host")
-                display(pd.DataFrame({var: getattr(g, var) for var in g}))
-        return
-    for map_name, df in obj.to_dfs().items():
-        if len(df):
-            _heading(map_name)
-            display(df)
-        else:
-            _heading(f"{map_name}: empty (no entries)")
-    rows = [(section, var, value) for section, g in obj.globals.items()
-            if section in ("bss", "data") for var, value in g._asdict().items()]
-    if rows:
-        _heading("globals")
-        display(pd.DataFrame(rows, columns=["section", "variable", "value"]))
-
-
-def _print_maps(name, obj):
-    """Every non-empty map as bpftrace prints it at exit, then the .bss/.data variables."""
-    import pandas as pd
-    from . import show
-    printouts = show.object_printouts(obj)
-    for p in printouts:
-        display(p)
-    if not printouts and any(show.printable(m) for m in obj.maps):
-        _heading(f"{name}: every map is empty")
-    rows = show.user_globals(obj)
-    if rows:
-        _heading("globals")
-        display(pd.DataFrame(rows, columns=["section", "variable", "value"]))
-
-
-def _print_before_stop(name):
-    """What %bpf stop shows: detach (the counts stop moving), then print the maps."""
-    from .fleet import FleetObject
-    obj = registry.get(name)
-    if obj is None or obj.state != "loaded" or isinstance(obj, FleetObject):
-        return
-    try:
-        obj.detach()
-        _print_maps(name, obj)
-    except Exception as e:  # printing must never keep an object from being torn down
-        _heading(f"{name}: could not print its maps ({type(e).__name__}: {e})")
-
-
-def _heading(text: str):
-    display({"text/plain": text, "text/html": f"<b>{html.escape(text)}</b>"}, raw=True)
-
-
-class _Progress:
-    """An ipywidgets bar in a Jupyter kernel, a line of text elsewhere."""
-
-    def __init__(self, shell, name, seconds):
-        self.name, self.seconds = name, seconds
-        self.bar = None
-        if getattr(shell, "kernel", None) is not None:
-            try:
-                from ipywidgets import IntProgress
-            except ImportError:
-                pass
-            else:
-                self.bar = IntProgress(min=0, max=max(1, round(seconds / _PROGRESS_STEP)),
-                                       description=f"{name} 0 s")
-                display(self.bar)
-        self.update(0.0)
-
-    def update(self, elapsed, note=""):
-        if self.bar is not None:
-            self.bar.value = min(self.bar.max, round(elapsed / _PROGRESS_STEP))
-            self.bar.description = f"{self.name} {elapsed:.0f} s"
-            self.bar.tooltip = note
-        else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}")
-            sys.stdout.flush()
-
-    def close(self, elapsed, note=""):
-        if self.bar is not None:
-            self.bar.close()
-        else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}\n")
-            sys.stdout.flush()
-
-
-def _recording_note(rec) -> str:
-    """", recorded 3 snapshots, events 120 rows" for the progress line."""
-    if rec is None:
-        return ""
-    rows = "".join(f", {k} {v} rows" for k, v in rec.rows.items())
-    return f", recorded {rec.snapshots} snapshots{rows}"
-
-
-class _PrintkView:
-    """The cell's bpf_printk lines, shown under it while its program runs: a display
-    updated in place from bpfnb.output's reader thread (update_display_data goes by
-    display id, so it lands under this cell whichever cell runs now). At most one
-    update per output.DELIVER_EVERY s, of SHOWN lines of WIDTH characters (about 10
-    KB as text and HTML): 5 messages and ~50 KB per second and cell, far below
-    Jupyter's limits (1,000 messages/s, 1 MB/s)."""
-
-    SHOWN = 20
-    WIDTH = 240  # characters of a line shown (obj.output() keeps them whole)
-
-    def __init__(self, name, obj):
-        self.name = name
-        self.tail = collections.deque(maxlen=self.SHOWN)
-        self.total = self.missed = 0
-        self.route = output.describe(obj)
-        self.stopped = False
-        self.lock = threading.Lock()  # lines come on the reader thread
-        self.handle = None  # lines arriving before it exists show with the first display
-        self.unsubscribe = output.subscribe(obj, self._on_lines)
-        with self.lock:
-            self.handle = display(self._bundle(), raw=True, display_id=True)
-        if self.unsubscribe is not None:
-            registry.on_teardown(obj, self._on_teardown)
-
-    def _on_lines(self, texts, missed):
-        with self.lock:
-            self.tail.extend(t if len(t) <= self.WIDTH else t[:self.WIDTH] + "…"
-                             for t in texts)
-            self.total += len(texts) + missed
-            self.missed += missed
-            if self.handle is not None:
-                self.handle.update(self._bundle(), raw=True)
-
-    def _on_teardown(self, obj):
-        self.unsubscribe()
-        with self.lock:
-            self.stopped = True
-            self.handle.update(self._bundle(), raw=True)
-
-    def _bundle(self):
-        if self.unsubscribe is None:
-            head = f"{self.name}: bpf_printk lines cannot be shown: {self.route}"
-        elif not self.total:
-            head = f"{self.name}: bpf_printk lines appear here ({self.route})"
-        else:
-            shown = f", last {len(self.tail)}" if self.total > len(self.tail) else ""
-            skipped = f", {self.missed} not shown" if self.missed else ""
-            head = (f"{self.name}: {self.total} bpf_printk lines{shown}{skipped} "
-                    f"(see {self.name}.output())")
-        if self.stopped:
-            head += f" ({self.name} stopped)"
-        text = "\n".join([head, *self.tail])
-        return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
-
-
-class _StreamDisplays:
-    """Streams shown in a notebook update in place: the display of an EventStream
-    (its row count, lost, running or stopped) is re-sent by display id while it runs.
-    One thread for every shown stream, waking every EVERY s and sending only what
-    changed, so at most MAX / EVERY = 64 messages/s in all (Jupyter drops above
-    1,000/s); it ends when no shown stream runs any more. Outside a Jupyter kernel
-    (a terminal) a stream shows once, as its repr."""
-
-    EVERY = 0.5
-    MAX = 32    # streams kept updating; an older display beyond that stays as it is
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.shown: list[list] = []   # [weakref to the stream, display handle, text]
-        self.thread: threading.Thread | None = None
-
-    def __call__(self, stream):
-        """IPython's display of an EventStream (ipython_display_formatter)."""
-        text = repr(stream)
-        shell = get_ipython()
-        if shell is None or getattr(shell, "kernel", None) is None or not stream.running:
-            display(_plain(text), raw=True)
-            return
-        handle = display(_plain(text), raw=True, display_id=True)
-        with self.lock:
-            self.shown.append([weakref.ref(stream), handle, text])
-            del self.shown[:-self.MAX]
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, daemon=True,
-                                               name="bpfnb-stream-displays")
-                self.thread.start()
-
-    def _run(self):
-        while True:
-            time.sleep(self.EVERY)
-            with self.lock:
-                shown = list(self.shown)
-            ended = []
-            for item in shown:
-                stream = item[0]()
-                if stream is None:
-                    ended.append(item)
-                    continue
-                running = stream.running   # before the text: a last update when it stops
-                text = repr(stream)
-                if text != item[2]:
-                    item[1].update(_plain(text), raw=True)
-                    item[2] = text
-                if not running:
-                    ended.append(item)
-            with self.lock:
-                self.shown = [i for i in self.shown if all(i is not e for e in ended)]
-                if not self.shown:
-                    self.thread = None
-                    return
-
-
-def _plain(text: str) -> dict:
-    return {"text/plain": text, "text/html": f"<code>{html.escape(text)}</code>"}
-
-
-_stream_displays = _StreamDisplays()
 
 
 def _parse_sets(items) -> dict:
@@ -697,49 +457,6 @@ def _parse_sets(items) -> dict:
     return values
 
 
-def _set_range_message(e: RangeError, values: dict) -> str:
-    """The --set error naming the variable: "--set small=300: `small` is a u8 (0..255)"
-    (``e.what`` may be a field in it: cfg.port)."""
-    word = re.match(r"\w+", e.what)
-    var = word.group() if word else e.what
-    article = "an" if e.type.startswith("enum") else "a"
-    return (f"--set {var}={values.get(var)!r}: `{e.what}` is {article} {e.type} "
-            f"({e.lo}..{e.hi})")
-
-
-def _show_error(shell, etype, value, tb, tb_offset=None):
-    """IPython's custom exception handler: bpfnb's errors as their message alone,
-    others as IPython shows them."""
-    if not (isinstance(value, BPFCellError) or lasterror.is_ours(value, tb)):
-        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-        return
-    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %debug
-    if isinstance(value, BPFCellError):
-        lines = value._render_traceback_()
-    else:
-        lasterror.record(value, value)
-        lines = f"{etype.__name__}: {_describe(value)}".splitlines() + [WHY]
-    shell._showtraceback(etype, value, lines)
-
-
-# What set_custom_exc catches: every bpfnb exception type and the built-in ones of
-# USAGE_TYPES (which _show_error passes on to IPython unless bpfnb raised them).
-_CAUGHT = (BPFCellError, BPFError, ObjectClosedError, build.CompileError,
-           build.ClangNotFound) + lasterror.USAGE_TYPES
-
-
-def _kept(name: str) -> str:
-    """What a failed re-run leaves, for the error's first line."""
-    from .fleet import FleetObject
-    old = registry.get(name)
-    if old is None or old.state == "destroyed":
-        return ""
-    if isinstance(old, FleetObject):
-        return f"; the previous {name} keeps running on its engines"
-    running = any(p.links for p in old.progs)
-    return f"; the previous {name} {'keeps running' if running else 'is kept'}"
-
-
 def _engine_targets(text: str):
     """``--engines all`` or ``--engines 0,2`` -> "all" or [0, 2]."""
     if text == "all":
@@ -750,47 +467,8 @@ def _engine_targets(text: str):
         raise UsageError(f"--engines {text}: write all, or engine ids such as 0,2") from None
 
 
-def _live_names() -> str:
-    names = registry.names()
-    return f"; live: {', '.join(names)}" if names else "; none is live"
-
-
-def _ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
-
-
-def _cell_started(info):
-    """The registry closes what the last run of this cell made (its dashboards)."""
-    cell_id = getattr(info, "cell_id", None)  # Jupyter's; None in a terminal
-    registry.cell_started(cell_id or ("text", hash(info.raw_cell)))
-
-
-def _cell_finished(result):
-    registry.cell_finished()
-
-
-_DASHBOARD = ("bpfnb.live.dashboard", "Dashboard")
-
-
-def _show_dashboard(shell, dash):
-    """A dashboard is shown under a display id; once it stops, its still (the last
-    frame, which a saved notebook keeps) takes the widgets' place, and they are closed
-    to free them. Outside a Jupyter kernel there is no output to replace."""
-    if getattr(shell, "kernel", None) is None:
-        display(dash._repr_mimebundle_(), raw=True)
-        dash.when_stopped(lambda d: d.close())
-        return
-    handle = display(dash._repr_mimebundle_(), raw=True, display_id=True)
-
-    def stopped(d):
-        handle.update(d.still(), raw=True)
-        d.close()
-    dash.when_stopped(stopped)
-
-
 def load_ipython_extension(ipython):
-    from .stream import EventStream
+    from ..stream import EventStream
     ipython.register_magics(BPFMagics)
     ipython.display_formatter.ipython_display_formatter.for_type(EventStream,
                                                                  _stream_displays)
@@ -817,5 +495,5 @@ def unload_ipython_extension(ipython):
     magics = ipython.magics_manager.magics
     magics["cell"].pop("bpf", None)
     magics["line"].pop("bpf", None)
-    from .stream import EventStream
+    from ..stream import EventStream
     ipython.display_formatter.ipython_display_formatter.type_printers.pop(EventStream, None)

@@ -187,7 +187,8 @@ def clean(no_leaks):
     yield
     assert wait_for(lambda: not our_threads(), 2.0), f"threads left: {our_threads()}"
     # perf events of tracepoint links are closed in the background (libbpf/teardown.py)
-    assert wait_for(lambda: open_fds() - fds == set(), 5.0), "file descriptors left"
+    assert wait_for(lambda: open_fds() - fds == set(), 10.0), \
+        f"file descriptors left: {sorted(open_fds() - fds)}"
 
 
 @pytest.fixture

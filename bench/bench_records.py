@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bpfnb  # noqa: E402
-from bpfnb import frames, records, stream  # noqa: E402
+from bpfnb import frames, recordtypes, stream  # noqa: E402
 from bpfnb.dwarf import Dwarf, DwarfTypes  # noqa: E402
 
 N = 1_000_000
@@ -121,7 +121,7 @@ def bench_load():
         t0 = time.perf_counter()
         obj = bpfnb.load(CELL, attach=False)
         t1 = time.perf_counter()
-        rec = records.of(obj)
+        rec = recordtypes.of(obj)
         btf, tid = rec.typed(rec.types("events")[0].die)
         t2 = time.perf_counter()
         assert btf.c_name(tid) == "struct exec_event"
@@ -145,7 +145,7 @@ def bench_find():
         t0 = time.perf_counter()
         obj.btf.find("struct trace_event_raw_sched_process_exec")
         t1 = time.perf_counter()
-        rec = records.of(obj)
+        rec = recordtypes.of(obj)
         btf, tid = rec.find("struct exec_event")
         t2 = time.perf_counter()
         assert btf.c_name(tid) == "struct exec_event"

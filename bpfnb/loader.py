@@ -100,7 +100,7 @@ class Object(libbpf.Object):
     attach time. ``strict = True`` raises one error naming all of them instead;
     ``None`` (the default) checks nothing and lets libbpf and the kernel speak.
 
-    ``image`` keeps the ELF bytes (libbpf frees its copy at load): records.py reads the
+    ``image`` keeps the ELF bytes (libbpf frees its copy at load): recordtypes.py reads the
     object's instructions and DWARF from it to find what its ring buffers carry.
     ``notes`` says what bpfnb.load did besides the user's asking (e.g. rebuilt the
     source with another -mcpu, see bpfnb.mcpu); the summary shows them.

@@ -1,6 +1,6 @@
 """Events from ring buffers and perf buffers, collected in the background.
 
-    s = obj.maps.events.stream()          # the type the program writes (records.py)
+    s = obj.maps.events.stream()          # the type the program writes (recordtypes.py)
     s = obj.maps.events.stream("struct event", max_rows=100_000)
     s = obj.maps.events.stream(decode={"daddr": "ipv4"})   # see bpfnb/decode.py
     ... the program runs ...
@@ -419,13 +419,13 @@ VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 def record_type(obj, map, type: str | None = None):
     """(BTF, id) of the records' type: ``type`` by name, else the type the program
-    writes into ``map`` (records.py: instructions and DWARF); id None when unknown
+    writes into ``map`` (recordtypes.py: instructions and DWARF); id None when unknown
     (records stay bytes). The BTF is the object's, with its DWARF types when it has
     DWARF (split BTF: the object's ids stand)."""
-    from . import records
+    from . import recordtypes
     if type is not None:
         return _named_type(obj, map, type)
-    rec = records.of(obj)
+    rec = recordtypes.of(obj)
     if rec is None:  # no DWARF: the one plausible struct of the object's BTF
         return obj.btf, (_guess(obj, map) if obj.btf is not None else None)
     found = rec.types(map.name)
@@ -453,9 +453,9 @@ def _writers(writes) -> str:
 def record_types_text(obj, map) -> str:
     """The record type(s) of ``map`` for display ("struct event", "struct a | struct
     b", or "raw bytes"); never raises."""
-    from . import records
+    from . import recordtypes
     try:
-        rec = records.of(obj)
+        rec = recordtypes.of(obj)
         if rec is not None:
             names = [rt.name for rt in rec.types(map.name)]
             return " | ".join(names) if names else "raw bytes"
@@ -466,9 +466,9 @@ def record_types_text(obj, map) -> str:
 
 
 def _named_type(obj, map, type: str):
-    from . import records
+    from . import recordtypes
     btf, missing = obj.btf, "the object has no BTF"
-    rec = records.of(obj)
+    rec = recordtypes.of(obj)
     if btf is not None:
         try:
             tid = btf.find(type)
@@ -477,7 +477,7 @@ def _named_type(obj, map, type: str):
         else:
             return _check_kind(rec.btf if rec is not None else btf, tid, type)
     if rec is None:
-        why = records.why_not(obj)
+        why = recordtypes.why_not(obj)
         stop = "" if missing.endswith(("?", ".")) else "."
         raise ValueError(
             f"record type for {map.name!r}: {missing}{stop}\n{why[:1].upper()}{why[1:]}, where "
@@ -506,7 +506,7 @@ def _guess(obj, map) -> int | None:
     """For objects without DWARF: the one struct or union the program defines itself
     (not the kernel's, not a CO-RE flavour, not nested in another, not a map's key or
     value), narrowed to those named like "event" when several remain."""
-    from . import records
+    from . import recordtypes
     found = _own_structs(obj)
     if len(found) > 1:
         events = {name: tid for name, tid in found.items() if "event" in name.lower()}
@@ -514,7 +514,7 @@ def _guess(obj, map) -> int | None:
     if len(found) > 1:
         names = sorted(found)
         raise ValueError(f"which type do the records of {map.name!r} have? The object "
-                         f"has no DWARF to tell ({records.why_not(obj)}) and its BTF "
+                         f"has no DWARF to tell ({recordtypes.why_not(obj)}) and its BTF "
                          f"defines {', '.join(names)}: pass one, e.g. "
                          f".stream({names[0]!r})")
     return next(iter(found.values()), None)

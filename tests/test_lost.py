@@ -80,7 +80,7 @@ def test_a_full_ring_counts_every_failed_write(clean, program):
     obj = load(SNOOP, program)
     try:
         burst(obj)  # before any stream: the ring fills, the rest is lost
-        # records.py finds the type written by reserve and output, not through a dynptr
+        # recordtypes.py finds the type written by reserve and output, not through a dynptr
         kind = "struct event" if program == "getpid_dynptr" else None
         with getattr(obj.maps, PROGRAMS[program]).stream(kind) as s:
             df = s.to_df()

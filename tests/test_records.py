@@ -1,4 +1,4 @@
-"""Record types of ring and perf buffers, found from the object (records.py, dwarf.py).
+"""Record types of ring and perf buffers, found from the object (recordtypes.py, dwarf/).
 
 The programs under tests/progs/ are written as real tools are: the event struct in a
 header, reserved through a local pointer or built on the stack, CO-RE flavours
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import bpfnb
-from bpfnb import build, records
+from bpfnb import build, recordtypes
 from bpfnb.summary import summarize
 
 PROGS = Path(__file__).parent / "progs"
@@ -66,7 +66,7 @@ def check_bootstrap(obj, n=5):
 
 def test_bootstrap_reserved_through_a_local_pointer(bootstrap):
     check_bootstrap(bootstrap)
-    rec = records.of(bootstrap)
+    rec = recordtypes.of(bootstrap)
     writes = rec.writes["rb"]
     assert [(w.program, w.helper, w.size, w.how) for w in writes] == [
         ("handle_exec", "bpf_ringbuf_reserve", 168, "reserved pointer"),
@@ -92,7 +92,7 @@ def test_execsnoop_perf_buffer_from_a_stack_variable(no_leaks):
             pids = run_true(6)
             assert wait_for(lambda: len(s) >= 6)
             df = s.to_df()
-        (write,) = records.of(obj).writes["events"]
+        (write,) = recordtypes.of(obj).writes["events"]
         assert (write.helper, write.size, write.how) == ("bpf_perf_event_output", 32,
                                                           "stack variable")
     finally:
@@ -217,8 +217,8 @@ def test_without_dwarf_records_stay_bytes_and_the_error_says_why(no_leaks, tmp_p
     path = strip_dwarf(built, tmp_path / "bootstrap.linked.o")
     obj = bpfnb.load(path, rodata={"targ_ppid": os.getpid()})
     try:
-        assert records.of(obj) is None
-        assert "no DWARF debug info (built without -g)" in records.why_not(obj)
+        assert recordtypes.of(obj) is None
+        assert "no DWARF debug info (built without -g)" in recordtypes.why_not(obj)
         with pytest.raises(ValueError, match=r"no DWARF debug info \(built without -g\)"):
             obj.maps.rb.stream("struct event")
         with obj.maps.rb.stream() as s:
@@ -315,7 +315,7 @@ def test_a_record_sent_from_a_map_value_with_a_run_time_size():
     from bpfnb.libbpf import BTF
 
     image = build.compile(HEAP).read_bytes()
-    rec = records.Records(image, BTF.from_elf(image))
+    rec = recordtypes.Records(image, BTF.from_elf(image))
     (write,) = rec.writes["events"]
     assert (write.program, write.helper, write.size, write.how) == (
         "leave", "bpf_perf_event_output", None, "pointer")
@@ -356,7 +356,7 @@ def test_without_a_variable_the_size_picks_among_the_programs_own_types():
     from bpfnb.libbpf import BTF
 
     image = build.compile(BY_SIZE).read_bytes()
-    rec = records.Records(image, BTF.from_elf(image))
+    rec = recordtypes.Records(image, BTF.from_elf(image))
     (anon,) = rec.writes["anon"]
     assert (anon.how, anon.size, rec.c_name(anon.type)) == ("size", 16, "struct pair")
     (typed,) = rec.types("typed")
@@ -468,7 +468,7 @@ def test_malformed_dwarf_is_an_error_never_a_crash():
         if i % 10 == 9:
             bad = bad[:h[4] + int(rng.integers(0, h[5]))]
         try:
-            rec = records.Records(bytes(bad), base)
+            rec = recordtypes.Records(bytes(bad), base)
             for name in rec.writes:
                 for rt in rec.types(name):
                     btf, tid = rec.typed(rt.die)

@@ -64,9 +64,21 @@ class Fleet:
     def __init__(self, client=None, targets="all", *, profile: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, lease: float = DEFAULT_LEASE):
         import ipyparallel
+        # A client the fleet made is the fleet's to close (its IO thread and sockets),
+        # once none of its objects is left (see release).
+        self._owns_client = client is None
         if client is None:
             client = ipyparallel.Client(profile=profile) if profile else ipyparallel.Client()
         self.client, self.timeout, self.lease = client, float(timeout), float(lease)
+        self._objects: set[int] = set()
+        try:
+            self._connect(targets)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, targets):
+        client = self.client
         ids = list(client.ids)
         if targets != "all":
             targets = [targets] if isinstance(targets, int) else list(targets)
@@ -136,8 +148,26 @@ class Fleet:
         image = compiled if isinstance(compiled, bytes) else Path(os.fspath(compiled)).read_bytes()
         for section, values in _by_section(image, set or {}).items():
             options[section] = {**values, **(options.get(section) or {})}
-        return FleetObject(self, image, dict(options, name=name),
-                           self.lease if lease is None else float(lease))
+        try:
+            obj = FleetObject(self, image, dict(options, name=name),
+                              self.lease if lease is None else float(lease))
+        except BaseException:
+            if not self._objects:
+                self.close()
+            raise
+        self._objects.add(id(obj))
+        return obj
+
+    def release(self, obj):
+        """``obj`` was destroyed: a client the fleet made is closed with its last object."""
+        self._objects.discard(id(obj))
+        if not self._objects:
+            self.close()
+
+    def close(self):
+        """Close the client if this fleet made it (a client given to it stays open)."""
+        if self._owns_client:
+            self.client.close()
 
     def __repr__(self):
         return f"<Fleet {len(self.ids)} engines: {', '.join(self.hosts.values())}>"

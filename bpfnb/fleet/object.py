@@ -138,6 +138,7 @@ class FleetObject:
             if not reply.ok:
                 self._errors[eid] = reply.status
         self._renewer.join(timeout=self.fleet.timeout)
+        self.fleet.release(self)
 
     def detach(self) -> pd.Series:
         """Detach every program on every engine (maps stay readable); status by host."""

@@ -41,6 +41,20 @@ def held_bpf_ids() -> set[tuple[str, int]]:
     return held
 
 
+@pytest.fixture(scope="module")
+def shell():
+    """IPython's shell with the bpfnb extension loaded, `os` and `bpfnb` imported in it;
+    one per test module, every object stopped and the extension unloaded after."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from bpfnb.registry import registry
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "bpfnb")
+    ip.run_cell("import os, bpfnb")
+    yield ip
+    registry.stop_all()
+    ip.run_line_magic("unload_ext", "bpfnb")
+
+
 @pytest.fixture
 def no_leaks(need_root):
     """Fails the test if it leaves a BPF program, map or link of its own in the kernel.

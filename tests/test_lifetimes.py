@@ -14,7 +14,6 @@ from pathlib import Path
 import ipywidgets.widgets.widget as widget_module
 import nbformat
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import bpfnb
@@ -40,15 +39,6 @@ RERUNS = 100
 # same 10 MB: the first hundred also fill the allocator's pools (seen: 2.5 to 7 MB on a
 # quiet machine, noise of the allocator, not of a leak: later re-runs reuse them).
 RERUN_RSS_BOUND = 10e6
-
-
-@pytest.fixture(scope="module")
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "bpfnb")
-    yield ip
-    registry.stop_all()
-    ip.run_line_magic("unload_ext", "bpfnb")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import threading
 import time
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from bpfnb.libbpf import kernel_ids, teardown
@@ -60,16 +59,6 @@ int on_open(void *ctx)
 def open_n(n):
     for _ in range(n):
         os.close(os.open("/etc/hostname", os.O_RDONLY))
-
-
-@pytest.fixture(scope="module")
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "bpfnb")
-    ip.run_cell("import os")
-    yield ip
-    registry.stop_all()
-    ip.run_line_magic("unload_ext", "bpfnb")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from bpfnb.libbpf import stats
@@ -60,16 +59,6 @@ int on_getppid(void *ctx)
     return 0;
 }}
 """
-
-
-@pytest.fixture(scope="module")
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "bpfnb")
-    ip.run_cell("import os")
-    yield ip
-    registry.stop_all()
-    ip.run_line_magic("unload_ext", "bpfnb")
 
 
 @pytest.fixture

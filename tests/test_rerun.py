@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import bpfnb
@@ -104,16 +103,6 @@ def perf_event_fds():
         except OSError:
             pass
     return count
-
-
-@pytest.fixture(scope="module")
-def shell():
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "bpfnb")
-    ip.run_cell("import os, bpfnb")
-    yield ip
-    registry.stop_all()
-    ip.run_line_magic("unload_ext", "bpfnb")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What each ring buffer and perf event array receives: the record types, read from
 the object's instructions, relocations and DWARF, never guessed from names.
 
-    rec = records.of(obj)                  # analysed once per object, on first use
+    rec = recordtypes.of(obj)              # analysed once per object, on first use
     rec.types("events")                    # -> [RecordType(name="struct event", ...)]
     rec.find("struct event")               # (BTF, id): the object's BTF + its DWARF types
 
@@ -20,6 +20,8 @@ arguments are read from that state, and the record's type is taken from DWARF:
   files (not vmlinux.h, libbpf's or bpfnb's headers) whose size is the size passed.
 
 CO-RE flavours (``task_struct___o``) and types of kernel headers are never chosen.
+``record_type(obj, map, type)`` is what a stream decodes with: the type named, else the
+one the program writes, else (no DWARF) the one plausible struct of the object's BTF.
 """
 
 from __future__ import annotations
@@ -426,3 +428,166 @@ def why_not(obj) -> str:
     """Why ``of(obj)`` is None ("" when it is not)."""
     cached = obj.__dict__.get("_records")
     return cached if isinstance(cached, str) else ""
+
+
+# --- a stream's record type ----------------------------------------------------------
+
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+def record_type(obj, map, type: str | None = None):
+    """(BTF, id) of the records' type: ``type`` by name, else the type the program
+    writes into ``map`` (recordtypes.py: instructions and DWARF); id None when unknown
+    (records stay bytes). The BTF is the object's, with its DWARF types when it has
+    DWARF (split BTF: the object's ids stand)."""
+    if type is not None:
+        return _named_type(obj, map, type)
+    rec = of(obj)
+    if rec is None:  # no DWARF: the one plausible struct of the object's BTF
+        return obj.btf, (_guess(obj, map) if obj.btf is not None else None)
+    found = rec.types(map.name)
+    if len(found) > 1:
+        names = sorted(rt.name for rt in found)
+        where = "; ".join(f"{rt.name} from {_writers(rt.writes)}" for rt in found)
+        raise ValueError(f"{map.name!r} receives {len(found)} record types: "
+                         f"{', '.join(names)} ({where}). Pass the one to decode, e.g. "
+                         f".stream({names[0]!r}); records of another size keep their "
+                         f"bytes in a `raw` column")
+    if not found:
+        return rec.btf, None
+    return rec.typed(found[0].die)
+
+
+def _writers(writes) -> str:
+    seen = []
+    for w in writes:
+        text = f"{w.program} ({w.helper})"
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen)
+
+
+def record_types_text(obj, map) -> str:
+    """The record type(s) of ``map`` for display ("struct event", "struct a | struct
+    b", or "raw bytes"); never raises."""
+    try:
+        rec = of(obj)
+        if rec is not None:
+            names = [rt.name for rt in rec.types(map.name)]
+            return " | ".join(names) if names else "raw bytes"
+        btf, tid = record_type(obj, map)
+        return btf.c_name(tid) if tid is not None else "raw bytes"
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _named_type(obj, map, type: str):
+    btf, missing = obj.btf, "the object has no BTF"
+    rec = of(obj)
+    if btf is not None:
+        try:
+            tid = btf.find(type)
+        except KeyError as e:
+            missing = e.args[0]
+        else:
+            return _check_kind(rec.btf if rec is not None else btf, tid, type)
+    if rec is None:
+        why = why_not(obj)
+        stop = "" if missing.endswith(("?", ".")) else "."
+        raise ValueError(
+            f"record type for {map.name!r}: {missing}{stop}\n{why[:1].upper()}{why[1:]}, where "
+            f"clang keeps the types of local variables: rebuild the object with -g and "
+            f"keep its debug info (bpftool gen object and strip drop it), or use the type "
+            f"in a global, e.g. `{type} *unused_event;`") from None
+    try:
+        btf, tid = rec.find(type)
+    except KeyError:
+        _, _, near = missing.partition("; did you mean")
+        hint = f"; did you mean{near}" if near else ""
+        raise ValueError(f"record type for {map.name!r}: no type {type!r} in the "
+                         f"object's BTF nor in its DWARF{hint}") from None
+    return _check_kind(btf, tid, type)
+
+
+def _check_kind(btf, tid: int, type: str):
+    kind = btf.type(btf.resolve(tid)).kind
+    if kind not in ("struct", "union"):
+        raise ValueError(f"{type!r} is a {kind}: records are decoded as a struct "
+                         f"or union")
+    return btf, tid
+
+
+def _guess(obj, map) -> int | None:
+    """For objects without DWARF: the one struct or union the program defines itself
+    (not the kernel's, not a CO-RE flavour, not nested in another, not a map's key or
+    value), narrowed to those named like "event" when several remain."""
+    found = _own_structs(obj)
+    if len(found) > 1:
+        events = {name: tid for name, tid in found.items() if "event" in name.lower()}
+        found = events if len(events) == 1 else found
+    if len(found) > 1:
+        names = sorted(found)
+        raise ValueError(f"which type do the records of {map.name!r} have? The object "
+                         f"has no DWARF to tell ({why_not(obj)}) and its BTF "
+                         f"defines {', '.join(names)}: pass one, e.g. "
+                         f".stream({names[0]!r})")
+    return next(iter(found.values()), None)
+
+
+def _own_structs(obj) -> dict[str, int]:
+    """{C name: id} of the program's own top-level structs/unions (see record_type)."""
+    btf = obj.btf
+    found, inner = {}, set()
+    for t in btf.types():
+        if t.kind in ("struct", "union") and t.size:
+            inner.update(_element(btf, m.type_id) for m in t.members)
+            if t.name:
+                found[t.id] = t
+        elif t.kind == "typedef" and t.name:
+            target = btf.type(btf.resolve(t.id))
+            if target.kind in ("struct", "union") and target.size and not target.name:
+                found[t.id] = t
+    for m in obj.maps:
+        inner.update(_element(btf, tid) for tid in (m.key_type_id, m.value_type_id) if tid)
+    return {btf.c_name(tid): tid for tid, t in found.items()
+            if btf.resolve(tid) not in inner and "___" not in t.name
+            and not _from_kernel(btf, t)}
+
+
+def _element(btf, tid: int) -> int:
+    """The struct (or other type) under modifiers and arrays."""
+    for _ in range(64):
+        t = btf.type(btf.resolve(tid))
+        if t.kind != "array":
+            return t.id
+        tid = t.type_id
+    return tid
+
+
+def _from_kernel(btf, t) -> bool:
+    """Whether ``t`` is the kernel's type of that name (vmlinux.h copies it whole)."""
+    vmlinux = _vmlinux_btf()
+    if vmlinux is None:
+        return False
+    try:
+        vt = vmlinux.type(vmlinux.find(t.name, t.kind))
+    except KeyError:
+        return False
+    if btf.size(t.id) != vmlinux.size(vt.id):
+        return False
+    ours, theirs = btf.type(btf.resolve(t.id)), vmlinux.type(vmlinux.resolve(vt.id))
+    return [m.name for m in ours.members or ()] == [m.name for m in theirs.members or ()]
+
+
+_vmlinux: list = []
+
+
+def _vmlinux_btf():
+    """The running kernel's BTF (parsed once; ~0.1 s), or None where it is missing."""
+    if not _vmlinux:
+        from .libbpf import BTF
+        try:
+            _vmlinux.append(BTF.from_file(VMLINUX_BTF))
+        except (OSError, ValueError):
+            _vmlinux.append(None)
+    return _vmlinux[0]

@@ -110,7 +110,7 @@ def _value_type(obj, m) -> str:
     """A map's value type; for ring and perf buffers the records' type(s)."""
     from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
     if m.type in (RINGBUF, PERF_EVENT_ARRAY):
-        from .stream import record_types_text
+        from .recordtypes import record_types_text
         return record_types_text(obj, m)
     return m.value_type
 

@@ -10,7 +10,9 @@ from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenEr
                      PrivilegeError, VerifierError)
 from .map import Map
 from .object import Object, live_objects
-from .program import Link, Program, kernel_ids, kernel_prog_info, perf_event_open
+from .program import Link, Program
+from .proginfo import kernel_ids, kernel_prog_info
+from .targets import perf_event_open
 from .stats import end_looks, look_stats, stats_since
 
 __all__ = ["VERSION", "LIBRARY_PATH", "has", "BTF", "BTFError", "Record", "AttachError",

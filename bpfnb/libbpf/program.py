@@ -11,14 +11,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import socket
-import stat
-import struct
-import threading
 import weakref
 
-from . import _check, _lib, sysfs, teardown
+from . import _check, _lib, proginfo, sysfs, targets, teardown
 from ._lib import lib
 from .errors import (AttachError, BPFError, ObjectClosedError, last_errno, make,
                      missing_capabilities, tracefs_hint)
@@ -198,7 +194,7 @@ class Program:
         offset = _check.u64(offset, f"attach_uprobe of {self.name!r}: offset")
         if retprobe is None:
             retprobe = self.section.startswith("uretprobe")
-        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), retprobe=retprobe,
+        opts = targets.UprobeOpts(sz=ctypes.sizeof(targets.UprobeOpts), retprobe=retprobe,
                            func_name=function.encode() if function else None)
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_uprobe_opts(self._ptr, pid, binary.encode(), offset,
@@ -220,15 +216,15 @@ class Program:
         """Sample on every CPU (or ``cpus``) at ``freq`` Hz, or every ``period`` events."""
         self.fd
         what = f"attach_perf_event of {self.name!r}"
-        cpus = _online_cpus() if cpus is None else [
+        cpus = targets.online_cpus() if cpus is None else [
             _check.check(cpu, f"{what}: cpu", 32, True, lo=0) for cpu in cpus]
         pid = _check.pid(pid, what)
         _check.sample_rate(freq, period, what)
         links = []
         try:
             for cpu in cpus:
-                pfd = perf_event_open(event, cpu=cpu, pid=pid, freq=None if period else freq,
-                                      period=period)
+                pfd = targets.perf_event_open(event, cpu=cpu, pid=pid,
+                                              freq=None if period else freq, period=period)
                 with _lib.capture() as log:
                     ptr = lib.bpf_program__attach_perf_event(self._ptr, pfd)
                 if not ptr:
@@ -251,7 +247,7 @@ class Program:
 
     def attach_xdp(self, interface: str | int) -> Link:
         self.fd
-        ifindex = _ifindex(interface)
+        ifindex = targets.interface_index(interface)
         with _lib.capture() as log:
             ptr = lib.bpf_program__attach_xdp(self._ptr, ifindex)
         return self._link(ptr, f"xdp/{interface}", log.text)
@@ -281,28 +277,28 @@ class Program:
         """Attach as a tc classifier (direct action) on ``interface``; the clsact qdisc is
         created when missing and removed again when the last of our filters goes."""
         fd = self.fd
-        ifindex = _ifindex(interface)
+        ifindex = targets.interface_index(interface)
         if direction not in ("ingress", "egress"):
             raise ValueError(f"attach_tc of {self.name!r}: direction is 'ingress' or "
                              f"'egress', not {direction!r}")
-        point = {"ingress": _TC_INGRESS, "egress": _TC_EGRESS}[direction]
+        point = {"ingress": targets.TC_INGRESS, "egress": targets.TC_EGRESS}[direction]
         # tc filter priorities are 16-bit (0: the kernel picks one, read back below)
         priority = _check.u16(priority, f"attach_tc of {self.name!r}: priority")
-        hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
-        opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fd, priority=priority)
+        hook = targets.TcHook(sz=ctypes.sizeof(targets.TcHook), ifindex=ifindex, attach_point=point)
+        opts = targets.TcOpts(sz=ctypes.sizeof(targets.TcOpts), prog_fd=fd, priority=priority)
         with _lib.capture() as log:
-            _tc_hook_acquire(ifindex)
+            targets.tc_hook_acquire(ifindex)
             rc = lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
         if rc < 0:
-            _tc_hook_release(ifindex)
+            targets.tc_hook_release(ifindex)
             raise make(AttachError, f"cannot attach program {self.name!r} to tc {direction} "
                        f"of {interface}", last_errno(rc), log.text)
         handle, prio = opts.handle, opts.priority
 
         def detach():
-            o = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=handle, priority=prio)
+            o = targets.TcOpts(sz=ctypes.sizeof(targets.TcOpts), handle=handle, priority=prio)
             lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(o))
-            _tc_hook_release(ifindex)
+            targets.tc_hook_release(ifindex)
 
         link = Link(None, f"tc/{interface}/{direction}", detach)
         self.links.append(link)
@@ -314,9 +310,9 @@ class Program:
         fd = self.fd
         owned = not isinstance(sock, socket.socket)
         if owned:
-            sock = _socket_from_fd(sock, f"attach_socket of {self.name!r}")
+            sock = targets.socket_from_fd(sock, f"attach_socket of {self.name!r}")
         try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_BPF, fd)
+            sock.setsockopt(socket.SOL_SOCKET, targets.SO_ATTACH_BPF, fd)
         except OSError as e:
             if owned:
                 sock.close()
@@ -325,7 +321,7 @@ class Program:
 
         def detach():
             try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_BPF, 0)
+                sock.setsockopt(socket.SOL_SOCKET, targets.SO_DETACH_BPF, 0)
             except OSError:
                 pass  # socket already closed: the filter went with it
             if owned:
@@ -359,7 +355,7 @@ class Program:
 
     def info(self) -> dict:
         """Kernel id, name, run count and run time (counted while BPF stats are on)."""
-        info = prog_info(self.fd)
+        info = proginfo.prog_info(self.fd)
         if info is None:
             raise BPFError(f"cannot read info of program {self.name!r}", last_errno())
         return info
@@ -398,175 +394,6 @@ class Program:
         if state == "destroyed":
             return f"<Program {self.name!r} (destroyed)>"
         return f"<Program {self.name!r} {self.type_name} {self.hook} {state}>"
-
-
-# --- structures and helpers ---------------------------------------------------
-
-# struct bpf_prog_info (uapi): id at 4, name[16] at 64, run_time_ns at 192, run_cnt at
-# 200, verified_insns at 216. The kernel zero-fills what an older kernel lacks.
-_PROG_INFO_SIZE = 232
-
-
-def prog_info(fd: int) -> dict | None:
-    """id, name, run_cnt, run_time_ns, verified_insns of the program behind ``fd``."""
-    buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
-    size = ctypes.c_uint32(_PROG_INFO_SIZE)
-    if lib.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)) < 0:
-        return None
-    raw = buf.raw
-    return {"id": struct.unpack_from("<I", raw, 4)[0],
-            "name": raw[64:80].split(b"\0")[0].decode(errors="replace"),
-            "run_time_ns": struct.unpack_from("<Q", raw, 192)[0],
-            "run_cnt": struct.unpack_from("<Q", raw, 200)[0],
-            "verified_insns": struct.unpack_from("<I", raw, 216)[0]}
-
-
-def kernel_prog_info(prog_id: int) -> dict | None:
-    """prog_info() of any program in the kernel by id; None once it is gone."""
-    fd = lib.bpf_prog_get_fd_by_id(_check.u32(prog_id, "kernel_prog_info: prog_id"))
-    if fd < 0:
-        return None
-    try:
-        return prog_info(fd)
-    finally:
-        os.close(fd)
-
-
-class _UprobeOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("ref_ctr_offset", ctypes.c_size_t),
-                ("bpf_cookie", ctypes.c_uint64), ("retprobe", ctypes.c_bool),
-                ("func_name", ctypes.c_char_p)]
-
-
-class _TcHook(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("ifindex", ctypes.c_int),
-                ("attach_point", ctypes.c_int), ("parent", ctypes.c_uint32)]
-
-
-class _TcOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
-                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32),
-                ("priority", ctypes.c_uint32)]
-
-
-_TC_INGRESS, _TC_EGRESS = 1, 2
-_SO_ATTACH_BPF, _SO_DETACH_BPF = 50, 27
-
-# The clsact qdisc we create is shared by our ingress and egress filters on one
-# interface: count users so the last detach removes it, and never remove one we
-# did not create.
-_tc_lock = threading.Lock()
-_tc_users: dict[int, int] = {}
-
-
-def _tc_hook_acquire(ifindex: int):
-    with _tc_lock:
-        if ifindex in _tc_users:
-            _tc_users[ifindex] += 1
-            return
-        hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex,
-                       attach_point=_TC_INGRESS | _TC_EGRESS)
-        rc = lib.bpf_tc_hook_create(ctypes.byref(hook))
-        if rc < 0 and last_errno(rc) != errno.EEXIST:
-            raise make(AttachError, f"cannot create the clsact qdisc on ifindex {ifindex}",
-                       last_errno(rc))
-        _tc_users[ifindex] = 1 if rc == 0 else -(1 << 30)  # negative: not ours to remove
-
-
-def _tc_hook_release(ifindex: int):
-    with _tc_lock:
-        _tc_users[ifindex] -= 1
-        if _tc_users[ifindex] == 0:
-            del _tc_users[ifindex]
-            hook = _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex,
-                           attach_point=_TC_INGRESS | _TC_EGRESS)
-            lib.bpf_tc_hook_destroy(ctypes.byref(hook))
-        elif _tc_users[ifindex] == -(1 << 30):
-            del _tc_users[ifindex]
-
-
-def _ifindex(interface: str | int) -> int:
-    if not isinstance(interface, str):
-        return _check.check(interface, "interface index", 32, True, lo=1)
-    try:
-        return socket.if_nametoindex(interface)
-    except OSError:
-        raise AttachError(f"no network interface named {interface!r} in this network "
-                          f"namespace (see `ip link`)", errno.ENODEV) from None
-
-
-def _socket_from_fd(fd, what: str) -> socket.socket:
-    """A socket object over a duplicate of ``fd``, after checking it is a socket."""
-    fd = _check.fd(fd, f"{what}: fd")
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError as e:
-        raise AttachError(f"{what}: fd {fd} is not open", e.errno) from None
-    if not stat.S_ISSOCK(mode):
-        raise AttachError(f"{what}: fd {fd} is not a socket; pass a socket or its "
-                          f"fileno()", errno.ENOTSOCK)
-    dup = os.dup(fd)
-    try:
-        return socket.socket(fileno=dup)
-    except OSError:
-        os.close(dup)
-        raise
-
-
-def _online_cpus() -> list[int]:
-    """CPUs listed in /sys/devices/system/cpu/online ("0-3,5")."""
-    try:
-        with open("/sys/devices/system/cpu/online") as f:
-            text = f.read().strip()
-    except OSError:
-        return list(range(os.cpu_count() or 1))
-    cpus = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-class _PerfEventAttr(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32),
-                ("config", ctypes.c_uint64), ("sample_period", ctypes.c_uint64),
-                ("sample_type", ctypes.c_uint64), ("read_format", ctypes.c_uint64),
-                ("flags", ctypes.c_uint64), ("wakeup_events", ctypes.c_uint32),
-                ("bp_type", ctypes.c_uint32), ("config1", ctypes.c_uint64)]
-
-
-_PERF_TYPE_HARDWARE, _PERF_TYPE_SOFTWARE = 0, 1
-_PERF_EVENTS = {"cpu-clock": (_PERF_TYPE_SOFTWARE, 0), "task-clock": (_PERF_TYPE_SOFTWARE, 1),
-                "cycles": (_PERF_TYPE_HARDWARE, 0), "instructions": (_PERF_TYPE_HARDWARE, 1)}
-_PERF_FLAG_FREQ = 1 << 10
-_NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "arm64": 241}.get(platform.machine(), 241)
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def perf_event_open(event: str = "cpu-clock", cpu: int = 0, pid: int = -1,
-                    freq: int | None = 99, period: int | None = None) -> int:
-    """Open a sampling perf event; returns its fd."""
-    if event not in _PERF_EVENTS:
-        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(_PERF_EVENTS)}")
-    ptype, config = _PERF_EVENTS[event]
-    what = f"perf_event_open({event})"
-    cpu = _check.check(cpu, f"{what}: cpu", 32, True, lo=-1)
-    pid = _check.pid(pid, what)
-    _check.sample_rate(freq, period, what)
-    attr = _PerfEventAttr(type=ptype, size=ctypes.sizeof(_PerfEventAttr), config=config)
-    if period:
-        attr.sample_period = period
-    else:
-        attr.sample_period, attr.flags = freq or 99, _PERF_FLAG_FREQ
-    fd = _libc.syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), ctypes.c_int(pid),
-                       ctypes.c_int(cpu), ctypes.c_int(-1), ctypes.c_ulong(0))
-    if fd < 0:
-        err = ctypes.get_errno()
-        hint = ("hardware counters are often missing in VMs: use event='cpu-clock'"
-                if err == errno.ENOENT else "")
-        raise make(AttachError, f"perf_event_open({event}, cpu {cpu}) failed", err, hint=hint)
-    return fd
 
 
 def _explicit_call(section: str) -> str:
@@ -617,13 +444,3 @@ def _attach_hint(section: str, err: int) -> str:
 
 
 _KPROBE_PMU = "/sys/bus/event_source/devices/kprobe"
-
-
-def kernel_ids(kind: str = "prog") -> set[int]:
-    """Ids of every BPF program (or link) loaded in the kernel, ours or not."""
-    next_id = {"prog": lib.bpf_prog_get_next_id, "link": lib.bpf_link_get_next_id}[kind]
-    ids, cur, nxt = set(), 0, ctypes.c_uint32()
-    while next_id(cur, ctypes.byref(nxt)) == 0:
-        cur = nxt.value
-        ids.add(cur)
-    return ids

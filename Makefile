@@ -44,4 +44,4 @@ kernelspec-remove:
 	$(PY) -m bpfnb kernelspec --remove
 
 clean:
-	rm -rf .venv .pytest_cache build *.egg-info bench/out
+	rm -rf .venv .pytest_cache build *.egg-info bench/out labextension/node_modules labextension/lib

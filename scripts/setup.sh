@@ -228,7 +228,8 @@ fi
 LABEXT="$VENV/share/jupyter/labextensions/bpfnb-highlight"
 if { [ -L "$LABEXT" ] || [ ! -e "$LABEXT" ]; } \
    && [ "$(readlink "$LABEXT" 2>/dev/null)" != "$ROOT/bpfnb/labextension" ]; then
-    mkdir -p "${LABEXT%/*}" && ln -sfn "$ROOT/bpfnb/labextension" "$LABEXT"
+    mkdir -p "${LABEXT%/*}" && ln -sfn "$ROOT/bpfnb/labextension" "$LABEXT" \
+        || warn "could not link $LABEXT: %%bpf cells will be highlighted as Python"
 fi
 
 # --- tracefs and bpffs ----------------------------------------------------------

@@ -38,6 +38,9 @@ $(LABEXT_NPM): labextension/package.json labextension/package-lock.json
 labextension: $(LABEXT_NPM) setup
 	cd labextension && npx tsc && $(abspath $(dir $(PY)))/jupyter-builder build .
 	cp labextension/install.json bpfnb/labextension/
+	@# the bundle holds CodeMirror's C mode (MIT); rspack leaves third-party-licenses.json empty
+	cp labextension/node_modules/@codemirror/legacy-modes/LICENSE \
+		bpfnb/labextension/static/LICENSE.codemirror-legacy-modes.txt
 	@du -cb bpfnb/labextension/static/*.js | tail -1 | awk '{print "labextension: bundle " $$1 " bytes"}'
 
 kernelspec-remove:

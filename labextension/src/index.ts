@@ -1,12 +1,12 @@
 /**
  * %%bpf cells highlighted as C, in JupyterLab 4 and Notebook 7.
  *
- * A notebook gives every code cell its kernel's language (Python), so an
- * apostrophe in a C comment of a %%bpf cell starts a Python string that runs
- * to the end of the cell. This plugin registers "BPF C" (CodeMirror's C mode,
- * the %%bpf line as a magic, the kernel's integer types as types) and gives it
- * to each code cell whose first line is %%bpf, and back the notebook's own
- * language when that line goes away.
+ * A notebook gives every code cell its kernel's language (Python): C's keywords
+ * read as names and an apostrophe in a C comment starts a string. This plugin
+ * registers "BPF C" (CodeMirror's C mode, the %%bpf line as a magic, the
+ * kernel headers' integer types as types), gives it to each code cell whose
+ * first line is %%bpf, and gives back the notebook's language when that line
+ * goes away.
  */
 import {
   JupyterFrontEnd,

@@ -8,7 +8,7 @@ PY     := .venv/bin/python
 TESTS  = tests
 PYTEST_ARGS =
 
-.PHONY: setup lab test bench clean kernelspec-remove
+.PHONY: setup lab test bench clean kernelspec-remove labextension
 
 setup:
 	@bash scripts/setup.sh
@@ -29,8 +29,22 @@ bench:
 		$(PY) "$$f" || { echo "bench: $$f FAILED" >&2; failed=1; }; \
 	done; exit $$failed
 
+# Rebuilds the JupyterLab extension (%%bpf cells highlighted as C) from labextension/
+# into bpfnb/labextension/, the committed assets the package installs. Needs node + npm
+# (only here: users install nothing of it).
+LABEXT_NPM = labextension/node_modules/.package-lock.json
+$(LABEXT_NPM): labextension/package.json labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+labextension: $(LABEXT_NPM) setup
+	cd labextension && npx tsc && $(abspath $(dir $(PY)))/jupyter-builder build .
+	cp labextension/install.json bpfnb/labextension/
+	@# the bundle holds CodeMirror's C mode (MIT); rspack leaves third-party-licenses.json empty
+	cp labextension/node_modules/@codemirror/legacy-modes/LICENSE \
+		bpfnb/labextension/static/LICENSE.codemirror-legacy-modes.txt
+	@du -cb bpfnb/labextension/static/*.js | tail -1 | awk '{print "labextension: bundle " $$1 " bytes"}'
+
 kernelspec-remove:
 	$(PY) -m bpfnb kernelspec --remove
 
 clean:
-	rm -rf .venv .pytest_cache build *.egg-info bench/out
+	rm -rf .venv .pytest_cache build *.egg-info bench/out labextension/node_modules labextension/lib

@@ -221,6 +221,17 @@ if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     touch "$STAMP"
 fi
 
+# --- the JupyterLab extension: %%bpf cells highlighted as C ---------------------------
+# A wheel installs its built assets (bpfnb/labextension, from `make labextension`) into
+# share/jupyter/labextensions; an editable install leaves data files out, so link them
+# where JupyterLab and Notebook 7 look for prebuilt extensions.
+LABEXT="$VENV/share/jupyter/labextensions/bpfnb-highlight"
+if { [ -L "$LABEXT" ] || [ ! -e "$LABEXT" ]; } \
+   && [ "$(readlink "$LABEXT" 2>/dev/null)" != "$ROOT/bpfnb/labextension" ]; then
+    mkdir -p "${LABEXT%/*}" && ln -sfn "$ROOT/bpfnb/labextension" "$LABEXT" \
+        || warn "could not link $LABEXT: %%bpf cells will be highlighted as Python"
+fi
+
 # --- tracefs and bpffs ----------------------------------------------------------
 is_mounted() {  # $1 = mount point, $2 = fs type
     awk -v m="$1" -v t="$2" '$2 == m && $3 == t { f = 1 } END { exit !f }' /proc/mounts

@@ -1,7 +1,8 @@
 """The labs (notebooks/) run top to bottom on a real Jupyter kernel (this venv's
-ipykernel) against the real kernel; their own `# Check` cells assert what they caused.
-After the notebook's kernel shuts down, no program of the lab is left in the kernel and
-no network namespace or link the lab names remains."""
+ipykernel) against the real kernel, with every exercise stub filled in from the Solution
+above it (bpfnb.exercise); their own `# Check` cells assert what they caused. After the
+notebook's kernel shuts down, no program of the lab is left in the kernel and no network
+namespace or link the lab names remains. Unfilled, a lab stops at its first exercise."""
 
 import os
 import re
@@ -11,6 +12,7 @@ import time
 import nbformat
 import pytest
 
+from bpfnb import exercise
 from bpfnb.libbpf import kernel_ids, kernel_prog_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,8 +27,12 @@ _PROGRAM = re.compile(r'SEC\("[^"]*"\)\s*\n\s*int\s+(?:BPF_\w+\(\s*)?(\w+)')
 _NAME_LEN = 16  # BPF_OBJ_NAME_LEN: the kernel keeps 15 characters of a program's name
 
 
-def read_lab(name: str):
-    return nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+def read_lab(name: str, filled: bool = False):
+    """The lab as committed, or with each exercise stub replaced by its solution."""
+    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    if filled:
+        exercise.fill(nb.cells)
+    return nb
 
 
 def lab_programs(nb) -> set[str]:
@@ -85,18 +91,56 @@ def test_lab_is_committed_clean(name):
 
 
 @pytest.mark.parametrize("name", LABS)
-def test_lab_runs_top_to_bottom_and_leaves_nothing(name, need_root):
-    from nbclient import NotebookClient
+def test_lab_exercises_start_as_stubs_with_hidden_solutions(name):
     nb = read_lab(name)
+    answers = exercise.solutions(nb.cells)  # SolutionError: a stub or Solution unpaired
+    assert answers, "a lab has exercises"
+    solutions = sum("<summary>Solution</summary>" in c.source for c in nb.cells
+                    if c.cell_type == "markdown")
+    assert solutions == len(answers), "every Solution sits right above its stub"
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    for answer in answers.values():
+        body = answer.split("\n", 1)[1] if answer.startswith("%%") else answer
+        assert not any(body.strip() in c for c in code), f"an answer is pre-filled:\n{body}"
+    assert not any("run it, or replace it" in c for c in code)
+
+
+def run_lab(nb, **kw):
+    from nbclient import NotebookClient
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT,
+                            resources={"metadata": {"path": NOTEBOOKS}}, **kw)
+    client.execute()  # raises CellExecutionError naming the failing cell; shuts down
+
+
+def test_unfilled_lab_stops_at_its_first_exercise(need_root):
+    from nbclient.exceptions import CellExecutionError
+    name = "02-hello-tracepoint.ipynb"
+    nb = read_lab(name)
+    first = min(exercise.solutions(nb.cells))
+    progs_before = kernel_ids()
+    with pytest.raises(CellExecutionError):
+        run_lab(nb, kernel_name="python3")
+    ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
+    assert ran[-1] == first, "Run All stops at the first exercise"
+    errors = [o for o in nb.cells[first].outputs if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "NotAnswered"
+    shown = "\n".join(errors[0].traceback)
+    assert shown == ("Exercise 1 is not answered yet: write your program in this cell "
+                     "(the Solution above shows one), then run it again."), shown
+    assert "Traceback" not in shown
+    left = lab_programs_left(progs_before, lab_programs(nb))
+    assert not left, f"programs of {name} left in the kernel: {left}"
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_lab_runs_top_to_bottom_and_leaves_nothing(name, need_root):
+    nb = read_lab(name, filled=True)
     programs = lab_programs(nb)
     text = "\n".join(c.source for c in nb.cells)
     progs_before, net_before = kernel_ids(), net_names()
 
-    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
-                            startup_timeout=STARTUP_TIMEOUT,
-                            resources={"metadata": {"path": NOTEBOOKS}})
     try:
-        client.execute()  # raises CellExecutionError naming the failing cell; shuts down
+        run_lab(nb, kernel_name="python3")
     finally:
         made = {n for n in net_names() - net_before if re.search(rf"\b{re.escape(n)}\b", text)}
         remove_net(made)  # a lab that failed before its teardown must not leave them

@@ -30,7 +30,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from .. import build, lasterror, loader, mcpu, output
+from .. import build, exercise, lasterror, loader, mcpu, output
 from ..lasterror import CELL_FILENAME, describe as _describe
 from ..libbpf import BPFError, RangeError, VerifierError, end_looks
 from ..listing import objects_frame
@@ -96,6 +96,9 @@ class BPFMagics(Magics):
         text fails at any step (compile, open, load, attach), the new object is
         destroyed and the previous one keeps running, bound to NAME."""
         args = self._parse_cell_line(line)
+        stub = exercise.bpf_stub(cell)
+        if stub is not None:  # an exercise left to the student: stop Run All here
+            raise stub
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
@@ -467,9 +470,21 @@ def _engine_targets(text: str):
         raise UsageError(f"--engines {text}: write all, or engine ids such as 0,2") from None
 
 
+def _exercise_stub(lines: list[str]) -> list[str]:
+    """Input transformer: a Python exercise stub (only comments, one "# your answer
+    here") runs as raising bpfnb.exercise.NotAnswered, shown as its one line."""
+    stub = exercise.python_stub("".join(lines))
+    if stub is None:
+        return lines
+    return [f"raise __import__('bpfnb.exercise', fromlist=['_']).NotAnswered("
+            f"{stub.label!r}, 'code')\n"]
+
+
 def load_ipython_extension(ipython):
     from ..stream import EventStream
     ipython.register_magics(BPFMagics)
+    if _exercise_stub not in ipython.input_transformers_post:
+        ipython.input_transformers_post.append(_exercise_stub)
     ipython.display_formatter.ipython_display_formatter.for_type(EventStream,
                                                                  _stream_displays)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
@@ -484,6 +499,8 @@ def load_ipython_extension(ipython):
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
+    if _exercise_stub in ipython.input_transformers_post:
+        ipython.input_transformers_post.remove(_exercise_stub)
     end_looks()  # the tables it showed are not looked at any more: BPF stats go off
     if ipython.custom_exceptions == _CAUGHT:
         ipython.set_custom_exc((), None)

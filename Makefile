@@ -8,7 +8,7 @@ PY     := .venv/bin/python
 TESTS  = tests
 PYTEST_ARGS =
 
-.PHONY: setup lab test bench clean kernelspec-remove
+.PHONY: setup lab test bench recordings clean kernelspec-remove
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,13 @@ bench:
 		echo "bench: $$f" >&2; \
 		$(PY) "$$f" || { echo "bench: $$f FAILED" >&2; failed=1; }; \
 	done; exit $$failed
+
+# The labs' recordings (notebooks/recordings/NN): each lab run live, as root, solutions
+# filled in; each lab's recordings at most 1 MB (scripts/record_labs.py; LABS="02 08": some).
+LABS =
+recordings:
+	@bash scripts/setup.sh >&2
+	$(PY) scripts/record_labs.py $(LABS)
 
 kernelspec-remove:
 	$(PY) -m bpfnb kernelspec --remove

@@ -32,6 +32,7 @@ from IPython.display import display
 
 from .. import build, lasterror, loader, mcpu, output
 from ..lasterror import CELL_FILENAME, describe as _describe
+from ..follow import uncounted
 from ..libbpf import BPFError, RangeError, VerifierError, end_looks
 from ..listing import objects_frame
 from ..registry import registry
@@ -77,7 +78,9 @@ class BPFMagics(Magics):
     @argument("--recording", metavar="PATH",
               help="live where this process can load BPF (CAP_BPF, clang, libbpf), else "
                    "a replay of PATH: one notebook for both. Live, it records to PATH "
-                   "when PATH does not exist yet (--rerecord: replace it)")
+                   "when PATH does not exist yet (--rerecord: replace it), with a "
+                   "snapshot at each read the notebook makes; replayed, the n-th read "
+                   "answers as the n-th recorded one (see bpfnb.follow)")
     @argument("--rerecord", action="store_true",
               help="with --recording: when running live, record PATH again")
     @argument("--speed", type=float, metavar="X",
@@ -155,7 +158,8 @@ class BPFMagics(Magics):
                           obj.recording if args.record or record_to else None)
             return
         if not args.quiet:
-            display(summarize(obj, name, notes, warnings))
+            with uncounted():  # what the cell shows is none of the notebook's reads
+                display(summarize(obj, name, notes, warnings))
         if printk:
             _PrintkView(name, obj)
 
@@ -291,7 +295,7 @@ class BPFMagics(Magics):
         return (args.recording, None) if how == "record" else (None, why)
 
     def _bind_replay(self, name, path, cell, args, why):
-        from ..replay import ReplayError, cell_summary, replay
+        from ..replay import ReplayError, cell_summary, has_reads, replay
         if args.no_load or args.no_attach:
             raise UsageError("a replay is never loaded nor attached: drop --no-load and "
                              "--no-attach")
@@ -299,7 +303,10 @@ class BPFMagics(Magics):
             raise UsageError("--set, -D and --cflags change a program before it loads; a "
                              "replay shows what was recorded with the recorded ones")
         try:
-            obj = replay(path, speed=args.speed, name=name)
+            # --recording: the notebook's cells read it as they read it live (the
+            # recording's read marks, when it has them; see bpfnb.follow)
+            follow = "reads" if args.recording and has_reads(path) else "clock"
+            obj = replay(path, speed=args.speed, name=name, follow=follow)
         except ReplayError as e:
             hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
                     f"loads, with %%bpf {name} --recording {path}" if why else "")

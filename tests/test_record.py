@@ -20,7 +20,7 @@ from IPython.utils.capture import capture_output
 
 import bpfnb
 from bpfnb.registry import registry
-from bpfnb.replay import ReplayError
+from bpfnb.replay import ReadOnlyError, ReplayError
 
 PROGS = Path(__file__).parent / "progs"
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -489,6 +489,14 @@ def test_read_marks_hold_what_each_read_returned(obj, tmp_path):
         assert s["_snapshot"] == -1 and s["end"] - s["first"] == held
         window = recorded.iloc[s["first"]:s["end"]]
         assert (window["fname"] == name).sum() == (10 if s["_read"] == 2 else 30)
+    # Following reads, what changed the kernel live is accepted and does nothing.
+    followed = bpfnb.replay(path, follow="reads")
+    followed.load().attach().detach()
+    assert followed.progs.trace_openat.attach_tracepoint() == ()
+    followed.maps.counts.clear()
+    assert [followed.bss.total, len(followed.maps.counts.to_df())] == [seen[0][0], 1]
+    with pytest.raises(ReadOnlyError):
+        bpfnb.replay(path).maps.counts.clear()  # ReadOnlyError is an AttributeError
 
 
 def test_the_notebooks_stream_and_the_recording_both_get_every_record(obj, tmp_path):

@@ -67,6 +67,9 @@ class BPFMagics(Magics):
               help="record streams, map snapshots and globals into the directory PATH "
                    "(Parquet, see bpfnb.record) while it runs: with --for for SECONDS, "
                    "else until %%bpf stop NAME or NAME.recording.stop()")
+    @argument("--interval", type=float, default=1.0, metavar="S",
+              help="with --record/--recording: seconds between map snapshots (default 1; "
+                   "reads are snapshotted besides, see --recording)")
     @argument("--plot", action="store_true",
               help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true",
@@ -139,7 +142,7 @@ class BPFMagics(Magics):
             obj.source, obj.cflags = cell, tuple(cflags)  # for the recording's manifest
         if args.record:
             try:
-                obj.record(args.record)
+                obj.record(args.record, interval=args.interval)
             except (OSError, ValueError) as e:
                 registry.stop(name)
                 raise BPFCellError(f"%%bpf {name}: cannot record, so nothing of {name} is "
@@ -149,7 +152,7 @@ class BPFMagics(Magics):
             notes.append(live_note)
         if record_to:
             from ..replay import start_recording
-            notes.append(start_recording(obj, record_to, args.seconds))
+            notes.append(start_recording(obj, record_to, args.seconds, args.interval))
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
             if printk:
@@ -281,6 +284,9 @@ class BPFMagics(Magics):
         from ..replay import choose
         if args.rerecord and not args.recording:
             raise UsageError("--rerecord goes with --recording PATH")
+        if args.interval != 1.0 and not (args.record or args.recording):
+            raise UsageError("--interval is the pace of a recording's snapshots: add "
+                             "--record PATH or --recording PATH")
         if args.speed is not None and not (args.replay or args.recording):
             raise UsageError("--speed is the pace of a replay: add --replay or --recording")
         if args.replay and args.recording:
@@ -296,10 +302,12 @@ class BPFMagics(Magics):
 
     def _bind_replay(self, name, path, cell, args, why):
         from ..replay import ReplayError, cell_summary, has_reads, replay
-        if args.no_load or args.no_attach:
+        # --recording keeps the live cell's line: what changes a program before it
+        # loads was recorded with it; --replay says nothing of the kind
+        if (args.no_load or args.no_attach) and not args.recording:
             raise UsageError("a replay is never loaded nor attached: drop --no-load and "
                              "--no-attach")
-        if args.set or args.defines or args.cflags:
+        if (args.set or args.defines or args.cflags) and not args.recording:
             raise UsageError("--set, -D and --cflags change a program before it loads; a "
                              "replay shows what was recorded with the recorded ones")
         try:

@@ -83,8 +83,10 @@ class Replay:
     """A recorded object: ``maps``, ``progs``, ``bss``/``data``/``rodata``, ``globals``,
     ``to_dfs()``, ``output()``, ``live()``, ``clock``/``seek()``, ``destroy()``, ``with``.
 
-    Read-only: attaching, loading, writing a map or a global raise ReadOnlyError
-    (following reads, ``clear()`` is accepted: the reads after it show what it did)."""
+    Read-only: attaching, loading, writing a map or a global raise ReadOnlyError.
+    Following reads, the calls that change what the kernel does (``load()``,
+    ``attach()``, ``progs.X.attach_*()``, ``detach()``, a map's ``clear()``) are
+    accepted and do nothing: the reads recorded after them show what they did live."""
 
     _follower = None  # the ReadCursor of follow="reads" (bpfnb.follow calls it)
 
@@ -288,10 +290,16 @@ class Replay:
         raise ReadOnlyError(f"{self.name}.set()", self)
 
     def load(self):
-        raise ReadOnlyError(f"{self.name}.load()", self)
+        """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self._follower is None:
+            raise ReadOnlyError(f"{self.name}.load()", self)
+        return self
 
     def attach(self, on_error=None):
-        raise ReadOnlyError(f"{self.name}.attach()", self)
+        """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self._follower is None:
+            raise ReadOnlyError(f"{self.name}.attach()", self)
+        return self
 
     def detach(self):
         """Nothing is attached: a no-op, as for a live object that is not attached."""
@@ -376,11 +384,11 @@ def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
                     f"machines that cannot (--rerecord replaces it)")
 
 
-def start_recording(obj, path, seconds=None) -> str:
-    """Record a live object to ``path`` for --recording (bpfnb.record); the note for
-    the cell's summary."""
+def start_recording(obj, path, seconds=None, interval=1.0) -> str:
+    """Record a live object to ``path`` for --recording (bpfnb.record, with read
+    marks); the note for the cell's summary."""
     try:
-        obj.record(path, seconds=seconds, overwrite=True, reads=True)
+        obj.record(path, seconds=seconds, interval=interval, overwrite=True, reads=True)
     except Exception as e:  # the program runs either way: say why there is no recording
         return f"not recorded to {path}: {type(e).__name__}: {e}"
     return f"live (this process can load BPF), recording to {path} for machines that cannot"

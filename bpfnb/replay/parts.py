@@ -493,8 +493,14 @@ class ReplayProgram:
 
     def __getattr__(self, name):
         if name.startswith("attach"):
+            if self._obj._follower is not None:  # following reads: see Replay
+                return lambda *args, **kwargs: ()
             raise ReadOnlyError(f"{self.name}.{name}()", self._obj)
         raise AttributeError(f"a replayed program has no {name!r}")
+
+    def detach(self):
+        """Nothing is attached: a no-op, as for a live program that is not attached."""
+        return self
 
     def __repr__(self):
         was = "attached" if self.attached else "not attached"

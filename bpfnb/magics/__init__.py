@@ -11,6 +11,8 @@ with ``shell.set_custom_exc`` for those raised by bpfnb calls in ordinary cells)
 ``%bpf why`` shows the last one in full: the whole verifier log, the libbpf log,
 clang's command and the Python traceback.
 ``%%bpf NAME --engines all`` loads the cell on ipyparallel engines instead (bpfnb.fleet).
+A lab's exercise stub (bpfnb.exercise: only comments, one "your answer here"), in a
+``%%bpf`` cell or a Python one, fails its cell with one line, so Run All stops there.
 
 Files: this one holds the magics and their arguments; errors.py how a failure shows;
 views.py what shows under a cell.

@@ -218,3 +218,6 @@ def test_lab_replays_without_any_capability(name, need_root, lab_copy, nocaps_ke
     summaries = "\n".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
                            for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "replaying recording" in summaries, "the %%bpf cells replayed"
+    # bpfnb.replay warns when the n-th read is not the recorded n-th (the lab reads
+    # differently replayed) or there are more reads than recorded.
+    assert "RuntimeWarning" not in summaries, "the replay did not follow the lab's reads"

@@ -14,10 +14,13 @@ order, for bpfnb.replay(path, follow="reads") to answer the same reads the same 
 
 One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
 and perf event array, of the type the program writes, else raw bytes) received into a
-buffer of Arrow tables, written as a row group when it holds ROW_GROUP_ROWS rows or is
-FLUSH_EVERY s old: memory stays bounded however long it runs. Every ``interval`` s
-(and once more at stop) it snapshots every key/value map, the histograms, and the
-globals.
+buffer of Arrow tables (numeric records straight from their bytes, field by field:
+recordfiles.StreamColumns), handed as a row group to a writer thread when it holds
+ROW_GROUP_ROWS rows or is FLUSH_EVERY s old: memory stays bounded however long it runs
+(STREAM_MAX_BYTES of records per stream, recordfiles.WRITE_BACKLOG of row groups
+waiting; rows past them are dropped, counted as the stream's ``dropped``). Every
+``interval`` s (and once more at stop) it snapshots every key/value map, the
+histograms, and the globals.
 
 The directory (format version 1): manifest.json (state "recording", then "complete"
 or "failed" with its error; what was recorded and where: source, cflags, kernel,
@@ -53,11 +56,12 @@ from pathlib import Path
 
 from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import FOOTER_BYTES, DiskFull, Sink as _Sink
+from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, StreamColumns
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
-STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves
+STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
+STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -109,10 +113,13 @@ class Recording:
         created = not self.path.exists()
         self._prepare(overwrite)
         self._started = _now_iso()
-        self._sinks: dict[str, _Sink] = {}
+        self._sinks: dict[str, Sink] = {}
+        self._background = None
         self._streams: dict = {}
+        self._columns: dict = {}
         self._skipped: dict[str, str] = {}
         try:
+            self._background = Background(f"bpfnb-record-write-{obj.name}")
             self._open_streams()
             self._manifest = self._describe()
             _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
@@ -124,6 +131,8 @@ class Recording:
                 obj._follower = self._marks
         except BaseException:
             self._close_streams()
+            if self._background is not None:
+                self._background.finish()
             if created:  # nothing was recorded: leave no directory behind
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
@@ -160,15 +169,17 @@ class Recording:
             if m.type not in (RINGBUF, PERF_EVENT_ARRAY):
                 continue
             try:
-                s = m.stream(self._types.get(m.name), max_rows=STREAM_MAX_ROWS)
+                s = m.stream(self._types.get(m.name), max_rows=_max_rows(m, self._types))
             except ValueError as e:  # several record types: the user must name one
                 self._skipped[m.name] = str(e)
                 warnings.warn(f"record: stream {m.name!r} is not recorded: {e}",
                               RuntimeWarning, stacklevel=4)
                 continue
             self._streams[m.name] = s
+            self._columns[m.name] = StreamColumns(s)
             self.rows[m.name] = 0
-            self._sinks[f"streams/{m.name}"] = _Sink(self.path / "streams" / f"{m.name}.parquet")
+            self._sinks[f"streams/{m.name}"] = Sink(
+                self.path / "streams" / f"{m.name}.parquet", self._background)
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -183,12 +194,14 @@ class Recording:
                             "percpu": m.type in PERCPU_TYPES, "histogram": is_hist,
                             "file": f"maps/{m.name}.parquet",
                             "hist_file": f"hists/{m.name}.parquet" if is_hist else None}
-            self._sinks[f"maps/{m.name}"] = _Sink(self.path / "maps" / f"{m.name}.parquet")
+            self._sinks[f"maps/{m.name}"] = Sink(self.path / "maps" / f"{m.name}.parquet",
+                                                 self._background)
             if is_hist:
-                self._sinks[f"hists/{m.name}"] = _Sink(self.path / "hists" / f"{m.name}.parquet")
-        self._sinks["globals"] = _Sink(self.path / "globals.parquet")
+                self._sinks[f"hists/{m.name}"] = Sink(
+                    self.path / "hists" / f"{m.name}.parquet", self._background)
+        self._sinks["globals"] = Sink(self.path / "globals.parquet", self._background)
         if self._marks is not None:
-            self._sinks["reads"] = _Sink(self.path / "reads.parquet")
+            self._sinks["reads"] = Sink(self.path / "reads.parquet", self._background)
         variables = {f"{section}.{var}": t for section in ("bss", "data", "rodata")
                      if (g := obj.globals.get(section)) is not None
                      for var, t in g._types().items()}
@@ -229,12 +242,16 @@ class Recording:
                     break
                 if self._obj.state != "loaded":  # destroyed without release()
                     raise RuntimeError(f"{self._obj.name!r} was destroyed while recording")
+                if self._background.error is not None:
+                    raise self._background.error
                 self._move_streams()
                 self._take_reads()
                 if now >= next_snapshot:
                     self._snapshot()
                     next_snapshot = max(next_snapshot + self.interval, now)
-                waits = [STREAM_POLL, next_snapshot - time.monotonic()]
+                # every STREAM_POLL from the last move's start: the time a move takes
+                # (its writes) is no extra wait while records pile up
+                waits = [now + STREAM_POLL - time.monotonic(), next_snapshot - time.monotonic()]
                 if deadline is not None:
                     waits.append(deadline - time.monotonic())
                 self._wake.wait(max(min(waits), 0))
@@ -259,10 +276,9 @@ class Recording:
     def _move_streams(self):
         t = time.time_ns()
         for name, s in self._streams.items():
-            df = s.take()
-            if len(df):
-                self.rows[name] += len(df)
-            self._sinks[f"streams/{name}"].add(df, self._space, _time=t)
+            columns, n = self._columns[name].take()
+            self.rows[name] += n
+            self._sinks[f"streams/{name}"].add_columns(columns, n, self._space, _time=t)
 
     def _snapshot(self, read=None) -> int:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
@@ -356,6 +372,11 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
+        failed = self._background.finish()  # what it holds first: files in order
+        if failed is not None and state == "complete":
+            state, self.error = "failed", _error_text(failed, self.path)
+            warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
+                          RuntimeWarning)
         for sink in self._sinks.values():
             try:
                 sink.close(self._space if state == "complete" else None)
@@ -401,7 +422,7 @@ class Recording:
         times = df["time"]
         _time = (times.astype("int64") if pd.api.types.is_datetime64_any_dtype(times)
                  else pd.Series(time.time_ns(), index=df.index))
-        sink = _Sink(self.path / "output.parquet")
+        sink = Sink(self.path / "output.parquet")
         sink.add(df.assign(_time=_time), self._space)
         sink.close(self._space)
         m["output"] = {"file": "output.parquet", "rows": len(df),
@@ -526,6 +547,18 @@ def _bpfnb_version() -> str | None:
 
 # Recordings by object, for release() at the object's teardown.
 _recordings: dict[int, list] = {}
+
+
+def _max_rows(m, types: dict) -> int:
+    """Rows a recorded stream may hold between two moves: STREAM_MAX_BYTES of its
+    records (at least STREAM_MAX_ROWS), so a short stall of the writes drops nothing."""
+    from .recordtypes import record_type
+    try:
+        btf, type_id = record_type(m.object, m, types.get(m.name))
+        size = btf.dtype(type_id).itemsize if type_id is not None else 0
+    except ValueError:
+        size = 0
+    return max(STREAM_MAX_ROWS, STREAM_MAX_BYTES // size) if size else STREAM_MAX_ROWS
 
 
 class _Read:

@@ -191,6 +191,18 @@ class EventStream:
         self._flush()
         return self._frame(self._buffer.take())
 
+    def take_runs(self) -> list:
+        """Like ``take()``, as the runs held: arrays of records (``dtype``), or lists
+        of the bytes of records of another size; ``columns(runs)`` makes the frame's
+        columns of them. For consumers building other tables (bpfnb/record.py)."""
+        self._check()
+        self._flush()
+        return self._buffer.take()
+
+    def columns(self, runs: list) -> tuple[dict, int]:
+        """The columns of the frame of ``runs`` ({name: array}), and their length."""
+        return self._columns(runs)
+
     def _flush(self):
         if not self._closed:  # a closed stream of a shared reader receives no more
             self._collector.flush()
@@ -202,18 +214,24 @@ class EventStream:
 
     def _frame(self, runs: list, decode: dict | None = None):
         import pandas as pd
+        columns, n = self._columns(runs, decode)
+        return pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
+
+    def _columns(self, runs: list, decode: dict | None = None) -> tuple[dict, int]:
+        import pandas as pd
         from . import frames
         if self.type_id is None:
             if decode:
                 raise ValueError(f"decode=: the records of {self.map_name!r} have no type "
                                  f"to decode (they stay raw bytes)")
-            return pd.DataFrame({"raw": [r for run in runs for r in run]}, dtype=object)
+            raw = [r for run in runs for r in run]
+            return {"raw": pd.Series(raw, dtype=object)}, len(raw)
         records, raw = _typed_records(runs, self.dtype)
-        df = frames.records_to_df(records, self.btf, self.type_id,
-                                  {**self.decode, **(decode or {})})
+        columns = frames.record_columns(records, self.btf, self.type_id,
+                                        {**self.decode, **(decode or {})})
         if raw is not None:
-            df["raw"] = pd.Series(raw, index=df.index, dtype=object)
-        return df
+            columns["raw"] = pd.Series(raw, dtype=object)
+        return columns, len(records)
 
     # --- lifetime -----------------------------------------------------------
 

@@ -221,3 +221,14 @@ def test_lab_replays_without_any_capability(name, need_root, lab_copy, nocaps_ke
     # bpfnb.replay warns when the n-th read is not the recorded n-th (the lab reads
     # differently replayed) or there are more reads than recorded.
     assert "RuntimeWarning" not in summaries, "the replay did not follow the lab's reads"
+
+
+def test_record_labs_refuses_recordings_over_the_limit(need_root, tmp_path, monkeypatch):
+    from scripts import record_labs
+    made, size = record_labs.record_lab("01-setup.ipynb", str(tmp_path / "ok"))
+    assert os.path.isfile(os.path.join(made, "hello", "manifest.json"))
+    assert 0 < size == recording_bytes(made) <= MAX_RECORDING_BYTES
+    monkeypatch.setattr(record_labs, "MAX_RECORDING_BYTES", size // 2)
+    with pytest.raises(record_labs.RecordingError, match=r"01-setup.ipynb: its recordings "
+                                                          r"take [\d,]+ bytes, more than"):
+        record_labs.record_lab("01-setup.ipynb", str(tmp_path / "big"))

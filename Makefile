@@ -1,4 +1,4 @@
-# bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`.
+# bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`, `make recordings`.
 # All set-up logic lives in scripts/setup.sh; a second run checks and does nothing.
 # `sudo make lab BPFNB_USER=alice` also installs the kernel "bpfnb (BPF capabilities)"
 # (cells run as alice with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); `make kernelspec-remove`
@@ -8,7 +8,7 @@ PY     := .venv/bin/python
 TESTS  = tests
 PYTEST_ARGS =
 
-.PHONY: setup lab test bench clean kernelspec-remove labextension
+.PHONY: setup lab test bench recordings clean kernelspec-remove labextension
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,13 @@ labextension: $(LABEXT_NPM) setup
 	cp labextension/node_modules/@codemirror/legacy-modes/LICENSE \
 		bpfnb/labextension/static/LICENSE.codemirror-legacy-modes.txt
 	@du -cb bpfnb/labextension/static/*.js | tail -1 | awk '{print "labextension: bundle " $$1 " bytes"}'
+
+# The labs' recordings (notebooks/recordings/NN): each lab run live, as root, solutions
+# filled in; each lab's recordings at most 1 MB (scripts/record_labs.py; LABS="02 08": some).
+LABS =
+recordings:
+	@bash scripts/setup.sh >&2
+	$(PY) scripts/record_labs.py $(LABS)
 
 kernelspec-remove:
 	$(PY) -m bpfnb kernelspec --remove

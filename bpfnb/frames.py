@@ -256,7 +256,14 @@ def records_to_df(records: np.ndarray, btf, type_id: int,
 
     Numeric columns are views of ``records`` (no copy: a DataFrame would otherwise
     copy each field), so hand over an array nothing else writes to."""
+    return pd.DataFrame(record_columns(records, btf, type_id, decode),
+                        index=pd.RangeIndex(len(records)), copy=False)
+
+
+def record_columns(records: np.ndarray, btf, type_id: int,
+                   decode: dict | None = None) -> dict:
+    """The columns of ``records_to_df``, by name (numeric ones views of ``records``),
+    for consumers building other tables than DataFrames (recordings: Arrow)."""
     leaves = _record_leaves(btf, type_id, records)
     pairs = list(zip(_names(leaves, "value", set()), leaves))
-    return pd.DataFrame(decoders.columns(pairs, decode, _column),
-                        index=pd.RangeIndex(len(records)), copy=False)
+    return decoders.columns(pairs, decode, _column)

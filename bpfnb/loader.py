@@ -8,7 +8,9 @@ from pathlib import Path
 
 from . import build, hooks, libbpf, mcpu, output
 from . import record as recording
+from .follow import counted, uncounted
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
+from .libbpf.object import Globals as _Globals
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
 DEFAULT_MAX_ENTRIES = 10240
@@ -20,15 +22,22 @@ DEFAULT_STACK_DEPTH = 127
 _REBUILT: dict = {}
 
 
-class Map(libbpf.Map):
-    """A map with the data-frame side: ``to_df()``, ``hist()``, ``stream()``."""
+def _map_read(m):
+    return m.object, f"maps/{m.name}"
 
+
+class Map(libbpf.Map):
+    """A map with the data-frame side: ``to_df()``, ``hist()``, ``stream()``.
+    Its reads count for a recording made with reads=True (see bpfnb.follow)."""
+
+    @counted(_map_read)
     def to_df(self, percpu: str = "sum", decode: dict | None = None):
         """The map as a DataFrame; ``decode={"daddr": "ipv4", ...}`` decodes columns
         (decoders: see bpfnb/decode.py)."""
         from . import frames
         return frames.map_to_df(self, percpu=percpu, decode=decode)
 
+    @counted(_map_read)
     def hist(self, kind: str | None = None, **options):
         """The map as a histogram: kind "log2" or "linear" (default: from its types)."""
         from . import aggregate, hist
@@ -36,6 +45,11 @@ class Map(libbpf.Map):
             return aggregate.histogram(self)
         return hist.histogram(self, kind, **options)
 
+    @counted(_map_read)
+    def __len__(self):
+        return super().__len__()
+
+    @counted(_map_read)
     def to_text(self, limit: int | None = None) -> str:
         """The map as bpftrace prints it: ``@name[key]: value`` lines, largest first,
         or a histogram's bars; at most ``limit`` lines or histograms."""
@@ -51,7 +65,8 @@ class Map(libbpf.Map):
 
     def __repr__(self):
         """Loaded, a map prints its entries like bpftrace; otherwise its types."""
-        return self.to_text() if self._shows_data() else super().__repr__()
+        with uncounted():  # how a map prints is no read of its values
+            return self.to_text() if self._shows_data() else super().__repr__()
 
     def folded(self, **options) -> str:
         """Folded stacks (``comm;outer;...;inner count`` lines) of a map counting stacks."""
@@ -78,7 +93,8 @@ class Map(libbpf.Map):
         """In a notebook: its types, then its entries (a table, largest first, or bars)."""
         from . import show
         head = f"<code>{html.escape(libbpf.Map.__repr__(self))}</code>"
-        return head + show.printout(self).html if self._shows_data() else head
+        with uncounted():
+            return head + show.printout(self).html if self._shows_data() else head
 
     def stream(self, type: str | None = None, **options):
         from . import stream
@@ -89,6 +105,30 @@ class Map(libbpf.Map):
         (default: by the map's shape); ``options`` go to the view (e.g. ``n=5``)."""
         from . import live
         return live.live(live.view_of(self, kind, **options), interval=interval)
+
+
+def _globals_read(g):
+    return g._obj, "globals"
+
+
+class Globals(_Globals):
+    """A section's variables, whose reads count for a recording made with reads=True
+    (see bpfnb.follow): a shown variable's value, and ``_asdict()`` (print)."""
+
+    def __getattr__(self, name):
+        if name in self._shown:
+            return self._value(name)
+        return super().__getattr__(name)
+
+    __getitem__ = __getattr__
+
+    @counted(_globals_read)
+    def _value(self, name):
+        return super().__getattr__(name)
+
+    @counted(_globals_read)
+    def _asdict(self) -> dict:
+        return super()._asdict()
 
 
 class Object(libbpf.Object):
@@ -107,12 +147,14 @@ class Object(libbpf.Object):
     """
 
     map_class = Map
+    globals_class = Globals
     strict: bool | None = None
     # What it was built from (bpfnb.open/load and %%bpf set them; recordings keep them).
     source: str | None = None
     source_path: str | None = None
     cflags: tuple = ()
     recording = None  # the last obj.record(...)
+    _follower = None  # a recording's Marks while it counts reads (bpfnb.follow)
 
     def load(self) -> "Object":
         if self.state == "opened" and self.strict is not None:
@@ -164,12 +206,14 @@ class Object(libbpf.Object):
 
 
     def record(self, path, seconds: float | None = None, interval: float = 1.0,
-               overwrite: bool = False, types: dict | None = None):
+               overwrite: bool = False, types: dict | None = None, reads: bool = False):
         """Record streams, map snapshots every ``interval`` s, globals and metadata
         into the directory ``path`` in the background (see bpfnb.record); ``.stop()``.
-        ``types={"events": "struct event"}`` names a stream's record type."""
+        ``types={"events": "struct event"}`` names a stream's record type;
+        ``reads=True`` also snapshots at each read this thread makes, for a replay
+        that follows them (bpfnb.replay(path, follow="reads"))."""
         return recording.record(self, path, seconds=seconds, interval=interval,
-                                overwrite=overwrite, types=types)
+                                overwrite=overwrite, types=types, reads=reads)
 
     def _destroy(self):
         recording.release(self)  # its last snapshot, while the maps are there

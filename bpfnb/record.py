@@ -4,13 +4,23 @@ into a directory of Parquet files and a JSON manifest (bpfnb/replay.py reads it)
     rec = obj.record("run1", seconds=10, interval=1.0)   # in the background
     rec.stop()            # or the seconds limit, or the object's teardown
     rec                   # <Recording 'run1' complete: 10 snapshots, events 12345 rows>
+    obj.record("lab", reads=True)   # also a snapshot at each read of the notebook's
+
+With ``reads=True`` each read the recording's thread makes of the object (bpfnb.follow:
+a global's value, a map's to_df()/hist(), a stream's to_df()...) is counted, and taken as
+a snapshot of every map and global whose read part is exactly what the read returned
+(a stream's read keeps which recorded rows it held): reads.parquet lists them, in
+order, for bpfnb.replay(path, follow="reads") to answer the same reads the same way.
 
 One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
 and perf event array, of the type the program writes, else raw bytes) received into a
-buffer of Arrow tables, written as a row group when it holds ROW_GROUP_ROWS rows or is
-FLUSH_EVERY s old: memory stays bounded however long it runs. Every ``interval`` s
-(and once more at stop) it snapshots every key/value map, the histograms, and the
-globals.
+buffer of Arrow tables (numeric records straight from their bytes, field by field:
+recordfiles.StreamColumns), handed as a row group to a writer thread when it holds
+ROW_GROUP_ROWS rows or is FLUSH_EVERY s old: memory stays bounded however long it runs
+(STREAM_MAX_BYTES of records per stream, recordfiles.WRITE_BACKLOG of row groups
+waiting; rows past them are dropped, counted as the stream's ``dropped``). Every
+``interval`` s (and once more at stop) it snapshots every key/value map, the
+histograms, and the globals.
 
 The directory (format version 1): manifest.json (state "recording", then "complete"
 or "failed" with its error; what was recorded and where: source, cflags, kernel,
@@ -44,22 +54,16 @@ import time
 import warnings
 from pathlib import Path
 
+from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
+from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, StreamColumns
 
 FORMAT, VERSION = "bpfnb-recording", 1
-ROW_GROUP_ROWS = 65536
-FLUSH_EVERY = 2.0      # seconds a buffer may wait before it is written
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
-STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves
+STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
+STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
-FOOTER_BYTES = 4096        # a file's footer, beyond its row groups' metadata
-ROW_GROUP_META = 200       # footer bytes per row group and column
-MIN_RATIO = 0.05           # of the file's bytes to the memory's, assumed at least
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
-
-
-class DiskFull(OSError):
-    """The recording's file system cannot take the next write."""
 
 
 class Recording:
@@ -69,11 +73,12 @@ class Recording:
     recorded shares its records with the recording (each record goes to one of them).
     ``types`` ({map: "struct x"}) names the record type of a stream whose type the
     object does not tell (else its records stay raw bytes) or that receives several.
-    ``path``, ``running``, ``snapshots``, ``rows`` (per stream), ``error`` (None, or
-    why it stopped early), ``stop()``."""
+    ``reads=True`` counts and snapshots the reads this thread makes (module docstring).
+    ``path``, ``running``, ``snapshots``, ``rows`` (per stream), ``reads`` (counted),
+    ``error`` (None, or why it stopped early), ``stop()``."""
 
     def __init__(self, obj, path, *, seconds: float | None = None, interval: float = 1.0,
-                 overwrite: bool = False, types: dict | None = None):
+                 overwrite: bool = False, types: dict | None = None, reads: bool = False):
         if not interval > 0:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         if seconds is not None and not seconds > 0:
@@ -88,7 +93,12 @@ class Recording:
         self.error: str | None = None
         self._obj = obj
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # a read waits in the queue, or stop()
+        # Held to number and time a read, and to time a snapshot: snapshots stay in
+        # the order of their times.
         self._lock = threading.Lock()
+        self._queue: list = []
+        self._marks = follow.Marks(self, threading.get_ident()) if reads else None
         busy = [r for r in _recordings.get(id(obj), []) if r.running]
         if busy:
             raise ValueError(f"{obj.name!r} is already being recorded to "
@@ -103,10 +113,13 @@ class Recording:
         created = not self.path.exists()
         self._prepare(overwrite)
         self._started = _now_iso()
-        self._sinks: dict[str, _Sink] = {}
+        self._sinks: dict[str, Sink] = {}
+        self._background = None
         self._streams: dict = {}
+        self._columns: dict = {}
         self._skipped: dict[str, str] = {}
         try:
+            self._background = Background(f"bpfnb-record-write-{obj.name}")
             self._open_streams()
             self._manifest = self._describe()
             _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
@@ -114,8 +127,12 @@ class Recording:
                                             name=f"bpfnb-record-{obj.name}")
             _recordings.setdefault(id(obj), []).append(self)
             self._thread.start()
+            if self._marks is not None:
+                obj._follower = self._marks
         except BaseException:
             self._close_streams()
+            if self._background is not None:
+                self._background.finish()
             if created:  # nothing was recorded: leave no directory behind
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
@@ -152,15 +169,17 @@ class Recording:
             if m.type not in (RINGBUF, PERF_EVENT_ARRAY):
                 continue
             try:
-                s = m.stream(self._types.get(m.name), max_rows=STREAM_MAX_ROWS)
+                s = m.stream(self._types.get(m.name), max_rows=_max_rows(m, self._types))
             except ValueError as e:  # several record types: the user must name one
                 self._skipped[m.name] = str(e)
                 warnings.warn(f"record: stream {m.name!r} is not recorded: {e}",
                               RuntimeWarning, stacklevel=4)
                 continue
             self._streams[m.name] = s
+            self._columns[m.name] = StreamColumns(s)
             self.rows[m.name] = 0
-            self._sinks[f"streams/{m.name}"] = _Sink(self.path / "streams" / f"{m.name}.parquet")
+            self._sinks[f"streams/{m.name}"] = Sink(
+                self.path / "streams" / f"{m.name}.parquet", self._background)
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -175,10 +194,14 @@ class Recording:
                             "percpu": m.type in PERCPU_TYPES, "histogram": is_hist,
                             "file": f"maps/{m.name}.parquet",
                             "hist_file": f"hists/{m.name}.parquet" if is_hist else None}
-            self._sinks[f"maps/{m.name}"] = _Sink(self.path / "maps" / f"{m.name}.parquet")
+            self._sinks[f"maps/{m.name}"] = Sink(self.path / "maps" / f"{m.name}.parquet",
+                                                 self._background)
             if is_hist:
-                self._sinks[f"hists/{m.name}"] = _Sink(self.path / "hists" / f"{m.name}.parquet")
-        self._sinks["globals"] = _Sink(self.path / "globals.parquet")
+                self._sinks[f"hists/{m.name}"] = Sink(
+                    self.path / "hists" / f"{m.name}.parquet", self._background)
+        self._sinks["globals"] = Sink(self.path / "globals.parquet", self._background)
+        if self._marks is not None:
+            self._sinks["reads"] = Sink(self.path / "reads.parquet", self._background)
         variables = {f"{section}.{var}": t for section in ("bss", "data", "rodata")
                      if (g := obj.globals.get(section)) is not None
                      for var, t in g._types().items()}
@@ -201,6 +224,9 @@ class Recording:
             "skipped_streams": dict(self._skipped),
             "globals": {"file": "globals.parquet", "variables": variables},
             "output": None,
+            "reads": None if self._marks is None else {
+                "file": "reads.parquet", "count": 0,
+                "thread": threading.current_thread().name},
         }
 
     # --- the thread ----------------------------------------------------------
@@ -216,15 +242,23 @@ class Recording:
                     break
                 if self._obj.state != "loaded":  # destroyed without release()
                     raise RuntimeError(f"{self._obj.name!r} was destroyed while recording")
+                if self._background.error is not None:
+                    raise self._background.error
                 self._move_streams()
+                self._take_reads()
                 if now >= next_snapshot:
                     self._snapshot()
                     next_snapshot = max(next_snapshot + self.interval, now)
-                waits = [STREAM_POLL, next_snapshot - time.monotonic()]
+                # every STREAM_POLL from the last move's start: the time a move takes
+                # (its writes) is no extra wait while records pile up
+                waits = [now + STREAM_POLL - time.monotonic(), next_snapshot - time.monotonic()]
                 if deadline is not None:
                     waits.append(deadline - time.monotonic())
-                self._stopping.wait(max(min(waits), 0))
+                self._wake.wait(max(min(waits), 0))
+                self._wake.clear()
+            self._end_reads()
             self._move_streams()
+            self._take_reads()
             self._snapshot()  # the last snapshot: at stop
             self._finish("complete")
         except Exception as e:
@@ -233,6 +267,7 @@ class Recording:
                           RuntimeWarning)
             self._finish("failed")
         finally:
+            self._end_reads()
             mine = _recordings.get(id(self._obj), [])
             if self in mine:
                 mine.remove(self)
@@ -241,30 +276,92 @@ class Recording:
     def _move_streams(self):
         t = time.time_ns()
         for name, s in self._streams.items():
-            df = s.take()
-            if len(df):
-                self.rows[name] += len(df)
-            self._sinks[f"streams/{name}"].add(df, self._space, _time=t)
+            columns, n = self._columns[name].take()
+            self.rows[name] += n
+            self._sinks[f"streams/{name}"].add_columns(columns, n, self._space, _time=t)
 
-    def _snapshot(self):
+    def _snapshot(self, read=None) -> int:
+        """Snapshot every map and the globals (at ``read``: its time, and the part it
+        read as it read it); its number."""
         import pandas as pd
         from . import frames, hist
-        obj, n, t = self._obj, self.snapshots, time.time_ns()
+        if read is None:
+            with self._lock:  # after the reads queued before it
+                queue, self._queue = self._queue, []
+                t = time.time_ns()
+            self._take_reads(queue)
+        else:
+            t = read.time
+        obj, n = self._obj, self.snapshots
         for m in obj.maps:
             if not frames.is_tabular(m):
                 continue
-            df = m.to_df()
+            took = (read is not None and read.target == f"maps/{m.name}"
+                    and read.payload is not None)
+            df = read.payload if took and read.call == "to_df" else m.to_df()
             self._sinks[f"maps/{m.name}"].add(df, self._space, _snapshot=n, _time=t)
             if hist.is_histogram(m):
-                h = m.hist().df
+                h = read.payload if took and read.call == "hist" else m.hist().df
                 self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
-        row = {"_snapshot": n, "_time": t}
-        for section in ("bss", "data", "rodata"):
-            g = obj.globals.get(section)
-            if g is not None:
-                row.update({f"{section}.{var}": _scalar(v) for var, v in g._asdict().items()})
+        values = (read.payload if read is not None and read.target == "globals"
+                  else follow.globals_row(obj))
+        row = {"_snapshot": n, "_time": t, **{k: _scalar(v) for k, v in values.items()}}
         self._sinks["globals"].add(pd.DataFrame([row]), self._space)
         self.snapshots = n + 1
+        return n
+
+    # --- reads (bpfnb.follow) -------------------------------------------------
+
+    def _mark(self, target: str, call: str, payload):
+        """A read of the notebook's thread, numbered and timed, for the thread."""
+        with self._lock:
+            n = self._marks.count
+            self._marks.count += 1
+            self._queue.append(_Read(n, time.time_ns(), target, call, payload))
+        self._wake.set()
+
+    def _stream_rows(self, stream, call: str, result) -> tuple[int, int] | None:
+        """The rows of the recorded stream (streams/<map>.parquet) that the read of
+        ``stream`` answered with: it shares the recorder's reader, so row numbers of
+        the reader relate them."""
+        from .stream import last_span
+        mine = self._streams.get(stream.map_name)
+        if mine is None or mine._collector is not stream._collector:
+            return None  # another record type: its own reader, no shared rows
+        b = stream._buffer
+        span = ((b.base + b.added - result, b.base + b.added) if call == "len"
+                else last_span(stream))
+        if span is None:
+            return None
+        offset = mine._buffer.base + mine._buffer.dropped
+        return max(span[0] - offset, 0), max(span[1] - offset, 0)
+
+    def _take_reads(self, queue=None):
+        """Write the reads queued: a snapshot for each read of a map or a global."""
+        if self._marks is None:
+            return
+        if queue is None:
+            with self._lock:
+                queue, self._queue = self._queue, []
+        if not queue:
+            return
+        import pandas as pd
+        rows = []
+        for read in queue:
+            snapshot = -1 if read.target.startswith("streams/") else self._snapshot(read)
+            first, end = (read.payload if read.target.startswith("streams/")
+                          and read.payload is not None else (-1, -1))
+            rows.append({"_read": read.n, "_time": read.time, "target": read.target,
+                         "call": read.call, "_snapshot": snapshot, "first": first,
+                         "end": end})
+        self._sinks["reads"].add(pd.DataFrame(rows), self._space)
+        self._manifest["reads"]["count"] = queue[-1].n + 1
+
+    def _end_reads(self):
+        """Reads stop counting: the object's reads no longer come here."""
+        obj = self._obj
+        if self._marks is not None and obj is not None and obj._follower is self._marks:
+            obj._follower = None
 
     def _space(self) -> int:
         """Bytes the next write may take: the free space less every footer to come."""
@@ -275,6 +372,11 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
+        failed = self._background.finish()  # what it holds first: files in order
+        if failed is not None and state == "complete":
+            state, self.error = "failed", _error_text(failed, self.path)
+            warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
+                          RuntimeWarning)
         for sink in self._sinks.values():
             try:
                 sink.close(self._space if state == "complete" else None)
@@ -320,7 +422,7 @@ class Recording:
         times = df["time"]
         _time = (times.astype("int64") if pd.api.types.is_datetime64_any_dtype(times)
                  else pd.Series(time.time_ns(), index=df.index))
-        sink = _Sink(self.path / "output.parquet")
+        sink = Sink(self.path / "output.parquet")
         sink.add(df.assign(_time=_time), self._space)
         sink.close(self._space)
         m["output"] = {"file": "output.parquet", "rows": len(df),
@@ -333,12 +435,18 @@ class Recording:
     # --- control --------------------------------------------------------------
 
     @property
+    def reads(self) -> int:
+        """Reads counted so far (0 without reads=True)."""
+        return 0 if self._marks is None else self._marks.count
+
+    @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self) -> "Recording":
         """Take the last snapshot, close the files, mark the manifest complete."""
         self._stopping.set()
+        self._wake.set()
         if threading.current_thread() is not self._thread:
             self._thread.join()
         return self
@@ -362,126 +470,6 @@ class Recording:
                 f"{len(self._manifest['maps'])} maps"
                 + (f", streams: {streams}" if streams else "") + ">")
         return text if not self.error else text[:-1] + f"; error: {self.error}>"
-
-
-class _Sink:
-    """One Parquet file written in row groups from a bounded buffer of tables."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.tables: list = []
-        self.buffered = 0
-        self.since = time.monotonic()
-        self.writer = None
-        self.schema = None
-        self.df_schema = None  # of the frames, without the constant columns
-        self.empty = None
-        self.row_groups = 0
-        self.written = 0  # rows
-        self.ratio = 1.0  # bytes in the file per byte in memory, with a margin
-
-    def add(self, df, space, **constants):
-        """Buffer the rows of ``df`` with ``constants`` as int64 columns (``_time``,
-        ``_snapshot``: added in Arrow, not by copying the frame)."""
-        import numpy as np
-        import pyarrow as pa
-        if self.empty is None:
-            self.empty = df.iloc[:0].assign(**{k: np.int64(0) for k in constants})
-        if len(df):
-            if self.df_schema is None:
-                table = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
-                self.df_schema = _schema(table.schema)
-                table = table.cast(self.df_schema)
-            else:
-                table = pa.Table.from_pandas(df, schema=self.df_schema,
-                                             preserve_index=False, nthreads=1)
-            for name, value in constants.items():
-                table = table.append_column(name, pa.array(np.full(len(table), value,
-                                                                   dtype=np.int64)))
-            self.schema = self.schema or table.schema
-            self.tables.append(table)
-            self.buffered += len(df)
-        if self.buffered >= ROW_GROUP_ROWS or (
-                self.tables and time.monotonic() - self.since >= FLUSH_EVERY):
-            self.flush(space)
-
-    def flush(self, space):
-        """Write the buffer as row groups. ``space()`` says how many bytes may be
-        written: a buffer that does not fit is cut to the rows that do (at the encoded
-        size per row seen so far, twice over), the rest raises DiskFull."""
-        import pyarrow as pa
-        self.since = time.monotonic()
-        if not self.tables:
-            return
-        table = pa.concat_tables(self.tables)
-        self.tables, self.buffered = [], 0
-        while table.num_rows:
-            part = table
-            if space is not None:
-                room = space() - ROW_GROUP_META * table.num_columns
-                per_row = max(table.nbytes * self.ratio / table.num_rows, 1.0)
-                rows = min(int(room / per_row), table.num_rows) if room > 0 else 0
-                if rows < 1:
-                    raise DiskFull(errno.ENOSPC,
-                                   f"the file system holding {str(self.path)!r} is full "
-                                   f"({max(room, 0) // 1024} KiB left, less the files' "
-                                   f"footers): the recording stopped")
-                part = table.slice(0, rows)
-            if self.writer is None:
-                self.writer = _writer(self.path, self.schema)
-            before = self.path.stat().st_size
-            self.writer.write_table(part, row_group_size=part.num_rows)
-            grown = self.path.stat().st_size - before
-            if part.nbytes:
-                self.ratio = min(max(2 * grown / part.nbytes, MIN_RATIO), 1.0)
-            self.row_groups += 1
-            self.written += part.num_rows
-            table = table.slice(part.num_rows)
-
-    def footer_bytes(self) -> int:
-        columns = len(self.schema) if self.schema is not None else 1
-        return FOOTER_BYTES + self.row_groups * columns * ROW_GROUP_META
-
-    def close(self, space):
-        """Write what is buffered (``space`` None: drop it, the disk is full), then the
-        footer; a sink that never had rows writes its empty frame."""
-        try:
-            if space is not None:
-                self.flush(space)
-        finally:
-            self.tables = []
-            self._close_writer()
-
-    def _close_writer(self):
-        import pyarrow as pa
-        if self.writer is None and self.empty is not None:
-            table = pa.Table.from_pandas(self.empty, preserve_index=False)
-            self.schema = self.schema or _schema(table.schema)
-            self.writer = _writer(self.path, self.schema)
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            writer.close()
-
-
-def _schema(schema):
-    """Columns that were all None in the first rows take str (bytes for `raw`)."""
-    import pyarrow as pa
-    for i, f in enumerate(schema):
-        if pa.types.is_null(f.type):
-            schema = schema.set(i, f.with_type(pa.binary() if f.name == "raw" else pa.string()))
-    return schema
-
-
-def _writer(path: Path, schema):
-    """A Parquet writer that dictionary-encodes only text (comm, file names, enums:
-    it makes integer columns 2x slower to write) and keeps statistics only of `_time`
-    and `_snapshot` (what replay selects by; the others cost 30% of the write)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    text = [f.name for f in schema if pa.types.is_string(f.type)
-            or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)]
-    stats = [name for name in ("_time", "_snapshot") if name in schema.names]
-    return pq.ParquetWriter(path, schema, use_dictionary=text, write_statistics=stats)
 
 
 def _scalar(value):
@@ -561,11 +549,32 @@ def _bpfnb_version() -> str | None:
 _recordings: dict[int, list] = {}
 
 
+def _max_rows(m, types: dict) -> int:
+    """Rows a recorded stream may hold between two moves: STREAM_MAX_BYTES of its
+    records (at least STREAM_MAX_ROWS), so a short stall of the writes drops nothing."""
+    from .recordtypes import record_type
+    try:
+        btf, type_id = record_type(m.object, m, types.get(m.name))
+        size = btf.dtype(type_id).itemsize if type_id is not None else 0
+    except ValueError:
+        size = 0
+    return max(STREAM_MAX_ROWS, STREAM_MAX_BYTES // size) if size else STREAM_MAX_ROWS
+
+
+class _Read:
+    """A read queued for the recorder's thread (see Recording._mark)."""
+    __slots__ = ("n", "time", "target", "call", "payload")
+
+    def __init__(self, n, time_ns, target, call, payload):
+        self.n, self.time, self.target, self.call = n, time_ns, target, call
+        self.payload = payload
+
+
 def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
-           types=None) -> Recording:
+           types=None, reads=False) -> Recording:
     """``obj.record(...)``: see :class:`Recording`; also ``obj.recording`` after."""
     rec = Recording(obj, path, seconds=seconds, interval=interval, overwrite=overwrite,
-                    types=types)
+                    types=types, reads=reads)
     obj.recording = rec
     return rec
 

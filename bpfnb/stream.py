@@ -8,7 +8,11 @@
     s.close()                              # or `with ... as s:`
 
 A thread waits on the buffer with epoll and moves records, decoded in numpy batches,
-into a bounded buffer (the oldest rows go first, counted in ``dropped``). It stops on
+into a bounded buffer (the oldest rows go first, counted in ``dropped``). Streams of one
+map with one record type share that thread and its reader, each with a buffer of its
+own: a ring buffer has one consumer position, so two readers would split its records
+(and a perf event array holds one reader's fds), while shared, every stream receives
+every record from its start (a recording and the notebook's own stream, for example). It stops on
 ``close()``, when the stream is garbage collected, right before the registry tears its
 Object down (re-run of its cell, ``%bpf stop``, exit) and within POLL_INTERVAL of any
 other destruction, in each case after collecting what was left in the buffer; the rows
@@ -33,6 +37,7 @@ import weakref
 
 import numpy as np
 
+from .follow import counted, uncounted
 from .libbpf import BPFError
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF
 from .libbpf.ringbuf import PerfBuffer, RingBuffer
@@ -44,6 +49,10 @@ DEFAULT_MAX_ROWS = 1_000_000
 POLL_INTERVAL = 0.1
 # How long to_df() waits for the thread's read of what was committed before it.
 FLUSH_TIMEOUT = 5.0
+
+
+def _stream_read(s):
+    return s._obj(), f"streams/{s.map_name}"
 
 
 class EventStream:
@@ -80,25 +89,35 @@ class EventStream:
                                  f"decode: name it, e.g. .stream('struct event', decode=...)")
             self._frame([], self.decode)
         self._obj = weakref.ref(obj)
-        if map.type == RINGBUF:
-            reader = RingBuffer(map.fd, map.max_entries, self.dtype)
-        else:
-            reader = PerfBuffer(map.fd, self.dtype, page_cnt)
-        self._perf = reader if map.type == PERF_EVENT_ARRAY else None
-        try:
+        self._closed = False
+        collector = _joinable(obj, map, self.dtype)
+        if collector is not None:  # another stream reads this map: share its reader
+            self._perf = collector.reader if map.type == PERF_EVENT_ARRAY else None
             self._counter = LostCounter(obj, map, self._perf)
             self.lost_reason = self._counter.reason
-            fresh = map.type == RINGBUF and reader.consumed == 0
-            self._lost_base = 0 if fresh else self._kernel_counter()
-            self._collector = _Collector(reader, self._obj, max_rows,
-                                         f"bpfnb-stream-{map.name}")
-        except BaseException:
-            reader.close()
-            raise
+            self._lost_base = self._kernel_counter()
+            self._collector, self._buffer = collector, collector.join(max_rows)
+        else:
+            if map.type == RINGBUF:
+                reader = RingBuffer(map.fd, map.max_entries, self.dtype)
+            else:
+                reader = PerfBuffer(map.fd, self.dtype, page_cnt)
+            self._perf = reader if map.type == PERF_EVENT_ARRAY else None
+            try:
+                self._counter = LostCounter(obj, map, self._perf)
+                self.lost_reason = self._counter.reason
+                fresh = map.type == RINGBUF and reader.consumed == 0
+                self._lost_base = 0 if fresh else self._kernel_counter()
+                self._collector = _Collector(reader, self._obj, f"bpfnb-stream-{map.name}")
+                self._buffer = self._collector.join(max_rows)
+            except BaseException:
+                reader.close()
+                raise
+            _share(obj, map, self.dtype, self._collector)
+            self._collector.start()
         cancel = _close_on_teardown(self, obj)
         # Stops the thread when the stream is dropped without close().
-        self._finalizer = weakref.finalize(self, _stop, self._collector, cancel)
-        self._collector.start()
+        self._finalizer = weakref.finalize(self, _stop, self._collector, self._buffer, cancel)
 
     # --- counters -----------------------------------------------------------
 
@@ -115,7 +134,7 @@ class EventStream:
     @property
     def dropped(self) -> int:
         """Rows pushed out of the buffer by ``max_rows``."""
-        return self._collector.dropped
+        return self._buffer.dropped
 
     @property
     def lost(self) -> int | None:
@@ -125,10 +144,11 @@ class EventStream:
 
     @property
     def running(self) -> bool:
-        return self._collector.thread.is_alive()
+        return not self._closed and self._collector.thread.is_alive()
 
+    @counted(_stream_read)
     def __len__(self):
-        return self._collector.rows
+        return self._buffer.rows
 
     # --- data ---------------------------------------------------------------
 
@@ -137,13 +157,14 @@ class EventStream:
             raise BPFError(f"collecting from {self.map_name!r} stopped: "
                            f"{self._collector.error}") from self._collector.error
 
+    @counted(_stream_read)
     def to_df(self, decode: dict | None = None):
         """Every row held, oldest first, as a DataFrame (struct fields as columns).
 
         ``decode`` ({column: decoder}) adds to the stream's own ``decode=``."""
         self._check()
-        self._collector.flush()
-        df = self._frame(self._collector.snapshot(), decode)
+        self._flush()
+        df = self._frame(self._buffer.snapshot(), decode)
         lost = self.lost
         df.attrs.update(lost=lost, dropped=self.dropped)
         if lost is None:
@@ -155,39 +176,62 @@ class EventStream:
         from . import export
         return export.export(self, path, format)
 
+    @counted(_stream_read)
     def tail(self, n: int = 10, decode: dict | None = None):
         """The newest ``n`` rows as a DataFrame."""
         self._check()
-        self._collector.flush()
-        return self._frame(self._collector.snapshot(n), decode)
+        self._flush()
+        return self._frame(self._buffer.snapshot(n), decode)
 
     def take(self):
         """The rows received since the last ``take()`` (or the start) as a DataFrame,
         then forgotten: for consumers moving records elsewhere in bounded memory
         (bpfnb/record.py). ``lost`` keeps counting from the stream's start."""
         self._check()
-        self._collector.flush()
-        return self._frame(self._collector.take())
+        self._flush()
+        return self._frame(self._buffer.take())
+
+    def take_runs(self) -> list:
+        """Like ``take()``, as the runs held: arrays of records (``dtype``), or lists
+        of the bytes of records of another size; ``columns(runs)`` makes the frame's
+        columns of them. For consumers building other tables (bpfnb/record.py)."""
+        self._check()
+        self._flush()
+        return self._buffer.take()
+
+    def columns(self, runs: list) -> tuple[dict, int]:
+        """The columns of the frame of ``runs`` ({name: array}), and their length."""
+        return self._columns(runs)
+
+    def _flush(self):
+        if not self._closed:  # a closed stream of a shared reader receives no more
+            self._collector.flush()
 
     def clear(self):
         """Forget the rows held and start the loss counters over."""
-        self._collector.clear()
+        self._buffer.clear()
         self._lost_base = self._kernel_counter()
 
     def _frame(self, runs: list, decode: dict | None = None):
+        import pandas as pd
+        columns, n = self._columns(runs, decode)
+        return pd.DataFrame(columns, index=pd.RangeIndex(n), copy=False)
+
+    def _columns(self, runs: list, decode: dict | None = None) -> tuple[dict, int]:
         import pandas as pd
         from . import frames
         if self.type_id is None:
             if decode:
                 raise ValueError(f"decode=: the records of {self.map_name!r} have no type "
                                  f"to decode (they stay raw bytes)")
-            return pd.DataFrame({"raw": [r for run in runs for r in run]}, dtype=object)
+            raw = [r for run in runs for r in run]
+            return {"raw": pd.Series(raw, dtype=object)}, len(raw)
         records, raw = _typed_records(runs, self.dtype)
-        df = frames.records_to_df(records, self.btf, self.type_id,
-                                  {**self.decode, **(decode or {})})
+        columns = frames.record_columns(records, self.btf, self.type_id,
+                                        {**self.decode, **(decode or {})})
         if raw is not None:
-            df["raw"] = pd.Series(raw, index=df.index, dtype=object)
-        return df
+            columns["raw"] = pd.Series(raw, dtype=object)
+        return columns, len(records)
 
     # --- lifetime -----------------------------------------------------------
 
@@ -195,6 +239,7 @@ class EventStream:
         """Stop the thread (collecting what is already in the buffer), free the buffer."""
         self._kernel_counter()  # its last value, while the object may still be there
         self._finalizer()
+        self._closed = True
 
     def __enter__(self):
         return self
@@ -203,6 +248,10 @@ class EventStream:
         self.close()
 
     def __repr__(self):
+        with uncounted():  # how a stream prints is no read of its rows
+            return self._text()
+
+    def _text(self):
         state = "running" if self.running else "stopped"
         what = self.type or "raw bytes"
         lost = self.lost
@@ -229,10 +278,39 @@ def _close_on_teardown(stream, obj):
         return None
 
 
-def _stop(collector, cancel):
-    collector.stop()
+def _stop(collector, buffer, cancel):
+    """A stream ends: its buffer leaves the reader, which stops with its last buffer
+    (after what is in the ring); a shared one first reads what was committed so far."""
+    collector.leave(buffer)
     if cancel is not None:
         cancel()
+
+
+# Running collectors by (object, map, record dtype), for streams to share.
+_shared: dict = {}
+_shared_lock = threading.Lock()
+
+
+def _joinable(obj, map, dtype):
+    """The running collector of another stream of ``map`` with the same records."""
+    with _shared_lock:
+        c = _shared.get((id(obj), map.name, dtype))
+        if c is not None and c._obj_ref() is obj and c.joinable():
+            return c
+    return None
+
+
+def _share(obj, map, dtype, collector):
+    key = (id(obj), map.name, dtype)
+    with _shared_lock:
+        _shared[key] = collector
+    collector.forget = lambda: _unshare(key, collector)
+
+
+def _unshare(key, collector):
+    with _shared_lock:
+        if _shared.get(key) is collector:
+            del _shared[key]
 
 
 def _typed_records(runs: list, dtype: np.dtype):
@@ -258,16 +336,94 @@ def _typed_records(runs: list, dtype: np.dtype):
     return np.concatenate(parts).view(dtype), (raw if odd_sizes else None)
 
 
-class _Collector:
-    """The thread, the bounded buffer of runs, and the reader it owns."""
+class _Buffer:
+    """One stream's rows: a bounded deque of runs, fed by its collector. ``base`` is
+    the collector's row count when it joined and ``added`` the rows it received, so
+    row i ever held here is the collector's row ``base + i`` (recordings relate a
+    stream's rows to theirs by it: see ``last_span``)."""
 
-    def __init__(self, reader, obj_ref, max_rows: int, name: str):
-        self.reader = reader
+    def __init__(self, max_rows: int, base: int):
         self.max_rows = max_rows
+        self.base = base
+        self.added = 0
         self.runs: collections.deque = collections.deque()
         self.rows = 0
         self.dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, runs: list):
+        with self._lock:
+            for run in runs:
+                self.runs.append(run)
+                self.rows += len(run)
+                self.added += len(run)
+            excess = self.rows - self.max_rows
+            while excess > 0:
+                first = self.runs[0]
+                if len(first) <= excess:
+                    self.runs.popleft()
+                    cut = len(first)
+                else:
+                    self.runs[0] = first[excess:]
+                    cut = excess
+                self.rows -= cut
+                self.dropped += cut
+                excess -= cut
+
+    def snapshot(self, last: int | None = None) -> list:
+        """The runs held (the last ``last`` rows only, if given), oldest first."""
+        with self._lock:
+            runs = list(self.runs)
+            end = self.base + self.added
+            held = self.rows
+        _spans.span = (self, end - (held if last is None else min(max(last, 0), held)), end)
+        if last is None:
+            return runs
+        out, need = [], max(last, 0)
+        for run in reversed(runs):
+            if need <= 0:
+                break
+            out.append(run[-need:] if len(run) > need else run)
+            need -= len(out[-1])
+        return out[::-1]
+
+    def take(self) -> list:
+        """The runs held, oldest first, no longer held (``dropped`` stays)."""
+        with self._lock:
+            runs = list(self.runs)
+            self.runs.clear()
+            self.rows = 0
+        return runs
+
+    def clear(self):
+        with self._lock:
+            self.runs.clear()
+            self.rows = 0
+            self.dropped = 0
+
+
+# The collector rows [first, end) the last snapshot() of this thread returned.
+_spans = threading.local()
+
+
+def last_span(stream) -> tuple[int, int] | None:
+    """(first, end): the collector rows the last to_df()/tail() of ``stream`` in this
+    thread returned, None if it made none."""
+    span = getattr(_spans, "span", None)
+    if span is None or span[0] is not stream._buffer:
+        return None
+    return span[1], span[2]
+
+
+class _Collector:
+    """The thread and the reader it owns, feeding the buffers of the streams joined."""
+
+    def __init__(self, reader, obj_ref, name: str):
+        self.reader = reader
+        self.buffers: list[_Buffer] = []
+        self.total = 0  # rows read
         self.error: BaseException | None = None
+        self.forget = lambda: None  # set by _share: leave the shared table
         self._obj_ref = obj_ref
         self._lock = threading.Lock()
         # Held by the thread from a read() until its runs are added, and to close the
@@ -289,6 +445,32 @@ class _Collector:
         except BaseException:
             self._release()
             raise
+
+    def join(self, max_rows: int) -> _Buffer:
+        with self._lock:
+            buffer = _Buffer(max_rows, self.total)
+            self.buffers.append(buffer)
+        return buffer
+
+    def joinable(self) -> bool:
+        with self._lock:
+            return bool(self.buffers) and not self._stopping and not self._finished
+
+    def leave(self, buffer: _Buffer):
+        """Stop feeding ``buffer``, once it has what was committed before: the last
+        buffer stops the thread (which reads what is left into it)."""
+        with self._lock:
+            last = self.buffers == [buffer]
+            if last:
+                self._stopping = True  # no stream joins a collector about to stop
+        if last:
+            self.forget()
+            self.stop()
+        else:
+            self.flush()
+        with self._lock:
+            if buffer in self.buffers:
+                self.buffers.remove(buffer)
 
     def _object_alive(self) -> bool:
         obj = self._obj_ref()
@@ -316,6 +498,7 @@ class _Collector:
         except Exception as e:  # surfaced by to_df(): a thread's exception is lost
             self.error = e
         finally:
+            self.forget()
             self._release()
             with self._flush:  # nothing more will come: no reader waits
                 self._finished = True
@@ -359,49 +542,9 @@ class _Collector:
 
     def _add(self, runs: list):
         with self._lock:
-            for run in runs:
-                self.runs.append(run)
-                self.rows += len(run)
-            excess = self.rows - self.max_rows
-            while excess > 0:
-                first = self.runs[0]
-                if len(first) <= excess:
-                    self.runs.popleft()
-                    cut = len(first)
-                else:
-                    self.runs[0] = first[excess:]
-                    cut = excess
-                self.rows -= cut
-                self.dropped += cut
-                excess -= cut
-
-    def snapshot(self, last: int | None = None) -> list:
-        """The runs held (the last ``last`` rows only, if given), oldest first."""
-        with self._lock:
-            runs = list(self.runs)
-        if last is None:
-            return runs
-        out, need = [], max(last, 0)
-        for run in reversed(runs):
-            if need <= 0:
-                break
-            out.append(run[-need:] if len(run) > need else run)
-            need -= len(out[-1])
-        return out[::-1]
-
-    def take(self) -> list:
-        """The runs held, oldest first, no longer held (``dropped`` stays)."""
-        with self._lock:
-            runs = list(self.runs)
-            self.runs.clear()
-            self.rows = 0
-        return runs
-
-    def clear(self):
-        with self._lock:
-            self.runs.clear()
-            self.rows = 0
-            self.dropped = 0
+            for buffer in self.buffers:
+                buffer.add(runs)
+            self.total += sum(len(run) for run in runs)
 
     def stop(self):
         """Signal the thread and wait for it (unless called from the thread itself)."""

@@ -4,7 +4,9 @@ object is recorded, then reads the Parquet files back and finds exactly N."""
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,8 +20,10 @@ from IPython.utils.capture import capture_output
 
 import bpfnb
 from bpfnb.registry import registry
+from bpfnb.replay import ReadOnlyError, ReplayError
 
 PROGS = Path(__file__).parent / "progs"
+ROOT = str(Path(__file__).resolve().parent.parent)
 MANIFEST_KEYS = {"format", "version", "state", "error", "name", "source", "source_path",
                  "cflags", "kernel_release", "machine", "hostname", "btf_sha256",
                  "libbpf_version", "bpfnb_version", "started", "stopped", "interval",
@@ -136,10 +140,11 @@ def test_an_existing_recording_is_kept_unless_overwrite(obj, tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A tmpfs of 256 KiB, unmounted after."""
+    """A tmpfs of 96 KiB (the recording's fixed part, manifest and footers, takes half),
+    unmounted after."""
     where = tmp_path / "small"
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(where)],
                    check=True)
     try:
         yield where
@@ -356,3 +361,190 @@ def test_a_perf_buffer_is_recorded(no_leaks, tmp_path):
         assert len(ours) == n and m["streams"]["events"]["rows"] == len(events)
     finally:
         obj.destroy()
+
+
+# --- reads: a recording that a replay follows (bpfnb.follow) -----------------------
+
+# A lab cell's reads, run live and then replayed: the same code must see the same
+# numbers. `obj`, `events`, `name` (a marker file) and `open_n` are given.
+READS = """
+out = {}
+pid = obj.rodata.targ_pid
+before = obj.bss.total
+open_n(name, 50)
+out["counted"] = obj.bss.total - before
+df = obj.maps.counts.to_df()
+out["mine"] = int(df.loc[df.key == pid, "value"].sum())
+rows = events.to_df()
+out["seen"] = int((rows.fname == name).sum())
+open_n(name, 30)
+out["tail"] = events.tail(3)["seq"].tolist()
+out["held"] = len(events)
+out["hist"] = int(obj.maps.name_len.hist().df["count"].sum())
+out["bss"] = repr(obj.bss)
+out["entries"] = len(obj.maps.counts)
+out["last"] = obj.bss.total
+"""
+READ_COUNT = 11  # the reads of READS: a line may read twice (before, counted)
+
+# A dashboard on another thread reads the same parts all along: it never counts.
+DASHBOARD = """
+import threading, time
+stop, dashboard_reads = threading.Event(), []
+def dashboard():
+    while not stop.is_set():
+        obj.bss.total; obj.maps.counts.to_df(); events.to_df(); len(obj.maps.counts)
+        dashboard_reads.append(1)
+        time.sleep(0.002)
+dash = threading.Thread(target=dashboard)
+dash.start()
+time.sleep(0.05)
+"""
+
+FOLLOWER = """
+import json, os, sys, warnings, bpfnb
+out = {"caps": open("/proc/self/status").read().split("CapEff:")[1].split()[0]}
+path, name, reads, dashboard_code = sys.argv[1:5]
+def open_n(name, n):
+    for _ in range(n):
+        os.close(os.open(name, os.O_RDONLY))
+obj = bpfnb.replay(path, follow="reads")
+events = obj.maps.events.stream()
+exec(dashboard_code)
+ns = dict(obj=obj, events=events, name=name, open_n=open_n)
+exec(reads, ns)
+stop.set(); dash.join()
+out["reads"], out["made"] = ns["out"], obj._follower.made
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out["extra"] = [obj.bss.total, len(obj.maps.counts.to_df()), obj.bss.total]
+out["warnings"] = [str(w.message) for w in caught]
+out["dashboard_reads"] = len(dashboard_reads)
+print(json.dumps(out))
+"""
+
+
+def run_reads(ns):
+    exec(DASHBOARD, ns)
+    try:
+        exec(READS, ns)
+    finally:
+        ns["stop"].set()
+        ns["dash"].join()
+    return ns["out"]
+
+
+def test_a_replay_without_any_capability_sees_what_the_notebook_saw_live(obj, tmp_path):
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("dropping every capability of a child needs root and setpriv")
+    path, name = tmp_path / "rec", marker()
+    rec = obj.record(path, interval=0.05, reads=True)
+    events = obj.maps.events.stream()
+    ns = dict(obj=obj, events=events, name=name, open_n=open_n)
+    live = run_reads(ns)
+    rec.stop()
+    assert rec.error is None and ns["dashboard_reads"], "the dashboard thread read"
+    assert rec.reads == READ_COUNT, "the dashboard's reads do not count"
+    assert live["counted"] >= 50 and live["seen"] == 50 and live["mine"] >= live["counted"]
+    assert live["hist"] >= 80 and live["held"] >= 80 and live["entries"] == 1
+    assert manifest(path)["reads"] == {"file": "reads.parquet", "count": READ_COUNT,
+                                       "thread": "MainThread"}
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    argv = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--",
+            sys.executable, "-c", FOLLOWER, str(path), name, READS, DASHBOARD]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert int(out["caps"], 16) == 0
+    assert out["reads"] == live, "every read answered with the number seen live"
+    assert out["made"] == READ_COUNT and out["dashboard_reads"] > 0
+    # Past the recorded reads: the last one's answer, said once.
+    assert out["extra"] == [live["last"], live["entries"], live["last"]]
+    assert len(out["warnings"]) == 1 and "more reads than the 11 recorded" in out["warnings"][0]
+
+
+def test_read_marks_hold_what_each_read_returned(obj, tmp_path):
+    path, name = tmp_path / "rec", marker()
+    rec = obj.record(path, interval=10, reads=True)  # one interval snapshot, at start
+    events = obj.maps.events.stream()
+    seen = []
+    for n in (10, 20):
+        open_n(name, n)
+        seen.append((obj.bss.total, obj.maps.counts.to_df(), len(events.to_df())))
+    rec.stop()
+    reads = read(path, "reads.parquet")
+    assert list(reads["_read"]) == list(range(6)) and reads["_time"].is_monotonic_increasing
+    assert list(reads["target"]) == ["globals", "maps/counts", "streams/events"] * 2
+    assert list(reads["call"]) == ["value", "to_df", "to_df"] * 2
+    snaps = read(path, "globals.parquet").set_index("_snapshot")
+    counts = read(path, "maps/counts.parquet")
+    recorded = read(path, "streams/events.parquet")
+    for (total, df, held), (_, g), (_, m), (_, s) in zip(
+            seen, reads[0::3].iterrows(), reads[1::3].iterrows(), reads[2::3].iterrows()):
+        assert snaps.loc[g["_snapshot"], "bss.total"] == total
+        rows = counts[counts["_snapshot"] == m["_snapshot"]].drop(columns=["_snapshot",
+                                                                           "_time"])
+        assert rows.reset_index(drop=True).equals(df)
+        assert s["_snapshot"] == -1 and s["end"] - s["first"] == held
+        window = recorded.iloc[s["first"]:s["end"]]
+        assert (window["fname"] == name).sum() == (10 if s["_read"] == 2 else 30)
+    # Following reads, what changed the kernel live is accepted and does nothing.
+    followed = bpfnb.replay(path, follow="reads")
+    followed.load().attach().detach()
+    assert followed.progs.trace_openat.attach_tracepoint() == ()
+    followed.maps.counts.clear()
+    assert [followed.bss.total, len(followed.maps.counts.to_df())] == [seen[0][0], 1]
+    with pytest.raises(ReadOnlyError):
+        bpfnb.replay(path).maps.counts.clear()  # ReadOnlyError is an AttributeError
+
+
+def test_the_notebooks_stream_and_the_recording_both_get_every_record(obj, tmp_path):
+    # A ring buffer has one consumer position: two readers would split its records.
+    n, name, path = 200, marker(), tmp_path / "rec"
+    rec = obj.record(path, interval=0.1)
+    events = obj.maps.events.stream()
+    open_n(name, n)
+    mine = events.to_df()
+    rec.stop()
+    assert (mine["fname"] == name).sum() == n
+    assert (read(path, "streams/events.parquet")["fname"] == name).sum() == n
+    events.close()
+    assert not events.running
+
+
+def test_a_recording_without_read_marks_cannot_be_followed(obj, tmp_path):
+    obj.record(tmp_path / "plain", interval=0.1).stop()
+    assert manifest(tmp_path / "plain")["reads"] is None
+    with pytest.raises(ReplayError, match="has no read marks"):
+        bpfnb.replay(tmp_path / "plain", follow="reads")
+    last = read(tmp_path / "plain", "globals.parquet")["bss.total"].iloc[-1]
+    assert bpfnb.replay(tmp_path / "plain").bss.total == last
+
+
+def test_numeric_records_are_written_straight_and_read_back_as_to_df(no_leaks, tmp_path):
+    """Records of only numbers take the recorder's path from their bytes to Arrow
+    (recordfiles.StreamColumns): the file still holds to_df()'s columns and values."""
+    from bpfnb.recordfiles import StreamColumns
+    n = 3000
+    with bpfnb.load(PROGS / "seeks.bpf.c", rodata={"targ_pid": os.getpid()}) as o:
+        events = o.maps.events.stream()
+        assert StreamColumns(events).fields is not None
+        rec = o.record(tmp_path / "rec", interval=0.05)
+        fd = os.open("/dev/null", os.O_RDONLY)
+        try:
+            for i in range(n):
+                try:
+                    os.lseek(fd, -i, 0x5eec)  # no such whence: EINVAL, but traced
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        live = events.to_df()
+        rec.stop()
+        events.close()
+    recorded = read(tmp_path / "rec", "streams/events.parquet")
+    assert len(live) == n and list(live["seq"]) == list(range(n))
+    assert recorded.drop(columns="_time").equals(live)
+    assert list(recorded["offset"]) == [-i for i in range(n)]

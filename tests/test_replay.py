@@ -272,8 +272,13 @@ def test_recording_option_runs_live_where_bpf_loads(ip, rec, tmp_path, no_leaks)
     text = outputs[0].data["text/plain"]
     if hasattr(ip.user_ns["snoop"], "record"):
         assert f"recording to {path}" in text
+        seen = [ip.user_ns["snoop"].bss.total for _ in range(2)]
         registry.stop_all()  # the teardown ends the recording
         assert bpfnb.replay(path).name == "snoop"
+        # --recording marks the notebook's reads (not what the cell showed)
+        followed = bpfnb.replay(path, follow="reads")
+        assert followed._follower.recorded == 2
+        assert [followed.bss.total for _ in range(2)] == seen
     else:
         assert f"not recorded to {path}: this bpfnb has no recorder" in text
     registry.stop_all()

@@ -174,12 +174,13 @@ class Object:
     """A BPF object: ``Object(path_or_bytes)`` opens it; then ``load()``, ``attach()``.
 
     ``destroy()`` (also on ``with`` exit, garbage collection and interpreter exit)
-    detaches every link and frees maps and programs. Subclasses may set ``map_class``
-    and ``program_class`` to richer handles.
+    detaches every link and frees maps and programs. Subclasses may set ``map_class``,
+    ``program_class`` and ``globals_class`` to richer handles.
     """
 
     map_class = Map
     program_class = Program
+    globals_class = Globals
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None,
                  kconfig: str | None = None):
@@ -263,7 +264,7 @@ class Object:
             elif section in GLOBAL_SECTIONS and self.btf is not None:
                 tid = lib.bpf_map__btf_value_type_id(m)
                 variables = self.btf.datasec_vars("." + section) if tid else []
-                globals_[section] = Globals(self, section, map_, variables)
+                globals_[section] = self.globals_class(self, section, map_, variables)
             m = lib.bpf_object__next_map(self._ptr, m)
         progs = {}
         p = lib.bpf_object__next_program(self._ptr, None)

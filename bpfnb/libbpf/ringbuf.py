@@ -155,7 +155,12 @@ class RingBuffer:
                            f"{self._cons} runs past the producer ({avail} bytes left)")
         if not header & DISCARD_BIT:
             payload = start + HEADER_SIZE
-            _append_bytes(runs, self._data_mm[payload:payload + length])
+            record = self._data_mm[payload:payload + length]
+            if self.dtype is not None and length == self._record_size:
+                # our size after all: _read_fixed met it busy, committed since
+                runs.append(np.frombuffer(record, dtype=self.dtype).copy())
+            else:
+                _append_bytes(runs, record)
         return taken
 
     def _release(self):

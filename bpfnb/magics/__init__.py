@@ -11,6 +11,8 @@ with ``shell.set_custom_exc`` for those raised by bpfnb calls in ordinary cells)
 ``%bpf why`` shows the last one in full: the whole verifier log, the libbpf log,
 clang's command and the Python traceback.
 ``%%bpf NAME --engines all`` loads the cell on ipyparallel engines instead (bpfnb.fleet).
+A lab's exercise stub (bpfnb.exercise: only comments, one "your answer here"), in a
+``%%bpf`` cell or a Python one, fails its cell with one line, so Run All stops there.
 
 Files: this one holds the magics and their arguments; errors.py how a failure shows;
 views.py what shows under a cell.
@@ -30,8 +32,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from .. import build, lasterror, loader, mcpu, output
+from .. import build, exercise, lasterror, loader, mcpu, output
 from ..lasterror import CELL_FILENAME, describe as _describe
+from ..follow import uncounted
 from ..libbpf import BPFError, RangeError, VerifierError, end_looks
 from ..listing import objects_frame
 from ..registry import registry
@@ -66,6 +69,9 @@ class BPFMagics(Magics):
               help="record streams, map snapshots and globals into the directory PATH "
                    "(Parquet, see bpfnb.record) while it runs: with --for for SECONDS, "
                    "else until %%bpf stop NAME or NAME.recording.stop()")
+    @argument("--interval", type=float, default=1.0, metavar="S",
+              help="with --record/--recording: seconds between map snapshots (default 1; "
+                   "reads are snapshotted besides, see --recording)")
     @argument("--plot", action="store_true",
               help="with --for: end with a plot of the maps instead of tables")
     @argument("-q", "--quiet", action="store_true",
@@ -77,7 +83,9 @@ class BPFMagics(Magics):
     @argument("--recording", metavar="PATH",
               help="live where this process can load BPF (CAP_BPF, clang, libbpf), else "
                    "a replay of PATH: one notebook for both. Live, it records to PATH "
-                   "when PATH does not exist yet (--rerecord: replace it)")
+                   "when PATH does not exist yet (--rerecord: replace it), with a "
+                   "snapshot at each read the notebook makes; replayed, the n-th read "
+                   "answers as the n-th recorded one (see bpfnb.follow)")
     @argument("--rerecord", action="store_true",
               help="with --recording: when running live, record PATH again")
     @argument("--speed", type=float, metavar="X",
@@ -96,6 +104,9 @@ class BPFMagics(Magics):
         text fails at any step (compile, open, load, attach), the new object is
         destroyed and the previous one keeps running, bound to NAME."""
         args = self._parse_cell_line(line)
+        stub = exercise.bpf_stub(cell)
+        if stub is not None:  # an exercise left to the student: stop Run All here
+            raise stub
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%bpf NAME: {name!r} is not a Python identifier")
@@ -136,7 +147,7 @@ class BPFMagics(Magics):
             obj.source, obj.cflags = cell, tuple(cflags)  # for the recording's manifest
         if args.record:
             try:
-                obj.record(args.record)
+                obj.record(args.record, interval=args.interval)
             except (OSError, ValueError) as e:
                 registry.stop(name)
                 raise BPFCellError(f"%%bpf {name}: cannot record, so nothing of {name} is "
@@ -146,7 +157,7 @@ class BPFMagics(Magics):
             notes.append(live_note)
         if record_to:
             from ..replay import start_recording
-            notes.append(start_recording(obj, record_to, args.seconds))
+            notes.append(start_recording(obj, record_to, args.seconds, args.interval))
         printk = "bpf_printk" in cell and not args.no_load  # its lines go under the cell
         if args.seconds is not None:
             if printk:
@@ -155,7 +166,8 @@ class BPFMagics(Magics):
                           obj.recording if args.record or record_to else None)
             return
         if not args.quiet:
-            display(summarize(obj, name, notes, warnings))
+            with uncounted():  # what the cell shows is none of the notebook's reads
+                display(summarize(obj, name, notes, warnings))
         if printk:
             _PrintkView(name, obj)
 
@@ -277,6 +289,9 @@ class BPFMagics(Magics):
         from ..replay import choose
         if args.rerecord and not args.recording:
             raise UsageError("--rerecord goes with --recording PATH")
+        if args.interval != 1.0 and not (args.record or args.recording):
+            raise UsageError("--interval is the pace of a recording's snapshots: add "
+                             "--record PATH or --recording PATH")
         if args.speed is not None and not (args.replay or args.recording):
             raise UsageError("--speed is the pace of a replay: add --replay or --recording")
         if args.replay and args.recording:
@@ -291,15 +306,20 @@ class BPFMagics(Magics):
         return (args.recording, None) if how == "record" else (None, why)
 
     def _bind_replay(self, name, path, cell, args, why):
-        from ..replay import ReplayError, cell_summary, replay
-        if args.no_load or args.no_attach:
+        from ..replay import ReplayError, cell_summary, has_reads, replay
+        # --recording keeps the live cell's line: what changes a program before it
+        # loads was recorded with it; --replay says nothing of the kind
+        if (args.no_load or args.no_attach) and not args.recording:
             raise UsageError("a replay is never loaded nor attached: drop --no-load and "
                              "--no-attach")
-        if args.set or args.defines or args.cflags:
+        if (args.set or args.defines or args.cflags) and not args.recording:
             raise UsageError("--set, -D and --cflags change a program before it loads; a "
                              "replay shows what was recorded with the recorded ones")
         try:
-            obj = replay(path, speed=args.speed, name=name)
+            # --recording: the notebook's cells read it as they read it live (the
+            # recording's read marks, when it has them; see bpfnb.follow)
+            follow = "reads" if args.recording and has_reads(path) else "clock"
+            obj = replay(path, speed=args.speed, name=name, follow=follow)
         except ReplayError as e:
             hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
                     f"loads, with %%bpf {name} --recording {path}" if why else "")
@@ -467,9 +487,21 @@ def _engine_targets(text: str):
         raise UsageError(f"--engines {text}: write all, or engine ids such as 0,2") from None
 
 
+def _exercise_stub(lines: list[str]) -> list[str]:
+    """Input transformer: a Python exercise stub (only comments, one "# your answer
+    here") runs as raising bpfnb.exercise.NotAnswered, shown as its one line."""
+    stub = exercise.python_stub("".join(lines))
+    if stub is None:
+        return lines
+    return [f"raise __import__('bpfnb.exercise', fromlist=['_']).NotAnswered("
+            f"{stub.label!r}, 'code')\n"]
+
+
 def load_ipython_extension(ipython):
     from ..stream import EventStream
     ipython.register_magics(BPFMagics)
+    if _exercise_stub not in ipython.input_transformers_post:
+        ipython.input_transformers_post.append(_exercise_stub)
     ipython.display_formatter.ipython_display_formatter.for_type(EventStream,
                                                                  _stream_displays)
     if not ipython.custom_exceptions:  # never replace a handler someone else set
@@ -484,6 +516,8 @@ def load_ipython_extension(ipython):
 
 def unload_ipython_extension(ipython):
     registry.stop_all()
+    if _exercise_stub in ipython.input_transformers_post:
+        ipython.input_transformers_post.remove(_exercise_stub)
     end_looks()  # the tables it showed are not looked at any more: BPF stats go off
     if ipython.custom_exceptions == _CAUGHT:
         ipython.set_custom_exc((), None)

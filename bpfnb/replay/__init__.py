@@ -6,6 +6,11 @@ object with the surface of a live one, needing no privilege, clang, BTF or libbp
     obj.maps.events.stream().to_df()            # every record
     obj = bpfnb.replay("labs/rec/02", speed=1)  # the clock runs with wall time: .live() animates
     obj.seek(2.5); obj.bss.total                # the value 2.5 s after the first snapshot
+    obj = bpfnb.replay("labs/rec/02", follow="reads")  # the n-th read sees the n-th recorded
+
+``follow="reads"`` (a recording made with reads=True, as ``%%bpf NAME --recording PATH``
+makes them) answers each read the notebook makes as the same read did live (see
+bpfnb/replay/follow.py); ``follow="clock"`` (the default) answers at the clock.
 
 The clock (``obj.clock``) counts seconds from the first snapshot (or the recording's start
 when it has none). At clock t a map answers with its last snapshot taken at or before t, a
@@ -27,6 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .follow import ReadCursor
 from .parts import (Namespace, ReadOnlyError, ReplayError, ReplayGlobals, ReplayMap,
                     ReplayProgram, _plain, read_table, rows_until)
 
@@ -77,13 +83,22 @@ class Replay:
     """A recorded object: ``maps``, ``progs``, ``bss``/``data``/``rodata``, ``globals``,
     ``to_dfs()``, ``output()``, ``live()``, ``clock``/``seek()``, ``destroy()``, ``with``.
 
-    Read-only: attaching, loading, writing a map or a global raise ReadOnlyError."""
+    Read-only: attaching, loading, writing a map or a global raise ReadOnlyError.
+    Following reads, the calls that change what the kernel does (``load()``,
+    ``attach()``, ``progs.X.attach_*()``, ``detach()``, a map's ``clear()``) are
+    accepted and do nothing: the reads recorded after them show what they did live."""
+
+    _follower = None  # the ReadCursor of follow="reads" (bpfnb.follow calls it)
 
     def __init__(self, path: str | os.PathLike, speed: float | None = None,
-                 name: str | None = None):
+                 name: str | None = None, follow: str = "clock"):
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be a positive number (1.0: the recorded pace), "
                              f"or None to show everything at once; not {speed!r}")
+        if follow not in ("clock", "reads"):
+            raise ValueError(f"follow must be 'clock' (answer at the replay clock) or "
+                             f"'reads' (answer the n-th read as the n-th recorded), "
+                             f"not {follow!r}")
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.name = name or self.manifest.get("name") or self.path.name
@@ -102,6 +117,15 @@ class Replay:
                                            for p in m.get("programs") or []})
         self._sections = {s: ReplayGlobals(self, s) for s in SECTIONS
                           if any(c.startswith(s + ".") for c in self._globals_columns())}
+        self.follow = follow
+        if follow == "reads":
+            info = m.get("reads")
+            if not info:
+                raise ReplayError(f"{self.describe()} has no read marks, so a replay cannot "
+                                  f"follow the notebook's reads: record it with %%bpf NAME "
+                                  f"--recording PATH (or obj.record(path, reads=True)), or "
+                                  f"replay it with follow='clock'")
+            self._follower = ReadCursor(self, self._read("reads", info.get("file")))
         self.t0 = self._first_time()
         self.end = self._last_time()
         self._wall0 = time.monotonic()
@@ -148,6 +172,8 @@ class Replay:
 
     def _first_time(self) -> int:
         times = self._times()
+        if self._follower is not None:
+            times += self._follower.times[:1].tolist()
         if times:
             return min(times)
         return _ns(self.manifest.get("started")) or 0
@@ -172,6 +198,8 @@ class Replay:
     @property
     def clock(self) -> float:
         """Seconds since the first snapshot that the replay shows now (0..duration)."""
+        if self._follower is not None:
+            return (self._follower.clock_ns(self.speed, self.t0, self.end) - self.t0) / 1e9
         if self.speed is None:
             return self._clock0
         now = self._clock0 + (time.monotonic() - self._wall0) * self.speed
@@ -184,7 +212,21 @@ class Replay:
         return pd.Timestamp(self._clock_ns(), unit="ns", tz="UTC")
 
     def _clock_ns(self) -> int:
+        if self._follower is not None:
+            return self._follower.clock_ns(self.speed, self.t0, self.end)
         return self.t0 + round(self.clock * 1e9)
+
+    def _snapshot_now(self) -> int | None:
+        """The snapshot maps and globals show: the one of the read being answered, else
+        the last one taken by the clock."""
+        import numpy as np
+        if self._follower is not None:
+            k = self._follower.snapshot()
+            if k is not None:
+                return k
+        ids, times = self._timeline()
+        i = int(np.searchsorted(times, self._clock_ns(), side="right")) - 1
+        return int(ids[i]) if i >= 0 else None
 
     def seek(self, t: float) -> "Replay":
         """Move the clock to ``t`` seconds after the first snapshot (clamped to the
@@ -193,6 +235,9 @@ class Replay:
             raise TypeError(f"seek(t): t is seconds since the first snapshot (a number), "
                             f"not {type(t).__name__}")
         self._check_open()
+        if self._follower is not None:
+            raise ReplayError("seek(): this replay follows the notebook's reads, which set "
+                              "its clock; replay with follow='clock' to move it")
         self._clock0 = min(max(float(t), 0.0), self.duration)
         self._wall0 = time.monotonic()
         return self
@@ -245,10 +290,16 @@ class Replay:
         raise ReadOnlyError(f"{self.name}.set()", self)
 
     def load(self):
-        raise ReadOnlyError(f"{self.name}.load()", self)
+        """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self._follower is None:
+            raise ReadOnlyError(f"{self.name}.load()", self)
+        return self
 
     def attach(self, on_error=None):
-        raise ReadOnlyError(f"{self.name}.attach()", self)
+        """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self._follower is None:
+            raise ReadOnlyError(f"{self.name}.attach()", self)
+        return self
 
     def detach(self):
         """Nothing is attached: a no-op, as for a live object that is not attached."""
@@ -279,13 +330,24 @@ class Replay:
 
 
 def replay(path: str | os.PathLike, speed: float | None = None, *,
-           name: str | None = None) -> Replay:
+           name: str | None = None, follow: str = "clock") -> Replay:
     """The recording at ``path`` as a read-only object with a live one's surface.
 
     ``speed=None``: the clock stands at the end (everything recorded is visible);
     ``speed=1.0`` (2.0, ...): it starts at the first snapshot and runs with wall time at
-    that pace, so ``.live()`` dashboards animate. ``obj.seek(t)`` moves it."""
-    return Replay(path, speed=speed, name=name)
+    that pace, so ``.live()`` dashboards animate. ``obj.seek(t)`` moves it.
+    ``follow="reads"``: the n-th read this thread makes answers as the n-th recorded
+    read did (a recording with read marks: ``%%bpf NAME --recording PATH``); the clock
+    runs between reads (at ``speed``; without one it stands just before the next read)."""
+    return Replay(path, speed=speed, name=name, follow=follow)
+
+
+def has_reads(path) -> bool:
+    """Whether the recording at ``path`` has read marks (follow="reads" can replay it)."""
+    try:
+        return bool(read_manifest(path).get("reads"))
+    except ReplayError:
+        return False
 
 
 def cell_summary(obj: Replay, name: str, cell: str, why: str | None) -> str:
@@ -300,6 +362,10 @@ def cell_summary(obj: Replay, name: str, cell: str, why: str | None) -> str:
                      "see is what the recorded program did")
     pace = ("at once (clock at the end)" if obj.speed is None
             else f"at {obj.speed:g}x the recorded pace")
+    if obj._follower is not None:
+        pace = (f"following the notebook's {obj._follower.recorded} recorded reads"
+                + ("" if obj.speed is None else f", at {obj.speed:g}x the recorded pace "
+                   f"between them"))
     lines.append(f"{obj.duration:.1f} s recorded, shown {pace}; maps: "
                  f"{', '.join(m.name for m in obj.maps) or 'none'}")
     return "\n".join(lines)
@@ -318,11 +384,11 @@ def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
                     f"machines that cannot (--rerecord replaces it)")
 
 
-def start_recording(obj, path, seconds=None) -> str:
-    """Record a live object to ``path`` for --recording (bpfnb.record); the note for
-    the cell's summary."""
+def start_recording(obj, path, seconds=None, interval=1.0) -> str:
+    """Record a live object to ``path`` for --recording (bpfnb.record, with read
+    marks); the note for the cell's summary."""
     try:
-        obj.record(path, seconds=seconds, overwrite=True)
+        obj.record(path, seconds=seconds, interval=interval, overwrite=True, reads=True)
     except Exception as e:  # the program runs either way: say why there is no recording
         return f"not recorded to {path}: {type(e).__name__}: {e}"
     return f"live (this process can load BPF), recording to {path} for machines that cannot"

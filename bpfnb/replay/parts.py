@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..follow import counted, uncounted
+
 SNAPSHOT, TIME = "_snapshot", "_time"
 _HIST_COLUMNS = ("low", "high", "count")
 
@@ -121,6 +123,18 @@ class _Snapshots:
         return _plain(self.table.slice(int(self.starts[i]), int(self.ends[i] - self.starts[i])))
 
 
+def _map_read(m):
+    return m._obj, f"maps/{m.name}"
+
+
+def _stream_read(s):
+    return s._map._obj, f"streams/{s.map_name}"
+
+
+def _globals_read(g):
+    return g._obj, "globals"
+
+
 class ReplayMap:
     """A recorded map: ``to_df()`` / ``hist()`` at the replay clock, ``stream()`` for a
     ring or perf buffer, ``live()``. Writes raise ReadOnlyError."""
@@ -191,14 +205,9 @@ class ReplayMap:
     def _forget(self):
         self._records = self._record_times = None
 
-    def _snapshot_at(self, snaps: _Snapshots) -> int | None:
-        """The snapshot number shown at the clock: the last one taken by then."""
-        timeline = self._obj._timeline()
-        i = int(np.searchsorted(timeline[1], self._obj._clock_ns(), side="right")) - 1
-        return int(timeline[0][i]) if i >= 0 else None
-
     # --- reading ----------------------------------------------------------------------
 
+    @counted(_map_read)
     def to_df(self, percpu: str = "sum", decode: dict | None = None):
         """The map's snapshot at the replay clock (the rows of the live to_df() then)."""
         self._obj._check_open()
@@ -211,9 +220,10 @@ class ReplayMap:
         if percpu != "sum":
             raise ReplayError(f"{self.name}.to_df(percpu={percpu!r}): the recording holds "
                               f"the values as to_df() gave them (per-CPU values summed)")
-        df = self._snaps.rows(self._snapshot_at(self._snaps))
+        df = self._snaps.rows(self._obj._snapshot_now())
         return _decoded(df, decode)
 
+    @counted(_map_read)
     def hist(self, kind: str | None = None, **options):
         """The recorded histogram at the replay clock: bpfnb.hist.Histogram (bars)."""
         from ..hist import Histogram
@@ -224,7 +234,7 @@ class ReplayMap:
         if kind is not None or options:
             raise ReplayError(f"{self.name}.hist(kind=..., ...): a replay shows the "
                               f"histogram as recorded; its buckets cannot be laid out again")
-        df = self._hists.rows(self._snapshot_at(self._hists))
+        df = self._hists.rows(self._obj._snapshot_now())
         h = Histogram(df)
         h.title = self.name
         h.key_columns = tuple(c for c in df.columns if c not in _HIST_COLUMNS)
@@ -246,6 +256,7 @@ class ReplayMap:
             raise TypeError(f"stream() got unexpected options: {', '.join(sorted(unknown))}")
         return ReplayStream(self, options.get("decode"), options.get("max_rows"))
 
+    @counted(_map_read)
     def to_text(self, limit: int | None = None) -> str:
         if self.is_histogram:
             return self.hist().to_text(limit)
@@ -257,6 +268,7 @@ class ReplayMap:
         from . import views
         return live.live(views.view_of(self, kind, **options), interval=interval)
 
+    @counted(_map_read)
     def __len__(self):
         if self.is_stream and self._snaps is None:
             return len(self.stream())
@@ -280,7 +292,9 @@ class ReplayMap:
         self._read_only("delete()")
 
     def clear(self):
-        self._read_only("clear()")
+        """Following reads, a no-op (the reads recorded after it show what it did)."""
+        if self._obj._follower is None:
+            self._read_only("clear()")
 
     def __setattr__(self, name, value):
         if name == "max_entries" and "max_entries" in self.__dict__:
@@ -310,7 +324,12 @@ class ReplayStream:
         self.closed = False
 
     def _span(self) -> tuple[int, int]:
-        """(first, end) rows shown: from the last clear(), the newest max_rows."""
+        """(first, end) rows shown: those the live stream held at the read answered
+        now (following reads), else from the last clear(), the newest max_rows."""
+        follower = self._map._obj._follower
+        window = None if follower is None else follower.window(self.map_name)
+        if window is not None:
+            return window
         end = self._map._records_until(self._map._obj._clock_ns())
         first = self._from
         if self.max_rows is not None:
@@ -341,9 +360,11 @@ class ReplayStream:
         """True while the replay clock has records left to show."""
         return not self.closed and not self._map._obj.finished
 
+    @counted(_stream_read)
     def __len__(self):
         return self._rows().num_rows
 
+    @counted(_stream_read)
     def to_df(self, decode: dict | None = None):
         """Every record received by the replay clock, oldest first."""
         self._map._obj._check_open()
@@ -351,6 +372,7 @@ class ReplayStream:
         df.attrs.update(lost=self.lost, dropped=self.dropped)
         return df
 
+    @counted(_stream_read)
     def tail(self, n: int = 10, decode: dict | None = None):
         rows = self._rows()
         start = max(0, rows.num_rows - n)
@@ -370,7 +392,8 @@ class ReplayStream:
         self.close()
 
     def __repr__(self):
-        return f"<bpfnb ReplayStream {self.map_name!r}: {len(self)} records at the clock>"
+        with uncounted():  # how a stream prints is no read of its rows
+            return f"<bpfnb ReplayStream {self.map_name!r}: {len(self)} records at the clock>"
 
 
 class _Ref:
@@ -395,6 +418,12 @@ class ReplayGlobals:
 
     def _row(self) -> int | None:
         table = self._obj._globals_table
+        follower = self._obj._follower
+        k = None if follower is None else follower.snapshot()
+        if k is not None:  # the snapshot of the read answered now
+            rows = np.flatnonzero(table.column(SNAPSHOT).to_numpy() == k)
+            if len(rows):
+                return int(rows[0])
         n = rows_until(table, self._obj._clock_ns())
         return n - 1 if n else None
 
@@ -402,6 +431,10 @@ class ReplayGlobals:
         if name not in self._shown:
             raise AttributeError(f"no variable {name!r} in .{self._section}; "
                                  f"there are: {', '.join(self._shown) or 'none'}")
+        return self._value(name)
+
+    @counted(_globals_read)
+    def _value(self, name):
         self._obj._check_open()
         row = self._row()
         if row is None:
@@ -428,6 +461,7 @@ class ReplayGlobals:
     def __contains__(self, name):
         return name in self._shown
 
+    @counted(_globals_read)
     def _asdict(self) -> dict:
         return {name: getattr(self, name) for name in self._shown}
 
@@ -459,8 +493,14 @@ class ReplayProgram:
 
     def __getattr__(self, name):
         if name.startswith("attach"):
+            if self._obj._follower is not None:  # following reads: see Replay
+                return lambda *args, **kwargs: ()
             raise ReadOnlyError(f"{self.name}.{name}()", self._obj)
         raise AttributeError(f"a replayed program has no {name!r}")
+
+    def detach(self):
+        """Nothing is attached: a no-op, as for a live program that is not attached."""
+        return self
 
     def __repr__(self):
         was = "attached" if self.attached else "not attached"

@@ -1,4 +1,4 @@
-# bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`, `make recordings`.
+# bpfnb: `make lab` (set up, then JupyterLab), `make test`, `make bench`, `make recordings`, `make labextension`.
 # All set-up logic lives in scripts/setup.sh; a second run checks and does nothing.
 # `sudo make lab BPFNB_USER=alice` also installs the kernel "bpfnb (BPF capabilities)"
 # (cells run as alice with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); `make kernelspec-remove`

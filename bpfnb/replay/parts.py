@@ -268,6 +268,10 @@ class ReplayMap:
         from . import views
         return live.live(views.view_of(self, kind, **options), interval=interval)
 
+    def __bool__(self):  # `if m:` is no read of the notebook's (see bpfnb.follow)
+        with uncounted():
+            return len(self) > 0
+
     @counted(_map_read)
     def __len__(self):
         if self.is_stream and self._snaps is None:
@@ -359,6 +363,10 @@ class ReplayStream:
     def running(self) -> bool:
         """True while the replay clock has records left to show."""
         return not self.closed and not self._map._obj.finished
+
+    def __bool__(self):
+        with uncounted():
+            return len(self) > 0
 
     @counted(_stream_read)
     def __len__(self):

@@ -429,9 +429,9 @@ class ReplayGlobals:
         follower = self._obj._follower
         k = None if follower is None else follower.snapshot()
         if k is not None:  # the snapshot of the read answered now
-            rows = np.flatnonzero(table.column(SNAPSHOT).to_numpy() == k)
-            if len(rows):
-                return int(rows[0])
+            row = self._obj._globals_row_of().get(k)
+            if row is not None:
+                return row
         n = rows_until(table, self._obj._clock_ns())
         return n - 1 if n else None
 

@@ -9,7 +9,8 @@ In the same run, against the same object:
               until they are all on disk in Parquet (stop() returns with the file closed)
   concurrent  the producer runs for a while, flat out and paced, while the stream alone
               (the baseline) or a recording collects: records received per second and
-              records lost (the object's bpfnb_lost counter)
+              records lost (the object's bpfnb_lost counter; for the recording also
+              the rows its recorder dropped, more than it holds between two moves)
 
 Target (issue 11): recording costs at most 20% of the stream's throughput, and loses
 0 where the stream alone loses 0.

@@ -101,7 +101,8 @@ class Marks:
             result = fn()
             plain = not args and not kwargs
             if target.startswith("maps/") and plain and call in ("to_df", "hist"):
-                payload = (result if call == "to_df" else result.df).copy()
+                frame = result if call == "to_df" else getattr(result, "df", None)
+                payload = None if frame is None else frame.copy()
             elif target.startswith("streams/"):
                 payload = self.recording._stream_rows(part, call, result)
         self.recording._mark(target, call, payload)

@@ -49,6 +49,10 @@ class Map(libbpf.Map):
     def __len__(self):
         return super().__len__()
 
+    def __bool__(self):  # `if m:` is no read of the notebook's (see bpfnb.follow)
+        with uncounted():
+            return len(self) > 0
+
     @counted(_map_read)
     def to_text(self, limit: int | None = None) -> str:
         """The map as bpftrace prints it: ``@name[key]: value`` lines, largest first,

@@ -251,7 +251,8 @@ class Recording:
                     next_snapshot = max(next_snapshot + self.interval, now)
                 # every STREAM_POLL from the last move's start: the time a move takes
                 # (its writes) is no extra wait while records pile up
-                waits = [now + STREAM_POLL - time.monotonic(), next_snapshot - time.monotonic()]
+                waits = [now + STREAM_POLL - time.monotonic(),
+                         next_snapshot - time.monotonic()]
                 if deadline is not None:
                     waits.append(deadline - time.monotonic())
                 self._wake.wait(max(min(waits), 0))
@@ -324,7 +325,7 @@ class Recording:
         """The rows of the recorded stream (streams/<map>.parquet) that the read of
         ``stream`` answered with: it shares the recorder's reader, so row numbers of
         the reader relate them."""
-        from .stream import last_span
+        from .collector import last_span
         mine = self._streams.get(stream.map_name)
         if mine is None or mine._collector is not stream._collector:
             return None  # another record type: its own reader, no shared rows

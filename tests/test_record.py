@@ -462,7 +462,8 @@ def test_a_replay_without_any_capability_sees_what_the_notebook_saw_live(obj, tm
     assert out["made"] == READ_COUNT and out["dashboard_reads"] > 0
     # Past the recorded reads: the last one's answer, said once.
     assert out["extra"] == [live["last"], live["entries"], live["last"]]
-    assert len(out["warnings"]) == 1 and "more reads than the 11 recorded" in out["warnings"][0]
+    assert len(out["warnings"]) == 1
+    assert "more reads than the 11 recorded" in out["warnings"][0]
 
 
 def test_read_marks_hold_what_each_read_returned(obj, tmp_path):

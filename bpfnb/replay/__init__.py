@@ -139,6 +139,14 @@ class Replay:
             return None
         return read_table(self.path / file, f"the {what} of {self.describe()}")
 
+    def _globals_row_of(self) -> dict:
+        """{snapshot number: its row in globals.parquet}."""
+        if self.__dict__.get("_rows_of") is None:
+            t = self._globals_table
+            ids = [] if t is None or not t.num_rows else t.column("_snapshot").to_pylist()
+            object.__setattr__(self, "_rows_of", {k: i for i, k in enumerate(ids)})
+        return self._rows_of
+
     def _globals_columns(self) -> list[str]:
         t = self._globals_table
         return [] if t is None else [c for c in t.column_names if not c.startswith("_")]

@@ -268,6 +268,10 @@ class ReplayMap:
         from . import views
         return live.live(views.view_of(self, kind, **options), interval=interval)
 
+    def __bool__(self):  # `if m:` is no read of the notebook's (see bpfnb.follow)
+        with uncounted():
+            return len(self) > 0
+
     @counted(_map_read)
     def __len__(self):
         if self.is_stream and self._snaps is None:
@@ -360,6 +364,10 @@ class ReplayStream:
         """True while the replay clock has records left to show."""
         return not self.closed and not self._map._obj.finished
 
+    def __bool__(self):
+        with uncounted():
+            return len(self) > 0
+
     @counted(_stream_read)
     def __len__(self):
         return self._rows().num_rows
@@ -421,9 +429,9 @@ class ReplayGlobals:
         follower = self._obj._follower
         k = None if follower is None else follower.snapshot()
         if k is not None:  # the snapshot of the read answered now
-            rows = np.flatnonzero(table.column(SNAPSHOT).to_numpy() == k)
-            if len(rows):
-                return int(rows[0])
+            row = self._obj._globals_row_of().get(k)
+            if row is not None:
+                return row
         n = rows_until(table, self._obj._clock_ns())
         return n - 1 if n else None
 

@@ -268,3 +268,4 @@ def getppid_n(n: int) -> int:
     for _ in range(n):
         libc.getppid()
     return os.getpid()
+

@@ -46,9 +46,11 @@ def engine_ip(i: int) -> str:
 class Cluster:
     """``with Cluster(3) as c``: c.client, c.engines (Popen by index), c.hostnames."""
 
-    def __init__(self, n: int = 3, tag: str | None = None, privileges: dict | None = None):
+    def __init__(self, n: int = 3, tag: str | None = None, privileges: dict | None = None,
+                 no_clang: tuple = ()):
         self.n, self.tag = n, tag or uuid.uuid4().hex[:5]
         self.privileges = dict(privileges or {})   # see start_engine
+        self.no_clang = set(no_clang)   # engines whose PATH has no clang (nor any tool)
         self.nannies = []   # of engines killed: they exit by themselves, checked at close
         self.started: list[subprocess.Popen] = []   # every engine, replaced ones too
         self.namespaces = [f"bpfnb-fl{self.tag}{i}" for i in range(n)]
@@ -145,6 +147,8 @@ class Cluster:
         # under /root, as here: setpriv execs it before the change of user takes hold),
         # and the nanny is a new Python: such an engine runs without one
         nanny = " --IPEngine.enable_nanny=False" if caps else ""
+        if i in self.no_clang:
+            drop = "env -u BPFNB_CLANG PATH=/nonexistent " + drop
         script = (f"hostname {self.hostnames[i]} && exec {drop}{sys.executable} -m "
                   f"ipyparallel.engine --file={self.engine_file} --log-level=WARN{nanny}")
         p = subprocess.Popen(

@@ -44,7 +44,8 @@ def cluster():
             pytest.skip(f"{tool} is not installed")
     # engine 3 holds no capability: a host where BPF is refused; engine 4 runs as
     # nobody with CAP_BPF and CAP_PERFMON only, the README's least-privileged engine
-    with fc.Cluster(5, privileges={3: (), 4: ("bpf", "perfmon")}) as c:
+    # and engine 2 finds no clang: the client compiles, engines only load
+    with fc.Cluster(5, privileges={3: (), 4: ("bpf", "perfmon")}, no_clang=(2,)) as c:
         yield c
     assert not c.group_alive()  # the controller and its schedulers are gone
     assert all(e.poll() is not None for e in c.started)
@@ -114,6 +115,7 @@ def test_one_frame_three_hosts_counts_exact(cluster):
     try:
         assert list(fo.status) == ["ok"] * 3
         assert len(ours()) == 3
+        assert cluster.client[fo.live_ids[2]].apply_sync(shutil.which, "clang") is None
         events = fo.maps.events.stream()
         assert set(events.opened.values()) == {"ok"}
         series = fo.maps.packets.view(rate=False)  # what fo.maps.packets.live() draws

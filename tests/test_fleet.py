@@ -317,6 +317,36 @@ def test_engine_killed_mid_run_says_it_died_others_keep_their_data(cluster, vani
     wait_gone(5)
 
 
+def test_engine_that_hangs_times_out_then_its_lease_ends_its_programs(cluster):
+    """A stopped (not dead) engine: the call ends at the fleet's timeout with a status
+    that says so; the engine is out of the object, renewals skip it, and once it runs
+    again its own watchdog destroys the object within the lease."""
+    fo = loaded(cluster, privileged_ids(cluster), timeout=1.5, lease=3)
+    try:
+        eid, hung = fo.live_ids[0], cluster.hostnames[0]
+        os.kill(cluster.engines[0].pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            values = fo.bss.udp_packets
+            took = time.monotonic() - t0
+        finally:
+            os.kill(cluster.engines[0].pid, signal.SIGCONT)
+        assert took < 3, took
+        assert sorted(values.index) == sorted(cluster.hostnames[1:3])
+        status = fo.status[hung]
+        assert status.startswith(f"TimeoutError: engine {eid} ({hung}) did not answer "
+                                 "within 1.5 s"), status
+        assert "has not unregistered it" in status
+        deadline = time.monotonic() + 3 + 3
+        while fo.handle in cluster.client[eid].apply_sync(engine.held):
+            assert time.monotonic() < deadline, "the hung engine kept the object"
+            time.sleep(0.2)
+        assert eid in cluster.client.ids and len(ours()) == 2
+    finally:
+        fo.destroy()
+    wait_gone(5)
+
+
 def test_magic_engines_rerun_stop_and_unload_tear_down_everywhere(cluster, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output

@@ -142,9 +142,9 @@ class Fleet:
                 return Reply(error=self.died(eid))
             return Reply(error=TimeoutError(
                 f"engine {eid} ({self.hosts.get(eid, 'starting')}) did not answer within "
-                f"{timeout:g} s, and ipyparallel's controller still counts it alive (its "
-                f"heartbeat answers): it hangs or is busy (Fleet(timeout=...) sets the "
-                f"bound)"))
+                f"{timeout:g} s, and ipyparallel's controller has not unregistered it: it "
+                f"hangs or is busy, or the controller itself is unreachable "
+                f"(Fleet(timeout=...) sets the bound)"))
         try:
             return Reply(ar.get(0))
         except Exception as e:

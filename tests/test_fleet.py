@@ -158,6 +158,9 @@ def test_engines_short_of_privileges_name_what_is_missing_others_run(cluster):
         status = fo.status
         none, caps = cluster.hostnames[3], cluster.hostnames[4]
         assert fleet.engines[ids[4]]["capabilities"] == ["CAP_BPF", "CAP_PERFMON"]
+        summary = fo.summary().set_index("host")
+        assert summary.loc[caps, "capabilities"] == "bpf,perfmon"
+        assert summary.loc[none, "capabilities"] == "" and summary.loc[caps, "uid"] == 65534
         # no capability at all: it says which ones BPF needs
         assert status[none].startswith("PrivilegeError"), status[none]
         assert "lacks CAP_BPF, CAP_PERFMON" in status[none], status[none]
@@ -211,6 +214,7 @@ def test_uprobe_without_cap_sys_admin_names_it_on_that_host(cluster):
         caps = cluster.hostnames[4]
         assert fo.status[cluster.hostnames[0]] == "ok"
         assert "CAP_SYS_ADMIN" in fo.status[caps], fo.status[caps]
+        assert "start this engine as root" in fo.status[caps], fo.status[caps]
         pid = cluster.client[ids[0]].apply_sync(fc.getppid_n, 25)
         df = fo.maps.calls.to_df()
         assert df.loc[df["key"] == pid, "value"].tolist() == [25]

@@ -154,6 +154,7 @@ class Fleet:
             return Reply(error=e)
 
     def died(self, eid: int) -> "EngineDied":
+        """The error that stands for engine ``eid`` once the controller dropped it."""
         return EngineDied(
             f"engine {eid} ({self.hosts.get(eid, 'starting')}) died: ipyparallel's "
             "controller unregistered it (its process exited, or its heartbeat stopped: the "

@@ -51,24 +51,20 @@ def load(handle: str, image: bytes, lease: float, options: dict) -> dict:
 
 
 # What to do about a missing privilege is not the notebook's remedy on an engine.
-_REMEDIES = {
-    "run the notebook kernel as root (sudo)": "start this engine as root",
-}
 ENGINE_FIX = ("start this engine as root, or as a user holding the capabilities it lacks "
               "as ambient ones (README: Many hosts)")
 
 
 @contextlib.contextmanager
 def _engine_remedy():
-    """A PrivilegeError raised here says how to start the engine, not the notebook."""
-    from bpfnb.libbpf.errors import PRIVILEGE_FIX, PrivilegeError
+    """An error raised here for lack of privilege says how to start the engine, not the
+    notebook (a load's PrivilegeError, an attach's hint such as a uprobe's)."""
+    from bpfnb.libbpf.errors import PRIVILEGE_FIX, BPFError
     try:
         yield
-    except PrivilegeError as e:
-        hint = e.hint.replace(PRIVILEGE_FIX, ENGINE_FIX)
-        for notebook, engine_side in _REMEDIES.items():
-            hint = hint.replace(notebook, engine_side)
-        e.hint = hint
+    except BPFError as e:
+        e.hint = e.hint.replace(PRIVILEGE_FIX, ENGINE_FIX).replace(
+            "run the notebook kernel as root (sudo)", "start this engine as root")
         raise
 
 

@@ -149,9 +149,14 @@ class FleetObject:
                          dtype=object)
 
     def summary(self) -> pd.DataFrame:
-        """Host, engine id and status of each engine: what ``%%bpf --engines`` shows."""
+        """Host, engine id, uid, the BPF capabilities it holds and status of each engine:
+        what ``%%bpf --engines`` shows."""
+        info = [self.fleet.engines.get(e, {}) for e in self.fleet.ids]
+        caps = [",".join(c.removeprefix("CAP_").lower() for c in i["capabilities"])
+                if "capabilities" in i else None for i in info]
         return pd.DataFrame({"host": [self.fleet.hosts[e] for e in self.fleet.ids],
-                             "engine": self.fleet.ids, "status": list(self.status)})
+                             "engine": self.fleet.ids, "uid": [i.get("uid") for i in info],
+                             "capabilities": caps, "status": list(self.status)})
 
     def to_dfs(self) -> dict:
         """Every key/value map's fleet frame, by name."""

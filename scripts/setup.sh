@@ -85,6 +85,8 @@ REQUIRED="clang:clang libbpf1:lib=libbpf.so.1 libbpf-dev:/usr/include/bpf/bpf_he
           linux-libc-dev:/usr/include/linux/version.h"
 # the browser test drives Debian's Chromium
 if [ $TEST -eq 1 ]; then REQUIRED="$REQUIRED chromium:/usr/bin/chromium"; fi
+# the fleet's SSH test runs its own sshd (loopback port, its own config and keys)
+if [ $TEST -eq 1 ]; then REQUIRED="$REQUIRED openssh-server:/usr/sbin/sshd"; fi
 have_proof() {
     case "$1" in
         "") return 1 ;;

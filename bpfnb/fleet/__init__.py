@@ -6,7 +6,7 @@ fleet.load(source)``, then ``fo.maps.X.to_df()`` (one frame, a ``host`` column),
 is bpfnb/fleet/engine.py.
 """
 
-from .client import Fleet, Reply
+from .client import EngineDied, Fleet, Reply
 from .object import FleetError, FleetMap, FleetObject
 
-__all__ = ["Fleet", "FleetObject", "FleetMap", "FleetError", "Reply"]
+__all__ = ["Fleet", "FleetObject", "FleetMap", "FleetError", "EngineDied", "Reply"]

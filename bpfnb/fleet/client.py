@@ -13,6 +13,7 @@ from . import engine
 
 DEFAULT_TIMEOUT = 30.0     # seconds any one remote call may take
 DEFAULT_LEASE = 10.0       # seconds an engine keeps an object after the last renewal
+POLL = 0.1                 # seconds between looks at the controller's engines, waiting
 
 
 @dataclass
@@ -46,11 +47,13 @@ def host_labels(hostnames: dict) -> dict:
             else f"{name}#{eid}" for eid, name in hostnames.items()}
 
 
+class EngineDied(RuntimeError):
+    """The engine is gone: ipyparallel's controller unregistered it."""
+
+
 def is_lost(error: BaseException) -> bool:
     """True when the engine itself is gone or unreachable (not just the call failed)."""
-    import ipyparallel
-    return isinstance(error, (TimeoutError, ipyparallel.error.EngineError,
-                              ipyparallel.error.UnmetDependency))
+    return isinstance(error, (TimeoutError, EngineDied))
 
 
 class Fleet:
@@ -109,29 +112,54 @@ class Fleet:
     def each(self, func, *args, ids=None, timeout: float | None = None) -> dict[int, Reply]:
         """``func(*args)`` on every engine in ``ids`` at once; a Reply per engine id.
 
-        Never raises for an engine's failure: every call is bounded by ``timeout`` and an
-        engine that dies or does not answer in time gets a Reply with the error.
+        Never raises for an engine's failure: every call is bounded by ``timeout``, and an
+        engine ipyparallel's controller unregisters (its nanny saw the process exit, or
+        its heartbeat stopped) gets an EngineDied at once, not when the timeout ends.
         """
         ids = self.ids if ids is None else ids
         timeout = self.timeout if timeout is None else timeout
         pending, replies = {}, {}
         with self._sending:
             for eid in ids:
+                if eid not in self.client.ids:
+                    replies[eid] = Reply(error=self.died(eid))
+                    continue
                 try:
                     pending[eid] = self.client[eid].apply_async(func, *args)
                 except Exception as e:
-                    replies[eid] = Reply(error=e)
+                    replies[eid] = Reply(error=e if eid in self.client.ids else self.died(eid))
         deadline = time.monotonic() + timeout
         for eid, ar in pending.items():
-            try:
-                replies[eid] = Reply(ar.get(timeout=max(0.0, deadline - time.monotonic())))
-            except Exception as e:
-                if isinstance(e, TimeoutError) or type(e).__name__ == "TimeoutError":
-                    e = TimeoutError(f"engine {eid} ({self.hosts.get(eid, 'starting')}) did "
-                                     f"not answer within {timeout:g} s: it died, hangs, or "
-                                     f"is busy (Fleet(timeout=...) sets the bound)")
-                replies[eid] = Reply(error=e)
+            # in slices, so that an unregistered engine ends its wait at once
+            while not ar.ready() and eid in self.client.ids and time.monotonic() < deadline:
+                ar.wait(min(POLL, max(0.0, deadline - time.monotonic())))
+            replies[eid] = self._outcome(eid, ar, timeout)
         return {eid: replies[eid] for eid in ids}
+
+    def _outcome(self, eid: int, ar, timeout: float) -> Reply:
+        if not ar.ready():
+            if eid not in self.client.ids:
+                return Reply(error=self.died(eid))
+            return Reply(error=TimeoutError(
+                f"engine {eid} ({self.hosts.get(eid, 'starting')}) did not answer within "
+                f"{timeout:g} s, and ipyparallel's controller has not unregistered it: it "
+                f"hangs or is busy, or the controller itself is unreachable "
+                f"(Fleet(timeout=...) sets the bound)"))
+        try:
+            return Reply(ar.get(0))
+        except Exception as e:
+            # the client turns the calls an unregistered engine held into EngineError
+            if getattr(e, "ename", None) == "EngineError" or eid not in self.client.ids:
+                return Reply(error=self.died(eid))
+            return Reply(error=e)
+
+    def died(self, eid: int) -> "EngineDied":
+        """The error that stands for engine ``eid`` once the controller dropped it."""
+        return EngineDied(
+            f"engine {eid} ({self.hosts.get(eid, 'starting')}) died: ipyparallel's "
+            "controller unregistered it (its process exited, or its heartbeat stopped: the "
+            "host or the network went away); its BPF objects went with the process, or go "
+            "when their lease runs out. Start the engine again and load again to include it")
 
     def load(self, source, *, name: str | None = None, cflags=(), lease: float | None = None,
              set: dict | None = None, **options):

@@ -10,6 +10,7 @@ notebook that loaded it by more than the lease.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -22,8 +23,12 @@ _watching = False          # a watchdog thread runs (set and cleared under _lock
 
 
 def info() -> dict:
-    """Who this engine is: its hostname and process id."""
-    return {"hostname": socket.gethostname(), "pid": os.getpid()}
+    """Who this engine is: its hostname, process id, uid, and which of the capabilities
+    BPF cares about it holds."""
+    from bpfnb.libbpf.errors import CAPABILITY_BITS, missing_capabilities
+    missing = missing_capabilities(tuple(CAPABILITY_BITS))
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "uid": os.geteuid(),
+            "capabilities": sorted(c for c in CAPABILITY_BITS if c not in missing)}
 
 
 def load(handle: str, image: bytes, lease: float, options: dict) -> dict:
@@ -34,7 +39,8 @@ def load(handle: str, image: bytes, lease: float, options: dict) -> dict:
     """
     import bpfnb
     from bpfnb import frames
-    obj = bpfnb.load(bytes(image), **options)
+    with _engine_remedy():
+        obj = bpfnb.load(bytes(image), **options)
     with _lock:
         _held[handle] = [obj, float(lease), time.monotonic() + float(lease), {}]
     _ensure_watchdog()
@@ -42,6 +48,24 @@ def load(handle: str, image: bytes, lease: float, options: dict) -> dict:
             "tabular": [m.name for m in obj.maps if frames.is_tabular(m)],
             "globals": {s: list(g) for s, g in obj.globals.items()},
             "skipped": dict(obj.skipped)}
+
+
+# What to do about a missing privilege is not the notebook's remedy on an engine.
+ENGINE_FIX = ("start this engine as root, or as a user holding the capabilities it lacks "
+              "as ambient ones (README: Many hosts)")
+
+
+@contextlib.contextmanager
+def _engine_remedy():
+    """An error raised here for lack of privilege says how to start the engine, not the
+    notebook (a load's PrivilegeError, an attach's hint such as a uprobe's)."""
+    from bpfnb.libbpf.errors import PRIVILEGE_FIX, BPFError
+    try:
+        yield
+    except BPFError as e:
+        e.hint = e.hint.replace(PRIVILEGE_FIX, ENGINE_FIX).replace(
+            "run the notebook kernel as root (sudo)", "start this engine as root")
+        raise
 
 
 def renew(handles: list) -> list:
@@ -83,7 +107,8 @@ def call(handle: str, kind: str, name: str, method: str, args: tuple = (),
     Links and other live handles stay here: what comes back is their repr.
     """
     target = getattr(getattr(_object(handle), kind), name)
-    result = getattr(target, method)(*args, **(kwargs or {}))
+    with _engine_remedy():
+        result = getattr(target, method)(*args, **(kwargs or {}))
     if method.startswith("attach") or result is target:
         return repr(result)
     return result

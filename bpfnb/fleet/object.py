@@ -12,6 +12,7 @@ import threading
 import uuid
 import weakref
 
+import numpy as np
 import pandas as pd
 
 from . import engine
@@ -148,9 +149,14 @@ class FleetObject:
                          dtype=object)
 
     def summary(self) -> pd.DataFrame:
-        """Host, engine id and status of each engine: what ``%%bpf --engines`` shows."""
+        """Host, engine id, uid, the BPF capabilities it holds and status of each engine:
+        what ``%%bpf --engines`` shows."""
+        info = [self.fleet.engines.get(e, {}) for e in self.fleet.ids]
+        caps = [",".join(c.removeprefix("CAP_").lower() for c in i["capabilities"])
+                if "capabilities" in i else None for i in info]
         return pd.DataFrame({"host": [self.fleet.hosts[e] for e in self.fleet.ids],
-                             "engine": self.fleet.ids, "status": list(self.status)})
+                             "engine": self.fleet.ids, "uid": [i.get("uid") for i in info],
+                             "capabilities": caps, "status": list(self.status)})
 
     def to_dfs(self) -> dict:
         """Every key/value map's fleet frame, by name."""
@@ -211,12 +217,16 @@ class _Names:
 
 
 def _with_host(frames: dict, status: dict) -> pd.DataFrame:
-    """Frames by host -> one frame with a leading ``host`` column; attrs["status"]."""
-    parts = [f.assign(host=host) for host, f in frames.items()]
+    """Frames by host -> one frame with a leading ``host`` column; attrs["status"].
+
+    ``host`` is made a categorical from codes: adding a string column to each frame
+    and converting it afterwards cost as much as the concatenation itself."""
+    hosts = list(status)
+    parts = list(frames.values())
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    df = df[["host", *[c for c in df.columns if c != "host"]]]
-    df["host"] = pd.Categorical(df["host"], categories=list(status))
-    df.attrs["status"] = status
+    codes = np.repeat([hosts.index(h) for h in frames], [len(f) for f in parts])
+    df.insert(0, "host", pd.Categorical.from_codes(codes.astype(np.int32), categories=hosts))
+    df.attrs = {"status": status}
     return df
 
 

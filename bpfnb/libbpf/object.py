@@ -20,7 +20,7 @@ from . import _lib, elfcheck, teardown
 from ._lib import lib
 from .btf import BTF, BTFError
 from .errors import (AttachError, BPFError, LoadError, ObjectClosedError, OpenError,
-                     VerifierError, last_errno, make, verifier_logs)
+                     VerifierError, last_errno, make, privilege_hint, verifier_logs)
 from .map import Map
 from .names import shown
 from .program import Program
@@ -433,6 +433,8 @@ class Object:
             return (f"{where}: this kernel refuses fentry/fexit/lsm programs (no BPF "
                     f"trampolines, or lockdown): use a tp_btf/ or tracepoint/ hook, or "
                     f"turn it off with autoload={{{prog.name!r}: False}}")
+        if err in (errno.EPERM, errno.EACCES):  # which capability, for this program type
+            return f"{where} failed to load: {privilege_hint()}"
         return f"{where} failed to load"
 
     def _mmap(self, map_: Map, section: str) -> mmap.mmap:

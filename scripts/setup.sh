@@ -138,8 +138,18 @@ if [ ${#missing[@]} -gt 0 ] || [ $want_bpftool -eq 1 ]; then
         missing=(${avail[@]+"${avail[@]}"})
         if [ ${#missing[@]} -gt 0 ]; then
             say "installing: ${missing[*]}"
-            apt_get install -y -qq --no-install-recommends "${missing[@]}" \
-                || die "apt-get install ${missing[*]} failed"
+            # Packages with a service (openssh-server) must not start it: the tests run
+            # their own sshd. policy-rc.d (exit 101) is Debian's way to say so; only ours
+            # is removed afterwards.
+            norc=0
+            if [ ! -e /usr/sbin/policy-rc.d ]; then
+                printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null \
+                    && $SUDO chmod 755 /usr/sbin/policy-rc.d && norc=1
+            fi
+            rc=0
+            apt_get install -y -qq --no-install-recommends "${missing[@]}" || rc=$?
+            [ $norc -eq 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+            [ $rc -eq 0 ] || die "apt-get install ${missing[*]} failed"
         fi
         if [ $want_bpftool -eq 1 ]; then
             got=""

@@ -351,9 +351,12 @@ def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
     plot = bpfnb.live.plot_maps(obj)
     plot.save(tmp_path / "maps.png")
     img = matplotlib.image.imread(tmp_path / "maps.png")
-    assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI
+    # HiDPI: twice the pixels of its CSS size, which IPython is told to show it at.
+    assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI * 2 == 1440
     assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.01
-    assert plot._repr_png_().startswith(b"\x89PNG")
+    data, shown = plot._repr_png_()
+    assert data.startswith(b"\x89PNG") and shown["width"] == 720
+    assert shown["height"] * 2 == img.shape[0]
     shown = [(type(v).__name__, v.title) for v in plot.views]
     assert shown == [("Histogram", "offsets"), ("TopN", "calls"),
                      ("TopN", "global variables")]         # not the ring buffer

@@ -8,11 +8,8 @@ object's maps. No widgets here: the Dashboard displays what this draws.
 
 from __future__ import annotations
 
-import io
 import math
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,40 +17,13 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .png import png_bytes
 from .sources import _numeric_names
-from .views import DPI, RELAYOUT, REDRAW, WIDTH_IN, TimeSeries, TopN, View, object_views
+from .views import (DPI, RELAYOUT, REDRAW, SAME, SCALE, WIDTH_IN, TimeSeries, TopN, View,
+                    object_views)
 
 ROW_IN = 3.0
 BACKGROUND = (255, 255, 255)
-
-# --- PNG ------------------------------------------------------------------------
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_bytes(rgb: np.ndarray, level: int = 1) -> bytes:
-    """An (h, w, 3) uint8 array as PNG bytes.
-
-    Written by hand (filter 0, zlib level 1): about twice as fast as Pillow's adaptive
-    filtering on plot images, which are mostly flat colour anyway.
-    """
-    h, w, _ = rgb.shape
-    rows = np.empty((h, w * 3 + 1), np.uint8)
-    rows[:, 0] = 0
-    rows[:, 1:] = rgb.reshape(h, w * 3)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
-            + _png_chunk(b"IEND", b""))
-
-
-def png_pixels(data: bytes) -> np.ndarray:
-    """The (h, w, 3) uint8 pixels of PNG bytes: a stopped dashboard keeps only its PNG."""
-    from PIL import Image   # matplotlib's own dependency
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def _pixels(figure: Figure) -> np.ndarray:
@@ -67,7 +37,10 @@ def _pixels(figure: Figure) -> np.ndarray:
 class Panels:
     """Plot views on one Agg figure, drawn by blitting; HTML views beside it.
 
-    No widgets here: ``render()`` gives pixels; Dashboard and plot_maps display them.
+    The figure has SCALE device pixels per CSS pixel (crisp on HiDPI screens). Each
+    plot owns a cell of the grid; a frame touches only the cells of views whose data
+    changed, and none when no view changed. No widgets here: ``render()`` gives pixels;
+    Dashboard and plot_maps display them.
     """
 
     def __init__(self, views: list[View], width: float = WIDTH_IN, row: float = ROW_IN):
@@ -77,19 +50,27 @@ class Panels:
         n = len(self.plots)
         cols = 1 if n <= 1 else 2
         rows = max(1, math.ceil(n / cols))
-        self.figure = Figure(figsize=(width, row * rows), dpi=DPI, layout="constrained")
+        self.figure = Figure(figsize=(width, row * rows), dpi=DPI * SCALE,
+                             layout="constrained")
         FigureCanvasAgg(self.figure)
         for i, view in enumerate(self.plots):
             view.setup(self.figure.add_subplot(rows, cols, i + 1))
         # Each plot's grid cell in pixels (rows from the top), to redraw it alone.
         w, h = self.figure.canvas.get_width_height()
-        self._cells = {view: (round(i // cols * h / rows), round((i // cols + 1) * h / rows),
-                              round(i % cols * w / cols), round((i % cols + 1) * w / cols))
+        self._cells = {view: (slice(round(i // cols * h / rows), round((i // cols + 1) * h / rows)),
+                              slice(round(i % cols * w / cols), round((i % cols + 1) * w / cols)))
                        for i, view in enumerate(self.plots)}
         self._paper = np.round(np.array(self.figure.get_facecolor()) * 255).astype(np.uint8)
-        self._background = None
-        self.full_draws = 0
-        self.cell_draws = 0
+        self._background: np.ndarray | None = None   # RGBA without the animated artists
+        self.full_draws = 0   # whole figure laid out and drawn
+        self.cell_draws = 0   # one view's axes drawn again (new limits, labels)
+        self.blits = 0        # one view's artists drawn on its background
+
+    @property
+    def css_size(self) -> tuple[int, int]:
+        """The figure's size in CSS pixels: what an <img> of it should be shown at."""
+        w, h = self.figure.canvas.get_width_height()
+        return round(w / SCALE), round(h / SCALE)
 
     def sample(self, now: float):
         for view in self.views:
@@ -103,38 +84,41 @@ class Panels:
                 view.sample(now)
 
     def render(self, now: float) -> np.ndarray | None:
-        """Move every artist to its new data; redraw backgrounds only where needed."""
+        """Move every artist to its new data and draw the views that changed: the
+        frame's (h, w, 4) RGBA pixels (Agg's buffer), or None if no plot changed."""
         needs = {view: view.update(now) for view in self.views}
         if not self.plots:   # tables only: nothing to draw here
             return None
         canvas = self.figure.canvas
-        redraw = [view for view, need in needs.items() if need == REDRAW]
         if self._background is None or RELAYOUT in needs.values():
             # The whole figure, laid out again (as costly as the drawing itself).
             self.figure.set_layout_engine("constrained")
             canvas.draw()   # animated artists are left out of the background
             self.figure.set_layout_engine("none")
-            self._background = canvas.copy_from_bbox(self.figure.bbox)
+            self._background = np.array(canvas.buffer_rgba())
             self.full_draws += 1
-        elif redraw:
-            # Only the cells whose limits or labels changed: wipe, draw the axes alone.
-            canvas.restore_region(self._background)
-            renderer = canvas.get_renderer()
-            pixels = np.asarray(canvas.buffer_rgba())
-            for view in redraw:
-                top, bottom, left, right = self._cells[view]
-                pixels[top:bottom, left:right] = self._paper   # the figure's colour
-                view.ax.draw(renderer)
-            self._background = canvas.copy_from_bbox(self.figure.bbox)
-            self.cell_draws += len(redraw)
+            changed = self.plots
         else:
-            canvas.restore_region(self._background)
-        for view in self.plots:
+            changed = [view for view in self.plots if needs[view] != SAME]
+            if not changed:
+                return None
+            pixels = np.asarray(canvas.buffer_rgba())
+            renderer = canvas.get_renderer()
+            for view in changed:
+                cell = self._cells[view]
+                if needs[view] == REDRAW:   # new limits or labels: its axes alone
+                    pixels[cell] = self._paper   # the figure's colour
+                    view.ax.draw(renderer)
+                    self._background[cell] = pixels[cell]
+                    self.cell_draws += 1
+                else:   # the cell as it is without its artists
+                    pixels[cell] = self._background[cell]
+        for view in changed:
             for artist in view.animated():
                 if artist.get_visible():
                     view.ax.draw_artist(artist)
-        return _pixels(self.figure)
-
+        self.blits += len(changed)
+        return np.asarray(canvas.buffer_rgba())
 
     def close(self):
         """Free the pixel buffers (Agg's renderer, the saved background) now: the
@@ -172,7 +156,10 @@ class StaticPlot:
         self.figure.canvas.draw()
         return png_bytes(_pixels(self.figure))
 
-    _repr_png_ = png
+    def _repr_png_(self):
+        """The PNG, shown at its CSS size (its pixels are SCALE times as many)."""
+        w, h = self.figure.canvas.get_width_height()
+        return self.png(), {"width": round(w / SCALE), "height": round(h / SCALE)}
 
     def save(self, path: str | Path):
         Path(path).write_bytes(self.png())

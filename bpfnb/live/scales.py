@@ -1,12 +1,13 @@
 """Axis scales and labels: limits that move rarely (so the background is redrawn
-rarely), short numbers ("2.5M") and histogram bucket names ("4K-8K")."""
+rarely), short numbers ("2.5M") a few to an axis, histogram bucket names ("4K-8K")
+and how many of them fit side by side."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
 def nice_ceiling(x: float) -> float:
@@ -49,9 +50,30 @@ def _compact() -> FuncFormatter:
     return FuncFormatter(lambda v, _: _si(v))
 
 
+def _few() -> MaxNLocator:
+    """At most 5 intervals at 1/2/2.5/5 steps: with limits of those steps (_Scale),
+    labels of at most 4 characters ("7.5M") with room between them."""
+    return MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+
+
+def value_axis(axis):
+    """Short value labels, a few of them, on a matplotlib Axis."""
+    axis.set_major_locator(_few())
+    axis.set_major_formatter(_compact())
+
+
+def every_kth(widths: list[float], room: float) -> int:
+    """Show every k-th of labels ``widths`` wide (pixels) placed ``room`` pixels apart,
+    the smallest k at which neighbours shown never touch."""
+    if not widths or room <= 0:
+        return 1
+    return max(1, math.ceil(max(widths) / room))
+
+
 def _bound(x: float) -> str:
-    """A bucket bound: exact below 10000, powers of two as 4K/2M/1G, else SI."""
-    if x < 10000:
+    """A bucket bound: exact below 1024, multiples of 1024 as 4K/2M/1G, exact below
+    10000, else SI."""
+    if x < 1024 or (x < 10000 and x % 1024):
         return str(int(x))
     for shift, unit in ((30, "G"), (20, "M"), (10, "K")):
         if x % (1 << shift) == 0:

@@ -265,16 +265,18 @@ class Dashboard(widgets.VBox):
 
     # --- frames ----------------------------------------------------------------
 
-    def refresh(self) -> bool:
+    def refresh(self, now: float | None = None) -> bool:
         """Read every source; draw and send a frame of the views whose data changed.
-        True if it sent one (the thread calls this; so may you)."""
+        True if it sent one (the thread calls this; so may you). ``now`` is the time
+        of the reading on the monotonic clock (default: now), which rates divide by."""
         with self._draw_lock:
             if self.panels is None:
                 raise RuntimeError("this dashboard was stopped; make a new one with "
                                    "bpfnb.live()")
             start = time.monotonic()
-            self.panels.sample(start)
-            pixels = self.panels.render(start)
+            now = start if now is None else now
+            self.panels.sample(now)
+            pixels = self.panels.render(now)
             sent = pixels is not None
             if sent:
                 self.image.value = self._png.encode(pixels)

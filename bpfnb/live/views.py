@@ -37,7 +37,7 @@ WIDTH_IN = 10.0
 # move its artists only (blit); redraw the axes background too (new limits, legend);
 # or lay the figure out again (new labels).
 SAME, BLIT, REDRAW, RELAYOUT = -1, 0, 1, 2
-LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
+LABEL_CHARS = 24   # longer key labels are shown cut: a label's width moves the layout
 
 # --- views -------------------------------------------------------------------------
 
@@ -264,7 +264,6 @@ class TopN(View):
     def sample(self, now):
         labels, values = self._cache.labels_values(self.source, self.key,
                                                        self.value)
-        labels = [label[:LABEL_CHARS] for label in labels]
         self.rows = len(labels)
         current = dict(zip(labels, values))
         if self.rate:
@@ -306,7 +305,8 @@ class TopN(View):
         need = BLIT
         if labels != self.labels:
             self.labels = labels
-            ticks = self.ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+            ticks = self.ax.set_yticks(np.arange(len(labels)), [_short(x) for x in labels],
+                                       fontsize=8)
             widest = _widest(self.ax, [t.label1 for t in ticks])
             need = RELAYOUT if widest > self._widest else REDRAW   # wider: new margins
             self._widest = max(widest, self._widest)
@@ -476,7 +476,8 @@ class KeyLines(View):
             stay = [k for k in self.keys if k in ranked]
             self.keys = stay + [k for k in ranked if k not in stay]
             shown = self.lines[:len(self.keys)]
-            self.ax.legend(shown, self.keys, loc="upper left", fontsize=8)
+            self.ax.legend(shown, [_short(k) for k in self.keys], loc="upper left",
+                           fontsize=8)
             need = REDRAW
         if not self.history:
             return need
@@ -604,6 +605,15 @@ def object_views(obj, maps: list[str] | None = None) -> list[View]:
         if g is not None and _numeric_names(g):
             views.append(TimeSeries(g))
     return views
+
+
+def _short(label: str) -> str:
+    """A key label of at most LABEL_CHARS characters, cut in the middle: the ends of
+    keys ("1234 some-command-name", "10.0.0.1:443") tell them apart."""
+    if len(label) <= LABEL_CHARS:
+        return label
+    head = (LABEL_CHARS - 1) * 3 // 5
+    return label[:head] + "…" + label[len(label) - (LABEL_CHARS - 1 - head):]
 
 
 def _widest(ax, texts) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import html
 import threading
 import time
@@ -174,8 +175,14 @@ class Dashboard(widgets.VBox):
                 except Exception as e:   # one view's stream must not keep the figure
                     warnings.warn(f"closing view {view.title!r}: {e!r}", RuntimeWarning)
                 view.release()
+            if self._plots and self.image.value:
+                # The frame it keeps, compressed harder once (40% smaller than the
+                # frames' level 1): a notebook holds it as long as the dashboard.
+                self.image.value = png_bytes(_pixels(self.panels.figure), level=6)
             self.panels.close()
             self.panels = None
+            self._png = None   # the previous frame's pixels and bands: the PNG stays
+        _trim_heap()
         self.pause_button.disabled = self.stop_button.disabled = True
         self.slider.disabled = True
         self._show_status(self.reason)
@@ -370,6 +377,28 @@ class Dashboard(widgets.VBox):
         return (f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} refreshes, "
                 f"{self.sent} frames sent>")
 
+
+
+def _trim_heap():
+    """Give the freed pixel buffers of a stopped dashboard back to the system: glibc
+    keeps freed blocks of a few MB in the arena of the thread that drew them (each
+    dashboard's thread may have its own), so re-running dashboard cells would grow
+    the process by their frames' size each time."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        return libc
+    except (OSError, AttributeError):   # not glibc: nothing to trim
+        return None
+
+
+_libc = _load_libc()
 
 
 def _overhead_text(views) -> str:

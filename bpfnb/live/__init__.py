@@ -30,9 +30,9 @@ import types
 from .dashboard import WATCH_S, Dashboard, live, stop_all
 from .draw import BACKGROUND, ROW_IN, Panels, StaticPlot, plot_maps
 from .png import FrameEncoder, png_bytes
-from .scales import bucket_label, nice_ceiling
+from .scales import LABEL_CHARS, bucket_label, nice_ceiling
 from .sources import labels_values
-from .views import (BLIT, DPI, LABEL_CHARS, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WIDTH_IN,
+from .views import (BLIT, DPI, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WIDTH_IN,
                     Histogram, KeyLines, Table, TimeSeries, TopN, View, object_views, view_of)
 
 __all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",

@@ -1,9 +1,11 @@
-"""Drawing: views on one matplotlib figure rendered with Agg, and its pixels as PNG.
+"""Drawing: views on one matplotlib figure rendered with Agg, at SCALE device pixels
+per CSS pixel.
 
-Axes, ticks and labels are drawn only when they change (new limits, new labels); every
-other frame restores that background and redraws the animated artists in place
-(blitting), then encodes the pixels to PNG. ``plot_maps`` draws a still figure of an
-object's maps. No widgets here: the Dashboard displays what this draws.
+A frame draws only the views whose data changed (none: no frame). Axes, ticks and
+labels are drawn only when they change (new limits, new labels); otherwise a view's
+cell is restored from the saved background and its animated artists redrawn in place
+(blitting). ``plot_maps`` draws a still figure of an object's maps. No widgets here:
+the Dashboard encodes (png.py) and displays what this draws.
 """
 
 from __future__ import annotations

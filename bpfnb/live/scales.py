@@ -62,6 +62,41 @@ def value_axis(axis):
     axis.set_major_formatter(_compact())
 
 
+LABEL_CHARS = 24   # longer key labels are shown cut: a label's width moves the layout
+
+
+def _short(label: str) -> str:
+    """A key label of at most LABEL_CHARS characters, cut in the middle: the ends of
+    keys ("1234 some-command-name", "10.0.0.1:443") tell them apart."""
+    if len(label) <= LABEL_CHARS:
+        return label
+    head = (LABEL_CHARS - 1) * 3 // 5
+    return label[:head] + "…" + label[len(label) - (LABEL_CHARS - 1 - head):]
+
+
+def _widest(ax, texts) -> float:
+    """The width in pixels of the widest of ``texts`` (matplotlib Text) as drawn."""
+    renderer = ax.figure.canvas.get_renderer()
+    return max((t.get_window_extent(renderer).width for t in texts), default=0.0)
+
+
+def thin_labels(ax, labels: list[str]):
+    """Label the x ticks 0..n-1 of ``ax`` with ``labels``, showing every k-th: k such
+    that no two shown labels touch at the axes' width (a tick at every bar, so the
+    bars still line up with their labels)."""
+    ticks = ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+    texts = [t.label1 for t in ticks]
+    renderer = ax.figure.canvas.get_renderer()
+    widths = [t.get_window_extent(renderer).width for t in texts]
+    # The axes are narrower than their grid cell by the margins: 85% of it.
+    room = 0.85 * ax.get_subplotspec().get_position(ax.figure).width \
+        * ax.figure.bbox.width / max(len(labels), 1)
+    pad = 4 * ax.figure.dpi / 72   # 4 points between neighbours
+    k = every_kth([w + pad for w in widths], room)
+    for i, text in enumerate(texts):
+        text.set_visible(i % k == 0)
+
+
 def every_kth(widths: list[float], room: float) -> int:
     """Show every k-th of labels ``widths`` wide (pixels) placed ``room`` pixels apart,
     the smallest k at which neighbours shown never touch."""

@@ -26,9 +26,8 @@ from ..libbpf import Map, ObjectClosedError
 from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
 from ..libbpf.object import Globals
 from ..stream import EventStream
-from .scales import _Scale, bucket_label, every_kth, value_axis
-from .sources import (_frame, _numbers, _numeric_names, _owner, _source_name, MapCache,
-                      labels_values)
+from .scales import _Scale, _short, _widest, bucket_label, thin_labels, value_axis
+from .sources import _frame, _numbers, _numeric_names, _owner, _source_name, MapCache
 
 DPI = 72       # CSS pixels per inch: the size a figure is shown at
 SCALE = 2      # device pixels per CSS pixel: figures are drawn at DPI * SCALE (HiDPI)
@@ -37,7 +36,6 @@ WIDTH_IN = 10.0
 # move its artists only (blit); redraw the axes background too (new limits, legend);
 # or lay the figure out again (new labels).
 SAME, BLIT, REDRAW, RELAYOUT = -1, 0, 1, 2
-LABEL_CHARS = 24   # longer key labels are shown cut: a label's width moves the layout
 
 # --- views -------------------------------------------------------------------------
 
@@ -357,10 +355,11 @@ class Histogram(View):
             raise ValueError(f"histogram of {self.title}: no column {', '.join(sorted(missing))}")
         if len(df.columns) > 3:   # keyed (one per pid, per CPU...): the sum over the keys
             df = pd.DataFrame(df).groupby(["low", "high"], as_index=False, sort=True)["count"].sum()
-        self.data = df[["low", "high", "count"]]
+        self.data = df if list(df.columns) == ["low", "high", "count"] else \
+            df[["low", "high", "count"]]
         self.rows = len(df)
-        self._columns = (self.data["low"].tolist(), self.data["high"].tolist(),
-                         self.data["count"].to_numpy(dtype=float))
+        self._columns = (df["low"].tolist(), df["high"].tolist(),
+                         df["count"].to_numpy(dtype=float))
 
     def update(self, now):
         lows, highs, counts = self._columns
@@ -374,28 +373,12 @@ class Histogram(View):
             x = np.arange(len(buckets))
             self.bars = list(self.ax.bar(x, counts, width=0.85, animated=True, color="C2"))
             self.ax.set_xlim(-0.5, max(len(buckets), 1) - 0.5)
-            self._label_buckets(buckets)
+            thin_labels(self.ax, buckets)
             self.buckets = buckets
             need = RELAYOUT
         for bar, c in zip(self.bars, counts):
             bar.set_height(c)
         return self._fit_y(float(counts.max()) if len(counts) else 0.0, need)
-
-    def _label_buckets(self, buckets: list[str]):
-        """Level labels under every k-th bar, k such that no two shown labels touch at
-        the axes' width (a tick at every bar, so the bars still line up with them)."""
-        ax = self.ax
-        ticks = ax.set_xticks(np.arange(len(buckets)), buckets, fontsize=7)
-        texts = [t.label1 for t in ticks]
-        renderer = ax.figure.canvas.get_renderer()
-        widths = [t.get_window_extent(renderer).width for t in texts]
-        # The axes are narrower than their grid cell by the margins: 85% of it.
-        room = 0.85 * ax.get_subplotspec().get_position(ax.figure).width \
-            * ax.figure.bbox.width / max(len(buckets), 1)
-        pad = 4 * ax.figure.dpi / 72   # 4 points between neighbours
-        k = every_kth([w + pad for w in widths], room)
-        for i, text in enumerate(texts):
-            text.set_visible(i % k == 0)
 
     def animated(self):
         return self.bars
@@ -605,21 +588,6 @@ def object_views(obj, maps: list[str] | None = None) -> list[View]:
         if g is not None and _numeric_names(g):
             views.append(TimeSeries(g))
     return views
-
-
-def _short(label: str) -> str:
-    """A key label of at most LABEL_CHARS characters, cut in the middle: the ends of
-    keys ("1234 some-command-name", "10.0.0.1:443") tell them apart."""
-    if len(label) <= LABEL_CHARS:
-        return label
-    head = (LABEL_CHARS - 1) * 3 // 5
-    return label[:head] + "…" + label[len(label) - (LABEL_CHARS - 1 - head):]
-
-
-def _widest(ax, texts) -> float:
-    """The width in pixels of the widest of ``texts`` (matplotlib Text) as drawn."""
-    renderer = ax.figure.canvas.get_renderer()
-    return max((t.get_window_extent(renderer).width for t in texts), default=0.0)
 
 
 def _is_histogram(m: Map) -> bool:

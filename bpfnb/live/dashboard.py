@@ -82,6 +82,7 @@ class Dashboard(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._last_frame = 0.0
         self._gap = 0.0
+        self._sent_share = 0.0   # a moving average of the refreshes that sent a frame
         self._png = FrameEncoder()
         self._idle_shown = False   # the status says nothing changed since the last frame
 
@@ -300,6 +301,8 @@ class Dashboard(widgets.VBox):
             self.frame_ms = (end - start) * 1000
             self.frames += 1
             self.sent += sent
+            self._sent_share = sent if self.frames < 2 else \
+                0.8 * self._sent_share + 0.2 * sent
             if self._paused or self._stop.is_set():
                 return sent
             if sent:
@@ -307,6 +310,7 @@ class Dashboard(widgets.VBox):
                 self._show_status("running")
             elif not self._idle_shown:   # said once: an idle dashboard sends nothing
                 self._idle_shown = True
+                self._sent_share = 0.0
                 self._show_status(f"running · no change since "
                                   f"{time.strftime('%H:%M:%S')}")
             return sent
@@ -319,8 +323,9 @@ class Dashboard(widgets.VBox):
         lost_html = ("lost: unknown" if lost is None else
                      f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost")
         self.status.value = (f"<span style='font-size:11px;color:{color}'>{state} · "
-                             f"{self.fps:.1f} refreshes/s · {self.frame_ms:.0f} ms/refresh"
-                             f" · {self.sent:,} frames sent · "
+                             f"{self.fps:.1f} refreshes/s · "
+                             f"{self.fps * self._sent_share:.1f} frames/s sent · "
+                             f"{self.frame_ms:.0f} ms/refresh · "
                              f"{rows:,} rows · {lost_html}{_overhead_text(self.views)}"
                              f"</span>")
 

@@ -208,6 +208,20 @@ def test_plotted_values_are_the_maps_values(obj, worker):
         dash.stop()
 
 
+def assert_drawn_whole(panels):
+    """What blitting drew is what drawing the whole figure afresh (same layout) draws."""
+    canvas = panels.figure.canvas
+    blitted = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    for view in panels.plots:
+        for artist in view.animated():
+            if artist.get_visible():
+                view.ax.draw_artist(artist)
+    whole = np.asarray(canvas.buffer_rgba())[..., :3]
+    rows = np.flatnonzero((blitted != whole).any(axis=(1, 2)))
+    assert not len(rows), f"rows {rows[0]}..{rows[-1]} differ from a whole drawing"
+
+
 def test_blitting_redraws_only_what_changed(obj, worker):
     top = bpfnb.live.TopN(obj.maps.calls, rerank=0)
     held = bpfnb.live.TopN(obj.maps.calls, n=2, rerank=1.5)
@@ -225,14 +239,7 @@ def test_blitting_redraws_only_what_changed(obj, worker):
         assert [b.get_width() for b in top.bars[:3]] == [200, 11, 5]
         assert top.labels == ["3", "1", "2"]
         assert held.labels == ["1", "2"]       # ranked again only after 1.5 s
-        # What blitting drew is what drawing the whole figure afresh (same layout) draws.
-        blitted = np.asarray(panels.figure.canvas.buffer_rgba())[..., :3].copy()
-        panels.figure.canvas.draw()
-        for view in panels.plots:
-            for artist in view.animated():
-                if artist.get_visible():
-                    view.ax.draw_artist(artist)
-        assert np.array_equal(blitted, np.asarray(panels.figure.canvas.buffer_rgba())[..., :3])
+        assert_drawn_whole(panels)
         time.sleep(1.5)
         dash.refresh()
         assert held.labels == ["3", "1"]
@@ -519,8 +526,12 @@ def test_axis_labels_are_short_distinct_and_never_drawn_over(obj, worker):
         for key in (1, 2, 3):
             calls.update(key, calls[key] * 20)
         obj.bss.total = 1_040_000_000
+        full_draws = dash.panels.full_draws
         dash.refresh()
         check_labels(dash)
         assert "1G" in [t.get_text() for t in top.ax.get_xticklabels()]
+        # New limits: the cells drawn again, their neighbours' labels left whole.
+        assert dash.panels.full_draws == full_draws and dash.panels.cell_draws >= 2
+        assert_drawn_whole(dash.panels)
     finally:
         dash.stop()

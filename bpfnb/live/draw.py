@@ -40,9 +40,11 @@ class Panels:
     """Plot views on one Agg figure, drawn by blitting; HTML views beside it.
 
     The figure has SCALE device pixels per CSS pixel (crisp on HiDPI screens). Each
-    plot owns a cell of the grid; a frame touches only the cells of views whose data
-    changed, and none when no view changed. No widgets here: ``render()`` gives pixels;
-    Dashboard and plot_maps display them.
+    plot owns a cell: its axes and their labels as laid out, the gaps between
+    neighbours split in the middle. A frame touches only the cells of views whose data
+    changed, and none when no view changed; a view whose labels would leave its cell
+    lays the figure out again. No widgets here: ``render()`` gives pixels; Dashboard
+    and plot_maps display them.
     """
 
     def __init__(self, views: list[View], width: float = WIDTH_IN, row: float = ROW_IN):
@@ -57,11 +59,9 @@ class Panels:
         FigureCanvasAgg(self.figure)
         for i, view in enumerate(self.plots):
             view.setup(self.figure.add_subplot(rows, cols, i + 1))
-        # Each plot's grid cell in pixels (rows from the top), to redraw it alone.
-        w, h = self.figure.canvas.get_width_height()
-        self._cells = {view: (slice(round(i // cols * h / rows), round((i // cols + 1) * h / rows)),
-                              slice(round(i % cols * w / cols), round((i % cols + 1) * w / cols)))
-                       for i, view in enumerate(self.plots)}
+        self._grid = {view: divmod(i, cols) for i, view in enumerate(self.plots)}
+        self._shape = rows, cols
+        self._cells: dict = {}   # view -> (rows, columns) slices, set at each layout
         self._paper = np.round(np.array(self.figure.get_facecolor()) * 255).astype(np.uint8)
         self._background: np.ndarray | None = None   # RGBA without the animated artists
         self.full_draws = 0   # whole figure laid out and drawn
@@ -92,20 +92,25 @@ class Panels:
         if not self.plots:   # tables only: nothing to draw here
             return None
         canvas = self.figure.canvas
-        if self._background is None or RELAYOUT in needs.values():
+        changed = [view for view in self.plots if needs[view] != SAME]
+        if not changed:
+            return None
+        relayout = self._background is None or RELAYOUT in needs.values()
+        if not relayout:
+            renderer = canvas.get_renderer()
+            relayout = not all(self._fits(view, renderer) for view in changed
+                               if needs[view] == REDRAW)
+        if relayout:
             # The whole figure, laid out again (as costly as the drawing itself).
             self.figure.set_layout_engine("constrained")
             canvas.draw()   # animated artists are left out of the background
             self.figure.set_layout_engine("none")
             self._background = np.array(canvas.buffer_rgba())
+            self._cells = self._allot(canvas.get_renderer())
             self.full_draws += 1
             changed = self.plots
         else:
-            changed = [view for view in self.plots if needs[view] != SAME]
-            if not changed:
-                return None
             pixels = np.asarray(canvas.buffer_rgba())
-            renderer = canvas.get_renderer()
             for view in changed:
                 cell = self._cells[view]
                 if needs[view] == REDRAW:   # new limits or labels: its axes alone
@@ -121,6 +126,39 @@ class Panels:
                     view.ax.draw_artist(artist)
         self.blits += len(changed)
         return np.asarray(canvas.buffer_rgba())
+
+    def _allot(self, renderer) -> dict:
+        """Each plot's cell in pixels (row and column slices, rows from the top): the
+        extent of its axes and labels as laid out, gaps split between neighbours."""
+        w, h = self.figure.canvas.get_width_height()
+        rows, cols = self._shape
+        boxes = {view: view.ax.get_tightbbox(renderer) for view in self.plots}
+
+        def edges(n, lo, hi, size, index):   # boundaries between grid lines, in pixels
+            out = [0.0]
+            for k in range(1, n):
+                before = [hi(b) for v, b in boxes.items() if index(v) == k - 1]
+                after = [lo(b) for v, b in boxes.items() if index(v) == k]
+                out.append((max(before) + min(after)) / 2 if before and after
+                           else k * size / n)
+            return out + [float(size)]
+        xs = edges(cols, lambda b: b.x0, lambda b: b.x1, w, lambda v: self._grid[v][1])
+        # Rows run top-down; display y runs bottom-up.
+        ys = edges(rows, lambda b: h - b.y1, lambda b: h - b.y0, h,
+                   lambda v: self._grid[v][0])
+        cells = {}
+        for view, (r, c) in self._grid.items():
+            cells[view] = (slice(round(ys[r]), round(ys[r + 1])),
+                           slice(round(xs[c]), round(xs[c + 1])))
+        return cells
+
+    def _fits(self, view, renderer) -> bool:
+        """Whether the view's axes with their new limits and labels stay in its cell."""
+        box = view.ax.get_tightbbox(renderer)
+        h = self.figure.canvas.get_width_height()[1]
+        rows, cols = self._cells[view]
+        return (box.x0 >= cols.start and box.x1 <= cols.stop
+                and h - box.y1 >= rows.start and h - box.y0 <= rows.stop)
 
     def close(self):
         """Free the pixel buffers (Agg's renderer, the saved background) now: the

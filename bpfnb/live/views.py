@@ -173,6 +173,7 @@ class TimeSeries(View):
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
         value_axis(ax.yaxis)
+        ax.tick_params(labelsize=8)
         self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
@@ -339,8 +340,8 @@ class Histogram(View):
         super().setup(ax)
         ax.set_ylim(0, self._scale.top)
         value_axis(ax.yaxis)
-        self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.tick_params(labelsize=8)
+        self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_ylabel("count", fontsize=8)
 
     def sample(self, now):
@@ -416,6 +417,7 @@ class KeyLines(View):
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
         value_axis(ax.yaxis)
+        ax.tick_params(labelsize=8)
         self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)

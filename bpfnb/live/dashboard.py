@@ -36,6 +36,7 @@ from .png import FrameEncoder, png_bytes, png_pixels
 from .views import view_of
 
 WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
+STATUS_S = 0.5     # the status line is rewritten at most this often while frames flow
 
 # --- the dashboard -----------------------------------------------------------------
 
@@ -85,6 +86,7 @@ class Dashboard(widgets.VBox):
         self._sent_share = 0.0   # a moving average of the refreshes that sent a frame
         self._png = FrameEncoder()
         self._idle_shown = False   # the status says nothing changed since the last frame
+        self._status_at = 0.0      # when the refresh thread last wrote the status line
 
         # Drawn at SCALE device pixels per CSS pixel, shown at its CSS width: crisp.
         css_width, _ = self.panels.css_size
@@ -218,9 +220,10 @@ class Dashboard(widgets.VBox):
         super().close()
 
     def pause(self):
-        self._paused = True
+        with self._draw_lock:   # a refresh under way finishes first: "paused" stays
+            self._paused = True
+            self._show_status("paused")
         self.pause_button.value = True
-        self._show_status("paused")
 
     def resume(self):
         self._paused = False
@@ -305,8 +308,10 @@ class Dashboard(widgets.VBox):
                 0.8 * self._sent_share + 0.2 * sent
             if self._paused or self._stop.is_set():
                 return sent
-            if sent:
+            # The status line: at most STATUS_S apart while frames flow (it is for eyes).
+            if sent and (self._idle_shown or end - self._status_at >= STATUS_S):
                 self._idle_shown = False
+                self._status_at = end
                 self._show_status("running")
             elif not self._idle_shown:   # said once: an idle dashboard sends nothing
                 self._idle_shown = True

@@ -62,6 +62,7 @@ class Panels:
         self._grid = {view: divmod(i, cols) for i, view in enumerate(self.plots)}
         self._shape = rows, cols
         self._cells: dict = {}   # view -> (rows, columns) slices, set at each layout
+        self._areas: dict = {}   # the same of each view's axes (where its artists draw)
         self._paper = np.round(np.array(self.figure.get_facecolor()) * 255).astype(np.uint8)
         self._background: np.ndarray | None = None   # RGBA without the animated artists
         self.full_draws = 0   # whole figure laid out and drawn
@@ -107,6 +108,8 @@ class Panels:
             self.figure.set_layout_engine("none")
             self._background = np.array(canvas.buffer_rgba())
             self._cells = self._allot(canvas.get_renderer())
+            self._areas = {view: _rows_columns(view.ax.bbox, canvas, pad=2)
+                           for view in self.plots}
             self.full_draws += 1
             changed = self.plots
         else:
@@ -118,8 +121,9 @@ class Panels:
                     view.ax.draw(renderer)
                     self._background[cell] = pixels[cell]
                     self.cell_draws += 1
-                else:   # the cell as it is without its artists
-                    pixels[cell] = self._background[cell]
+                else:   # its plot area as it is without its artists (they are clipped to it)
+                    area = self._areas[view]
+                    pixels[area] = self._background[area]
         for view in changed:
             for artist in view.animated():
                 if artist.get_visible():
@@ -168,6 +172,14 @@ class Panels:
         canvas.renderer = None
         canvas._lastKey = None   # a later draw makes a new renderer
         self.figure.clear()
+
+
+def _rows_columns(bbox, canvas, pad: int = 0) -> tuple[slice, slice]:
+    """A display-space box as numpy slices of the figure's pixels (rows from the top),
+    grown by ``pad`` pixels and cut to the figure."""
+    w, h = canvas.get_width_height()
+    return (slice(max(0, math.floor(h - bbox.y1) - pad), min(h, math.ceil(h - bbox.y0) + pad)),
+            slice(max(0, math.floor(bbox.x0) - pad), min(w, math.ceil(bbox.x1) + pad)))
 
 
 def _stack(images: list[np.ndarray]) -> np.ndarray:

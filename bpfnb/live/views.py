@@ -331,7 +331,8 @@ class Histogram(View):
         super().__init__(source, title)
         self.data = pd.DataFrame(columns=["low", "high", "count"])
         self._read = None   # the DataFrame the source gave last
-        self._columns: tuple = ([], [], np.zeros(0))
+        self._columns: tuple = (np.zeros(0),) * 3   # low, high, count
+        self._edges = None   # the buckets' bounds the bars were made for
         self.bars: list = []
         self.buckets: list[str] = []
         self._scale = _Scale()
@@ -359,16 +360,17 @@ class Histogram(View):
         self.data = df if list(df.columns) == ["low", "high", "count"] else \
             df[["low", "high", "count"]]
         self.rows = len(df)
-        self._columns = (df["low"].tolist(), df["high"].tolist(),
-                         df["count"].to_numpy(dtype=float))
+        self._columns = tuple(df[c].to_numpy(dtype=float) for c in ("low", "high", "count"))
 
     def update(self, now):
         lows, highs, counts = self._columns
         if self._same(lows, highs, counts):
             return SAME
-        buckets = [bucket_label(lo, hi) for lo, hi in zip(lows, highs)]
         need = BLIT
-        if buckets != self.buckets:
+        edges = lows.tobytes() + highs.tobytes()
+        if edges != self._edges:   # new buckets: new bars and labels
+            self._edges = edges
+            buckets = [bucket_label(lo, hi) for lo, hi in zip(lows.tolist(), highs.tolist())]
             for bar in self.bars:
                 bar.remove()
             x = np.arange(len(buckets))

@@ -233,17 +233,22 @@ def test_blitting_redraws_only_what_changed(obj, worker):
         worker.cause(getppid=1)                # same order, same scale: artists only
         dash.refresh()
         assert (panels.full_draws, panels.cell_draws) == (1, 0)
+        worker.cause(getpgrp=10)               # 2 overtakes 1: the labels alone redrawn
+        dash.refresh()
+        assert top.labels == ["2", "1"] and panels.label_draws == 1
+        assert (panels.full_draws, panels.cell_draws) == (1, 0)
+        assert_drawn_whole(panels)
         worker.cause(getsid=200)               # a new label and a new scale: one cell
         dash.refresh()
         assert (panels.full_draws, panels.cell_draws) == (1, 1)
-        assert [b.get_width() for b in top.bars[:3]] == [200, 11, 5]
-        assert top.labels == ["3", "1", "2"]
+        assert [b.get_width() for b in top.bars[:3]] == [200, 15, 11]
+        assert top.labels == ["3", "2", "1"]
         assert held.labels == ["1", "2"]       # ranked again only after 1.5 s
         assert_drawn_whole(panels)
         time.sleep(1.5)
         dash.refresh()
-        assert held.labels == ["3", "1"]
-        assert [b.get_width() for b in held.bars] == [200, 11]
+        assert held.labels == ["3", "2"]
+        assert [b.get_width() for b in held.bars] == [200, 15]
     finally:
         dash.stop()
 

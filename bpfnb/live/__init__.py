@@ -32,13 +32,13 @@ from .draw import BACKGROUND, ROW_IN, Panels, StaticPlot, plot_maps
 from .png import FrameEncoder, png_bytes
 from .scales import LABEL_CHARS, bucket_label, nice_ceiling
 from .sources import labels_values
-from .views import (BLIT, DPI, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WIDTH_IN,
+from .views import (BLIT, DPI, LABELS, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WIDTH_IN,
                     Histogram, KeyLines, Table, TimeSeries, TopN, View, object_views, view_of)
 
 __all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",
            "KeyLines", "Table", "VIEWS", "view_of", "object_views", "plot_maps",
            "StaticPlot", "Panels", "png_bytes", "labels_values", "nice_ceiling",
-           "bucket_label", "DPI", "SCALE", "WIDTH_IN", "ROW_IN", "BACKGROUND", "SAME", "BLIT",
+           "bucket_label", "DPI", "SCALE", "WIDTH_IN", "ROW_IN", "BACKGROUND", "SAME", "BLIT", "LABELS",
            "REDRAW", "RELAYOUT", "LABEL_CHARS", "WATCH_S", "FrameEncoder"]
 
 

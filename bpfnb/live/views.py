@@ -33,9 +33,10 @@ DPI = 72       # CSS pixels per inch: the size a figure is shown at
 SCALE = 2      # device pixels per CSS pixel: figures are drawn at DPI * SCALE (HiDPI)
 WIDTH_IN = 10.0
 # What a view's update() asks of the frame: nothing (what it shows has not changed);
-# move its artists only (blit); redraw the axes background too (new limits, legend);
-# or lay the figure out again (new labels).
-SAME, BLIT, REDRAW, RELAYOUT = -1, 0, 1, 2
+# move its artists only (blit); redraw its y tick labels (other names at the same
+# ticks); redraw the axes background too (new limits, legend); or lay the figure out
+# again (wider labels).
+SAME, BLIT, LABELS, REDRAW, RELAYOUT = -1, 0, 1, 2, 3
 
 # --- views -------------------------------------------------------------------------
 
@@ -303,11 +304,12 @@ class TopN(View):
             bar.set_visible(shown)
         need = BLIT
         if labels != self.labels:
+            same_ticks = len(labels) == len(self.labels)
             self.labels = labels
             ticks = self.ax.set_yticks(np.arange(len(labels)), [_short(x) for x in labels],
                                        fontsize=8)
             widest = _widest(self.ax, [t.label1 for t in ticks])
-            need = RELAYOUT if widest > self._widest else REDRAW   # wider: new margins
+            need = RELAYOUT if widest > self._widest else LABELS if same_ticks else REDRAW
             self._widest = max(widest, self._widest)
         if self._scale.fit(float(np.nanmax(values)) if len(values) else 0.0):
             self.ax.set_xlim(0, self._scale.top)

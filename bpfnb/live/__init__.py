@@ -38,8 +38,8 @@ from .views import (BLIT, DPI, LABELS, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WID
 __all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",
            "KeyLines", "Table", "VIEWS", "view_of", "object_views", "plot_maps",
            "StaticPlot", "Panels", "png_bytes", "labels_values", "nice_ceiling",
-           "bucket_label", "DPI", "SCALE", "WIDTH_IN", "ROW_IN", "BACKGROUND", "SAME", "BLIT", "LABELS",
-           "REDRAW", "RELAYOUT", "LABEL_CHARS", "WATCH_S", "FrameEncoder"]
+           "bucket_label", "DPI", "SCALE", "WIDTH_IN", "ROW_IN", "BACKGROUND", "SAME",
+           "BLIT", "LABELS", "REDRAW", "RELAYOUT", "LABEL_CHARS", "WATCH_S", "FrameEncoder"]
 
 
 # ``bpfnb.live(...)`` calls the module: the package imports it on first use only.

@@ -3,11 +3,11 @@ controls (pause, stop, interval) and a status line.
 
 A daemon thread per dashboard refreshes it: it reads every view's source, and draws
 and sends a frame only when what a view shows changed (only those views are drawn, and
-only the changed bands of the PNG compressed again). It ends with its BPF objects: right before
-the registry tears one down (re-run of its cell, ``%bpf stop``, exit), or within
-WATCH_S of any other destruction (``obj.destroy()``, garbage collection). A stopped
-dashboard keeps its last frame (the Image's PNG, the tables' HTML) and drops the rest:
-figure, canvas, artists, sources. ``still()`` is that last frame as a mime bundle, which
+only the changed bands of the PNG compressed again). It ends with its BPF objects:
+right before the registry tears one down (re-run of its cell, ``%bpf stop``, exit),
+or within WATCH_S of any other destruction (``obj.destroy()``, garbage collection). A
+stopped dashboard keeps its last frame (the Image's PNG, the tables' HTML) and drops
+the rest: figure, canvas, artists, sources. ``still()`` is that last frame as a mime bundle, which
 the magic's display puts in place of the widgets once the dashboard stops, so a saved
 notebook shows it. A dashboard made in a cell is closed when that cell runs again.
 
@@ -48,9 +48,10 @@ class Dashboard(widgets.VBox):
 
     Controls: pause/resume, stop, the interval, and a status line (refresh rate, rows,
     events lost). ``frames`` counts refreshes, ``sent`` those that sent a new image
-    or table: a refresh that finds nothing changed sends nothing. It stops by itself when a BPF object it reads is destroyed;
-    ``stop()`` ends its thread, keeping the last frame. ``snapshot(path)`` writes the
-    current (or last) view as PNG; ``still()`` is the last frame as a mime bundle.
+    or table: a refresh that finds nothing changed sends nothing. It stops by itself
+    when a BPF object it reads is destroyed; ``stop()`` ends its thread, keeping the
+    last frame. ``snapshot(path)`` writes the current (or last) view as PNG;
+    ``still()`` is the last frame as a mime bundle.
     """
 
     _stop: threading.Event | None = None   # set at the end of a successful __init__
@@ -386,7 +387,6 @@ class Dashboard(widgets.VBox):
                  else "running" if self.running else "not started")
         return (f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} refreshes, "
                 f"{self.sent} frames sent>")
-
 
 
 def _trim_heap():

@@ -46,8 +46,8 @@ class View:
 
     ``sample()`` reads the source (in the refresh thread, with the BPF object locked);
     ``update()`` moves the artists and returns what the frame must draw: SAME when
-    what it would show is what it showed last (nothing), else BLIT, REDRAW or
-    RELAYOUT. ``rows`` and ``lost`` feed the status line.
+    what it would show is what it showed last (nothing), else BLIT, LABELS, REDRAW
+    or RELAYOUT. ``rows`` and ``lost`` feed the status line.
     """
 
     html = False

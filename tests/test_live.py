@@ -14,6 +14,7 @@ import threading
 import time
 
 import matplotlib.image
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pytest
 
@@ -153,19 +154,18 @@ def test_plotted_values_are_the_maps_values(obj, worker):
     live = bpfnb.live
     top = live.TopN(obj.maps.calls, n=5, rerank=0)
     hist = live.Histogram(obj.maps.offsets)
-    # Windows the two points fill: 1.2 s apart, which a slow frame (a busy machine) does
-    # not push out of 3 s.
     rates = live.TimeSeries(obj.bss, ["total"], window=3.0)
     lines = live.KeyLines(obj.maps.calls, n=3, window=3.0)
     dash = bpfnb.live(top, hist, rates, lines, start=False)
     try:
-        dash.refresh()                        # baseline for the rates
+        # The readings are stamped with times of our choosing, so the rates are exact
+        # and no point leaves the 3 s windows however slowly a busy machine draws.
+        t = time.monotonic()
+        dash.refresh(t)                       # baseline for the rates
         worker.cause(getppid=30, getpgrp=20, getsid=10, offsets=[0, 1, 5, 6, 1000])
-        time.sleep(0.2)
-        dash.refresh()
+        dash.refresh(t + 1.0)
         worker.cause(getppid=5, getpgrp=30, offsets=[7])
-        time.sleep(1.2)                       # lines that span part of the window
-        dash.refresh()
+        dash.refresh(t + 2.5)                 # lines that span half the window
 
         # Top-N: bar widths are the map's counts at this refresh, largest first.
         widths = [b.get_width() for b in top.bars if b.get_visible()]
@@ -181,30 +181,45 @@ def test_plotted_values_are_the_maps_values(obj, worker):
         assert [b.get_height() for b in hist.bars] == h["count"].tolist()
         assert sum(b.get_height() for b in hist.bars) == 6
 
-        # Time series: rates per second between refreshes (60 calls, then 35).
+        # Time series: rates per second between refreshes (60 calls in 1 s, 35 in 1.5 s).
         (t1, r1), (t2, r2) = rates.history
-        y = rates.lines["total"].get_ydata()
-        assert list(y) == [r1["total"], r2["total"]]
-        assert r2["total"] * (t2 - t1) == pytest.approx(35)
+        assert (t1 - t, t2 - t) == pytest.approx((1.0, 2.5))
+        assert r1["total"] == 60 and r2["total"] == pytest.approx(35 / 1.5)
+        assert list(rates.lines["total"].get_ydata()) == [r1["total"], r2["total"]]
 
         # Per-key lines: the busiest keys, each line's last point its rate.
         assert set(lines.keys) == {"1", "2", "3"}
         by_key = dict(zip(lines.keys, lines.lines))
         (_, p1), (_, p2) = lines.history
-        assert by_key["2"].get_ydata()[-1] == p2["2"] and p2["2"] > p2["1"] > 0
-        assert p2["3"] == 0
+        assert p1 == pytest.approx({"1": 30.0, "2": 20.0, "3": 10.0})
+        assert p2 == pytest.approx({"1": 5 / 1.5, "2": 30 / 1.5, "3": 0.0})
+        assert by_key["2"].get_ydata()[-1] == p2["2"]
 
         # The PNG shows it: bars in their colour inside their axes, lines drawn.
         png = dash.snapshot()
         assert png.startswith(b"\x89PNG") and dash.image.value == png
         assert share_of(axes_pixels(png, top.ax), "C0") > 0.05
         assert share_of(axes_pixels(png, hist.ax), "C2") > 0.02
-        # the rate line spans 1.2 s of the 3 s window: a thin line, but drawn (none: 0)
+        # the rate line spans 1.5 s of the 3 s window: a thin line, but drawn (none: 0)
         assert share_of(axes_pixels(png, rates.ax), "C0") > 0.001
         for ax in (top.ax, hist.ax, rates.ax, lines.ax):
             assert (axes_pixels(png, ax) < 200).any(axis=-1).mean() > 0.002
     finally:
         dash.stop()
+
+
+def assert_drawn_whole(panels):
+    """What blitting drew is what drawing the whole figure afresh (same layout) draws."""
+    canvas = panels.figure.canvas
+    blitted = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    for view in panels.plots:
+        for artist in view.animated():
+            if artist.get_visible():
+                view.ax.draw_artist(artist)
+    whole = np.asarray(canvas.buffer_rgba())[..., :3]
+    rows = np.flatnonzero((blitted != whole).any(axis=(1, 2)))
+    assert not len(rows), f"rows {rows[0]}..{rows[-1]} differ from a whole drawing"
 
 
 def test_blitting_redraws_only_what_changed(obj, worker):
@@ -218,24 +233,66 @@ def test_blitting_redraws_only_what_changed(obj, worker):
         worker.cause(getppid=1)                # same order, same scale: artists only
         dash.refresh()
         assert (panels.full_draws, panels.cell_draws) == (1, 0)
+        worker.cause(getpgrp=10)               # 2 overtakes 1: the labels alone redrawn
+        dash.refresh()
+        assert top.labels == ["2", "1"] and panels.label_draws == 1
+        assert (panels.full_draws, panels.cell_draws) == (1, 0)
+        assert_drawn_whole(panels)
         worker.cause(getsid=200)               # a new label and a new scale: one cell
         dash.refresh()
         assert (panels.full_draws, panels.cell_draws) == (1, 1)
-        assert [b.get_width() for b in top.bars[:3]] == [200, 11, 5]
-        assert top.labels == ["3", "1", "2"]
+        assert [b.get_width() for b in top.bars[:3]] == [200, 15, 11]
+        assert top.labels == ["3", "2", "1"]
         assert held.labels == ["1", "2"]       # ranked again only after 1.5 s
-        # What blitting drew is what drawing the whole figure afresh (same layout) draws.
-        blitted = np.asarray(panels.figure.canvas.buffer_rgba())[..., :3].copy()
-        panels.figure.canvas.draw()
-        for view in panels.plots:
-            for artist in view.animated():
-                if artist.get_visible():
-                    view.ax.draw_artist(artist)
-        assert np.array_equal(blitted, np.asarray(panels.figure.canvas.buffer_rgba())[..., :3])
+        assert_drawn_whole(panels)
         time.sleep(1.5)
         dash.refresh()
-        assert held.labels == ["3", "1"]
-        assert [b.get_width() for b in held.bars] == [200, 11]
+        assert held.labels == ["3", "2"]
+        assert [b.get_width() for b in held.bars] == [200, 15]
+    finally:
+        dash.stop()
+
+
+def test_nothing_changed_nothing_sent_and_only_changed_views_drawn(obj, worker):
+    top = bpfnb.live.TopN(obj.maps.calls, rerank=0)
+    hist = bpfnb.live.Histogram(obj.maps.offsets)
+    dash = bpfnb.live(top, hist, start=False)
+    panels = dash.panels
+    try:
+        worker.cause(getppid=2, offsets=[3])
+        assert dash.refresh() is True
+        frame, blits = dash.image.value, panels.blits
+        for _ in range(3):                     # nothing happened: nothing drawn or sent
+            assert dash.refresh() is False
+        assert dash.image.value is frame and panels.blits == blits
+        assert (dash.frames, dash.sent) == (4, 1)
+        assert "no change since" in dash.status.value
+
+        before = np.asarray(panels.figure.canvas.buffer_rgba()).copy()
+        worker.cause(getppid=1)                # only the top-N view's map changed
+        assert dash.refresh() is True and dash.image.value != frame
+        assert panels.blits == blits + 1 and [b.get_width() for b in top.bars[:1]] == [3]
+        after = np.asarray(panels.figure.canvas.buffer_rgba())
+        changed = (after != before).any(axis=(0, 2))   # columns drawn: the left cell
+        width = after.shape[1]
+        assert changed[:width // 2].any() and not changed[width // 2:].any()
+        assert "running" in dash.status.value and "no change" not in dash.status.value
+
+        worker.cause(offsets=[2])              # the histogram alone (a bucket it has)
+        assert dash.refresh() is True and panels.blits == blits + 2
+        assert [b.get_height() for b in hist.bars] == obj.maps.offsets.hist()["count"].tolist()
+    finally:
+        dash.stop()
+
+    # Its thread: refreshes go on, frames are sent only when the map changes.
+    dash = bpfnb.live(obj.maps.calls, interval=0.02)
+    try:
+        assert wait_for(lambda: dash.frames >= 10)
+        assert dash.sent == 1
+        worker.cause(getppid=1)
+        assert wait_for(lambda: dash.sent == 2)
+        frames = dash.frames
+        assert wait_for(lambda: dash.frames >= frames + 10) and dash.sent == 2
     finally:
         dash.stop()
 
@@ -351,9 +408,12 @@ def test_snapshot_and_plot_maps_write_pngs(obj, worker, tmp_path):
     plot = bpfnb.live.plot_maps(obj)
     plot.save(tmp_path / "maps.png")
     img = matplotlib.image.imread(tmp_path / "maps.png")
-    assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI
+    # HiDPI: twice the pixels of its CSS size, which IPython is told to show it at.
+    assert img.shape[1] == bpfnb.live.WIDTH_IN * bpfnb.live.DPI * 2 == 1440
     assert (img[..., :3] < 0.9).any(axis=-1).mean() > 0.01
-    assert plot._repr_png_().startswith(b"\x89PNG")
+    data, shown = plot._repr_png_()
+    assert data.startswith(b"\x89PNG") and shown["width"] == 720
+    assert shown["height"] * 2 == img.shape[0]
     shown = [(type(v).__name__, v.title) for v in plot.views]
     assert shown == [("Histogram", "offsets"), ("TopN", "calls"),
                      ("TopN", "global variables")]         # not the ring buffer
@@ -403,3 +463,80 @@ def test_views_say_what_they_accept(obj):
         bpfnb.live.Histogram(obj.bss)
     with pytest.raises(ValueError, match="at least one view"):
         bpfnb.live()
+
+
+def shown_texts(figure):
+    """Every text a dashboard figure shows: tick labels, titles, axis labels, legends."""
+    texts = []
+    for ax in figure.axes:
+        texts += [t for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        texts += [ax.title, ax._left_title, ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += legend.get_texts()
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def check_labels(dash):
+    figure = dash.panels.figure
+    renderer = figure.canvas.get_renderer()
+    w, h = figure.canvas.get_width_height()
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t.get_text() for t in axis.get_ticklabels() if t.get_visible()]
+            labels = [x for x in labels if x]
+            assert len(labels) == len(set(labels)), labels          # distinct
+            if isinstance(axis.get_major_locator(), MaxNLocator):   # a value axis
+                assert all(len(x) <= 4 for x in labels), labels     # "52M", "1.5k"
+    texts = shown_texts(figure)
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    for text, box in boxes:   # inside the image
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= w and box.y1 <= h, text
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            assert not box_a.overlaps(box_b), f"{a!r} is drawn over {b!r}"
+    return texts
+
+
+def test_axis_labels_are_short_distinct_and_never_drawn_over(obj, worker):
+    # 24 histogram buckets (0, 1, then every power of two up to 2^23), large counts.
+    worker.cause(getppid=3, getpgrp=2, getsid=1, offsets=[0] + [1 << i for i in range(24)])
+    calls = obj.maps.calls
+    for key, extra in ((1, 52_000_000), (2, 1_500), (3, 987_654)):
+        calls.update(key, calls[key] + extra)
+    obj.bss.total = 52_000_006
+
+    def long_names():
+        df = calls.to_df()
+        return df.assign(key="the rather long name of syscall " + df["key"].astype(str))
+
+    live = bpfnb.live
+    top = live.TopN(calls)
+    hist = live.Histogram(obj.maps.offsets)
+    dash = bpfnb.live(top, hist, live.TimeSeries(obj.bss, rate=False),
+                      live.KeyLines(calls, rate=False), live.TopN(long_names, key="key"),
+                      start=False)
+    try:
+        dash.refresh()
+        dash.refresh()
+        texts = [t.get_text() for t in check_labels(dash)]
+        assert len(hist.buckets) == 24 and hist.buckets[-2:] == ["2M-4M", ">=4M"], hist.buckets
+        shown = [t.get_text() for t in hist.ax.get_xticklabels() if t.get_visible()]
+        assert shown[0] == "0" and 5 <= len(shown) < 24   # thinned, every k-th
+        ticks = [t.get_text() for t in top.ax.get_xticklabels() if t.get_visible()]
+        assert ticks == ["0", "20M", "40M", "60M", "80M", "100M"]   # 52M bars: room to grow
+        # cut in the middle to 24 characters: the ends tell keys apart
+        assert {"the rather lo… syscall 1", "the rather lo… syscall 2"} <= set(texts)
+        # The values grow 20x: new limits, new labels, still clear of each other.
+        for key in (1, 2, 3):
+            calls.update(key, calls[key] * 20)
+        obj.bss.total = 1_040_000_000
+        full_draws = dash.panels.full_draws
+        dash.refresh()
+        check_labels(dash)
+        assert "1G" in [t.get_text() for t in top.ax.get_xticklabels()]
+        # New limits: the cells drawn again, their neighbours' labels left whole.
+        assert dash.panels.full_draws == full_draws and dash.panels.cell_draws >= 2
+        assert_drawn_whole(dash.panels)
+    finally:
+        dash.stop()

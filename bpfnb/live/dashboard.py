@@ -1,11 +1,13 @@
 """The Dashboard widget: views drawn by ``Panels`` into an ``ipywidgets.Image``, with
 controls (pause, stop, interval) and a status line.
 
-A daemon thread per dashboard refreshes it. It ends with its BPF objects: right before
-the registry tears one down (re-run of its cell, ``%bpf stop``, exit), or within
-WATCH_S of any other destruction (``obj.destroy()``, garbage collection). A stopped
-dashboard keeps its last frame (the Image's PNG, the tables' HTML) and drops the rest:
-figure, canvas, artists, sources. ``still()`` is that last frame as a mime bundle, which
+A daemon thread per dashboard refreshes it: it reads every view's source, and draws
+and sends a frame only when what a view shows changed (only those views are drawn, and
+only the changed bands of the PNG compressed again). It ends with its BPF objects:
+right before the registry tears one down (re-run of its cell, ``%bpf stop``, exit),
+or within WATCH_S of any other destruction (``obj.destroy()``, garbage collection). A
+stopped dashboard keeps its last frame (the Image's PNG, the tables' HTML) and drops
+the rest: figure, canvas, artists, sources. ``still()`` is that last frame as a mime bundle, which
 the magic's display puts in place of the widgets once the dashboard stops, so a saved
 notebook shows it. A dashboard made in a cell is closed when that cell runs again.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import html
 import threading
 import time
@@ -28,10 +31,12 @@ import ipywidgets as widgets
 from .. import overhead
 from ..libbpf import ObjectClosedError
 from ..registry import registry
-from .draw import Panels, _pixels, _stack, png_bytes, png_pixels
+from .draw import Panels, _pixels, _stack
+from .png import FrameEncoder, png_bytes, png_pixels
 from .views import view_of
 
 WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
+STATUS_S = 0.5     # the status line is rewritten at most this often while frames flow
 
 # --- the dashboard -----------------------------------------------------------------
 
@@ -42,9 +47,11 @@ class Dashboard(widgets.VBox):
     """A live dashboard: plots that refresh every ``interval`` seconds in a thread.
 
     Controls: pause/resume, stop, the interval, and a status line (refresh rate, rows,
-    events lost). It stops by itself when a BPF object it reads is destroyed;
-    ``stop()`` ends its thread, keeping the last frame. ``snapshot(path)`` writes the
-    current (or last) view as PNG; ``still()`` is the last frame as a mime bundle.
+    events lost). ``frames`` counts refreshes, ``sent`` those that sent a new image
+    or table: a refresh that finds nothing changed sends nothing. It stops by itself
+    when a BPF object it reads is destroyed; ``stop()`` ends its thread, keeping the
+    last frame. ``snapshot(path)`` writes the current (or last) view as PNG;
+    ``still()`` is the last frame as a mime bundle.
     """
 
     _stop: threading.Event | None = None   # set at the end of a successful __init__
@@ -61,8 +68,9 @@ class Dashboard(widgets.VBox):
         self.title = title
         self._plots = bool(self.panels.plots)
         self.interval = float(interval)
-        self.frames = 0
-        self.fps = 0.0
+        self.frames = 0   # refreshes: sources read, a frame sent if anything changed
+        self.sent = 0     # refreshes that sent a new image or table
+        self.fps = 0.0    # refreshes per second
         self.frame_ms = 0.0
         self.error: BaseException | None = None
         self.reason = ""
@@ -76,8 +84,15 @@ class Dashboard(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._last_frame = 0.0
         self._gap = 0.0
+        self._sent_share = 0.0   # a moving average of the refreshes that sent a frame
+        self._png = FrameEncoder()
+        self._idle_shown = False   # the status says nothing changed since the last frame
+        self._status_at = 0.0      # when the refresh thread last wrote the status line
 
-        self.image = widgets.Image(format="png")
+        # Drawn at SCALE device pixels per CSS pixel, shown at its CSS width: crisp.
+        css_width, _ = self.panels.css_size
+        self.image = widgets.Image(format="png", width=str(css_width),
+                                   layout=widgets.Layout(max_width="100%", height="auto"))
         self.pause_button = widgets.ToggleButton(description="Pause", icon="pause",
                                                  tooltip="pause / resume refreshing")
         self.stop_button = widgets.Button(description="Stop", icon="stop",
@@ -164,8 +179,14 @@ class Dashboard(widgets.VBox):
                 except Exception as e:   # one view's stream must not keep the figure
                     warnings.warn(f"closing view {view.title!r}: {e!r}", RuntimeWarning)
                 view.release()
+            if self._plots and self.image.value:
+                # The frame it keeps, compressed harder once (40% smaller than the
+                # frames' level 1): a notebook holds it as long as the dashboard.
+                self.image.value = png_bytes(_pixels(self.panels.figure), level=6)
             self.panels.close()
             self.panels = None
+            self._png = None   # the previous frame's pixels and bands: the PNG stays
+        _trim_heap()
         self.pause_button.disabled = self.stop_button.disabled = True
         self.slider.disabled = True
         self._show_status(self.reason)
@@ -200,9 +221,10 @@ class Dashboard(widgets.VBox):
         super().close()
 
     def pause(self):
-        self._paused = True
+        with self._draw_lock:   # a refresh under way finishes first: "paused" stays
+            self._paused = True
+            self._show_status("paused")
         self.pause_button.value = True
-        self._show_status("paused")
 
     def resume(self):
         self._paused = False
@@ -255,20 +277,25 @@ class Dashboard(widgets.VBox):
 
     # --- frames ----------------------------------------------------------------
 
-    def refresh(self):
-        """Read every source and draw one frame (the thread calls this; so may you)."""
+    def refresh(self, now: float | None = None) -> bool:
+        """Read every source; draw and send a frame of the views whose data changed.
+        True if it sent one (the thread calls this; so may you). ``now`` is the time
+        of the reading on the monotonic clock (default: now), which rates divide by."""
         with self._draw_lock:
             if self.panels is None:
                 raise RuntimeError("this dashboard was stopped; make a new one with "
                                    "bpfnb.live()")
             start = time.monotonic()
-            self.panels.sample(start)
-            pixels = self.panels.render(start)
-            if self.panels.plots:
-                self.image.value = png_bytes(pixels)
+            now = start if now is None else now
+            self.panels.sample(now)
+            pixels = self.panels.render(now)
+            sent = pixels is not None
+            if sent:
+                self.image.value = self._png.encode(pixels)
             for widget, table in zip(self.tables, self.panels.tables):
                 if widget.value != table.page:
                     widget.value = table.page
+                    sent = True
             end = time.monotonic()
             if self._last_frame:   # a moving average of the gaps, not of 1/gap (biased)
                 gap = end - self._last_frame
@@ -277,8 +304,22 @@ class Dashboard(widgets.VBox):
             self._last_frame = end
             self.frame_ms = (end - start) * 1000
             self.frames += 1
-            if not self._paused and not self._stop.is_set():
+            self.sent += sent
+            self._sent_share = sent if self.frames < 2 else \
+                0.8 * self._sent_share + 0.2 * sent
+            if self._paused or self._stop.is_set():
+                return sent
+            # The status line: at most STATUS_S apart while frames flow (it is for eyes).
+            if sent and (self._idle_shown or end - self._status_at >= STATUS_S):
+                self._idle_shown = False
+                self._status_at = end
                 self._show_status("running")
+            elif not self._idle_shown:   # said once: an idle dashboard sends nothing
+                self._idle_shown = True
+                self._sent_share = 0.0
+                self._show_status(f"running · no change since "
+                                  f"{time.strftime('%H:%M:%S')}")
+            return sent
 
     def _show_status(self, state: str):
         rows = sum(v.rows for v in self.views)
@@ -288,7 +329,9 @@ class Dashboard(widgets.VBox):
         lost_html = ("lost: unknown" if lost is None else
                      f"<b style='color:#b00'>{lost:,} lost</b>" if lost else "0 lost")
         self.status.value = (f"<span style='font-size:11px;color:{color}'>{state} · "
-                             f"{self.fps:.1f} frames/s · {self.frame_ms:.0f} ms/frame · "
+                             f"{self.fps:.1f} refreshes/s · "
+                             f"{self.fps * self._sent_share:.1f} frames/s sent · "
+                             f"{self.frame_ms:.0f} ms/refresh · "
                              f"{rows:,} rows · {lost_html}{_overhead_text(self.views)}"
                              f"</span>")
 
@@ -298,18 +341,13 @@ class Dashboard(widgets.VBox):
         with self._draw_lock:
             if self.panels is not None and not self.frames:
                 self.refresh()
-            if not self._plots:
-                parts = []
-            elif self.panels is not None:
-                # Agg's buffer holds the last frame: only refresh() draws on this figure.
-                parts = [_pixels(self.panels.figure).copy()]
-            elif self.image.value:
-                parts = [png_pixels(self.image.value)]
-            else:
+            frame = bytes(self.image.value)   # the last frame sent
+            if self._plots and not frame:
                 raise RuntimeError(f"this dashboard {self.reason or 'stopped'} before it "
                                    f"drew a frame: there is nothing to save")
-            parts += [_pixels(v.figure()).copy() for v in self.views if v.html]
-        data = png_bytes(_stack(parts))
+            tables = [_pixels(v.figure()).copy() for v in self.views if v.html]
+        data = (frame if not tables else
+                png_bytes(_stack(([png_pixels(frame)] if self._plots else []) + tables)))
         if path is not None:
             Path(path).write_bytes(data)
         return data
@@ -321,7 +359,9 @@ class Dashboard(widgets.VBox):
         png = base64.b64encode(self.image.value).decode() if self.image.value else ""
         parts = [f"<b>{html.escape(self.title)}</b>"] if self.title else []
         if png:
-            parts.append(f'<img src="data:image/png;base64,{png}" alt="last frame"/>')
+            width = self.image.width   # its CSS width: the PNG has SCALE times the pixels
+            parts.append(f'<img src="data:image/png;base64,{png}" width="{width}" '
+                         f'style="max-width:100%" alt="last frame"/>')
         parts += [t.value for t in self.tables] + [self.status.value]
         bundle = {"text/plain": repr(self),
                   "text/html": "<div>" + "<br/>".join(parts) + "</div>"}
@@ -345,8 +385,30 @@ class Dashboard(widgets.VBox):
             return "<bpfnb Dashboard: not made>"
         state = (self.reason if self._stop.is_set()
                  else "running" if self.running else "not started")
-        return f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} frames>"
+        return (f"<bpfnb Dashboard: {len(self.views)} views, {state}, {self.frames} refreshes, "
+                f"{self.sent} frames sent>")
 
+
+def _trim_heap():
+    """Give the freed pixel buffers of a stopped dashboard back to the system: glibc
+    keeps freed blocks of a few MB in the arena of the thread that drew them (each
+    dashboard's thread may have its own), so re-running dashboard cells would grow
+    the process by their frames' size each time."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        return libc
+    except (OSError, AttributeError):   # not glibc: nothing to trim
+        return None
+
+
+_libc = _load_libc()
 
 
 def _overhead_text(views) -> str:

@@ -1,12 +1,13 @@
 """Axis scales and labels: limits that move rarely (so the background is redrawn
-rarely), short numbers ("2.5M") and histogram bucket names ("4K-8K")."""
+rarely), short numbers ("2.5M") a few to an axis, histogram bucket names ("4K-8K")
+and how many of them fit side by side."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
 def nice_ceiling(x: float) -> float:
@@ -49,9 +50,65 @@ def _compact() -> FuncFormatter:
     return FuncFormatter(lambda v, _: _si(v))
 
 
+def _few() -> MaxNLocator:
+    """At most 5 intervals at 1/2/2.5/5 steps: with limits of those steps (_Scale),
+    labels of at most 4 characters ("7.5M") with room between them."""
+    return MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+
+
+def value_axis(axis):
+    """Short value labels, a few of them, on a matplotlib Axis."""
+    axis.set_major_locator(_few())
+    axis.set_major_formatter(_compact())
+
+
+LABEL_CHARS = 24   # longer key labels are shown cut: a label's width moves the layout
+
+
+def _short(label: str) -> str:
+    """A key label of at most LABEL_CHARS characters, cut in the middle: the ends of
+    keys ("1234 some-command-name", "10.0.0.1:443") tell them apart."""
+    if len(label) <= LABEL_CHARS:
+        return label
+    head = (LABEL_CHARS - 1) * 3 // 5
+    return label[:head] + "…" + label[len(label) - (LABEL_CHARS - 1 - head):]
+
+
+def _widest(ax, texts) -> float:
+    """The width in pixels of the widest of ``texts`` (matplotlib Text) as drawn."""
+    renderer = ax.figure.canvas.get_renderer()
+    return max((t.get_window_extent(renderer).width for t in texts), default=0.0)
+
+
+def thin_labels(ax, labels: list[str]):
+    """Label the x ticks 0..n-1 of ``ax`` with ``labels``, showing every k-th: k such
+    that no two shown labels touch at the axes' width (a tick at every bar, so the
+    bars still line up with their labels)."""
+    ticks = ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+    texts = [t.label1 for t in ticks]
+    renderer = ax.figure.canvas.get_renderer()
+    widths = [t.get_window_extent(renderer).width for t in texts]
+    # The axes are narrower than their grid cell by the margins: 85% of it.
+    room = 0.85 * ax.get_subplotspec().get_position(ax.figure).width \
+        * ax.figure.bbox.width / max(len(labels), 1)
+    pad = 4 * ax.figure.dpi / 72   # 4 points between neighbours
+    k = every_kth([w + pad for w in widths], room)
+    for i, text in enumerate(texts):
+        text.set_visible(i % k == 0)
+
+
+def every_kth(widths: list[float], room: float) -> int:
+    """Show every k-th of labels ``widths`` wide (pixels) placed ``room`` pixels apart,
+    the smallest k at which neighbours shown never touch."""
+    if not widths or room <= 0:
+        return 1
+    return max(1, math.ceil(max(widths) / room))
+
+
 def _bound(x: float) -> str:
-    """A bucket bound: exact below 10000, powers of two as 4K/2M/1G, else SI."""
-    if x < 10000:
+    """A bucket bound: exact below 1024, multiples of 1024 as 4K/2M/1G, exact below
+    10000, else SI."""
+    if x < 1024 or (x < 10000 and x % 1024):
         return str(int(x))
     for shift, unit in ((30, "G"), (20, "M"), (10, "K")):
         if x % (1 << shift) == 0:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..libbpf import Map
+from ..libbpf.map import ARRAY_TYPES, STACK_TRACE
 from ..libbpf.object import Globals
 from ..stream import EventStream
 
@@ -97,6 +98,72 @@ def labels_values(source, key=None, value: str | None = None
     if len(parts) == 1:
         return [str(v) for v in parts[0]], values
     return [" ".join(map(str, row)) for row in zip(*parts)], values
+
+
+class MapCache:
+    """The last reading of a map, given again while the map's keys and values are the
+    same bytes: an unchanged map costs one batch lookup, not a DataFrame."""
+
+    def __init__(self):
+        self._bytes: bytes | None = None
+        self._got = None
+        self._plain: bool | None = None   # integer keys and values: no DataFrame needed
+
+    def _changed(self, source: Map):
+        """The map's entries (keys, values arrays) if they changed since the last
+        reading, else None."""
+        keys, values = source.lookup_batch()
+        raw = keys.tobytes() + values.tobytes()   # same length: same number of entries
+        if raw == self._bytes:
+            return None
+        self._bytes = raw
+        return keys, values
+
+    def read(self, source, read, *args):
+        """``read(*args)``, or what it gave last time if ``source`` is a Map whose
+        entries have not changed since (any other source is read every time)."""
+        if not isinstance(source, Map):
+            return read(*args)
+        if self._changed(source) is not None:
+            self._got = read(*args)
+        return self._got
+
+    def labels_values(self, source, key=None, value: str | None = None):
+        """``labels_values(source, key, value)``, again only when a map changed; a map
+        of integers to integers is read from its batch arrays, without a DataFrame."""
+        if not isinstance(source, Map):
+            return labels_values(source, key, value)
+        entries = self._changed(source)
+        if entries is None:
+            return self._got
+        if self._plain is None:
+            self._plain = _plain_integers(source)
+        if self._plain and key is None and value is None:
+            keys, values = entries
+            if source.type not in ARRAY_TYPES:   # to_df's order: by key
+                order = np.argsort(keys, kind="stable")
+                keys, values = keys[order], values[order]
+            self._got = [str(k) for k in keys.tolist()], values.astype(float)
+        else:
+            self._got = labels_values(source, key, value)
+        return self._got
+
+
+def _plain_integers(m: Map) -> bool:
+    """Whether to_df would show ``m`` as two integer columns, ``key`` and ``value``:
+    integer key and value, no enum, no semantic decoder, no bpfnb.h aggregation, not
+    per-CPU (to_df sums those)."""
+    from .. import aggregate, decode, frames
+    if m.percpu or m.type == STACK_TRACE or aggregate.kind(m) in aggregate.TIDY_KINDS:
+        return False
+    btf = m.object.btf
+    for type_id, dtype in ((m.key_type_id, m.key_dtype), (m.value_type_id, m.value_dtype)):
+        if dtype.names or dtype.shape or dtype.kind not in "iu":
+            return False
+        if frames._kind(btf, type_id, dtype) != ("num", ()) or \
+                decode.semantic_type(btf, type_id):
+            return False
+    return True
 
 
 def _numbers(source, names) -> dict[str, float]:

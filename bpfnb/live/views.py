@@ -26,15 +26,17 @@ from ..libbpf import Map, ObjectClosedError
 from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
 from ..libbpf.object import Globals
 from ..stream import EventStream
-from .scales import _Scale, _compact, bucket_label
-from .sources import _frame, _numbers, _numeric_names, _owner, _source_name, labels_values
+from .scales import _Scale, _short, _widest, bucket_label, thin_labels, value_axis
+from .sources import _frame, _numbers, _numeric_names, _owner, _source_name, MapCache
 
-DPI = 72
+DPI = 72       # CSS pixels per inch: the size a figure is shown at
+SCALE = 2      # device pixels per CSS pixel: figures are drawn at DPI * SCALE (HiDPI)
 WIDTH_IN = 10.0
-# What a view's update() asks of the frame: move its artists only (blit); redraw the
-# axes background too (new limits, legend); or lay the figure out again (new labels).
-BLIT, REDRAW, RELAYOUT = 0, 1, 2
-LABEL_CHARS = 24   # longer key labels are cut: a label's width moves the figure layout
+# What a view's update() asks of the frame: nothing (what it shows has not changed);
+# move its artists only (blit); redraw its y tick labels (other names at the same
+# ticks); redraw the axes background too (new limits, legend); or lay the figure out
+# again (wider labels).
+SAME, BLIT, LABELS, REDRAW, RELAYOUT = -1, 0, 1, 2, 3
 
 # --- views -------------------------------------------------------------------------
 
@@ -43,8 +45,9 @@ class View:
     """One panel of a dashboard.
 
     ``sample()`` reads the source (in the refresh thread, with the BPF object locked);
-    ``update()`` moves the artists and returns BLIT, REDRAW or RELAYOUT: what else the
-    frame must draw. ``rows`` and ``lost`` feed the status line.
+    ``update()`` moves the artists and returns what the frame must draw: SAME when
+    what it would show is what it showed last (nothing), else BLIT, LABELS, REDRAW
+    or RELAYOUT. ``rows`` and ``lost`` feed the status line.
     """
 
     html = False
@@ -66,6 +69,9 @@ class View:
         self.ax = None
         self.rows = 0
         self.lost = 0
+        self._shown = None   # what update() last drew, in a form cheap to compare
+        self._cache = MapCache()   # the last reading of a map source
+        self._room = 0.0   # pixels: the widest value label the layout has room for
 
     @property
     def source(self):
@@ -104,6 +110,16 @@ class View:
     def animated(self) -> list:
         raise NotImplementedError
 
+    def _same(self, *shown) -> bool:
+        """True if ``shown`` (label lists, numpy arrays: what update() is about to
+        draw) is what it drew last; else remember it. Arrays compare by their bytes,
+        so NaN equals NaN."""
+        key = tuple(x.tobytes() if isinstance(x, np.ndarray) else x for x in shown)
+        if key == self._shown:
+            return True
+        self._shown = key
+        return False
+
     def close(self):
         """Release what the view owns (a stream it opened itself)."""
 
@@ -113,16 +129,22 @@ class View:
         object's maps. Call close() first."""
         self.ax = None
         self._source = None
+        self._cache = MapCache()
         for name in self._drawn:
             setattr(self, name, type(getattr(self, name))())
 
     def _fit_y(self, top: float, need: int) -> int:
-        """Move the y limit (``self._scale``) to fit ``top``; a new limit may widen the
-        tick labels on the left, so the layout is redone."""
-        if self._scale.fit(top):
-            self.ax.set_ylim(0, self._scale.top)
-            return max(need, RELAYOUT)
-        return need
+        """Move the y limit (``self._scale``) to fit ``top``: the axes are drawn again,
+        and the figure laid out again only if the new tick labels are wider than the
+        layout made room for (a few times in a dashboard's life: they are short)."""
+        if not self._scale.fit(top):
+            return need
+        self.ax.set_ylim(0, self._scale.top)
+        widest = _widest(self.ax, self.ax.yaxis.get_ticklabels())
+        if widest > self._room:
+            self._room = widest
+            return RELAYOUT
+        return max(need, REDRAW)
 
 
 class TimeSeries(View):
@@ -151,7 +173,9 @@ class TimeSeries(View):
         super().setup(ax)
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_compact())
+        value_axis(ax.yaxis)
+        ax.tick_params(labelsize=8)
+        self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
@@ -159,7 +183,7 @@ class TimeSeries(View):
         source = self.source
         if self.names is None and isinstance(source, Globals):
             self.names = _numeric_names(source)   # once: decoding every variable costs
-        values = _numbers(source, self.names)
+        values = self._cache.read(source, _numbers, source, self.names)
         point = values
         if self.rate:
             if self._last is None:
@@ -176,8 +200,12 @@ class TimeSeries(View):
         self.rows = len(values)
 
     def update(self, now):
+        # The newest point alone: a line that only scrolls on shows nothing new.
+        newest = self.history[-1][1] if self.history else {}
+        if self._same(list(newest), np.fromiter(newest.values(), float, len(newest))):
+            return SAME
         need = BLIT
-        names = list(self.history[-1][1]) if self.history else []
+        names = list(newest)
         for name in names:
             if name not in self.lines:
                 (self.lines[name],) = self.ax.plot([], [], label=name, animated=True, lw=1.5)
@@ -215,11 +243,12 @@ class TopN(View):
         self.n, self.key, self.value = n, key, value
         self.rate, self.rerank = rate, rerank
         self.labels: list[str] = []
-        self.data = pd.DataFrame(columns=["label", "value"])
+        self._rows: tuple[list, list] = ([], [])   # the labels and values to show
+        self._data: pd.DataFrame | None = None
         self.bars: list = []
         self._prev: tuple[float, dict] | None = None
         self._ranked_at = -math.inf
-        self._widest = 0
+        self._widest = 0.0   # pixels: the widest key label the layout has room for
         self._scale = _Scale()
 
     def setup(self, ax):
@@ -228,13 +257,13 @@ class TopN(View):
                                  animated=True, color="C0"))
         ax.set_ylim(self.n - 0.5, -0.5)   # largest on top
         ax.set_xlim(0, self._scale.top)
-        ax.xaxis.set_major_formatter(_compact())
+        value_axis(ax.xaxis)
         ax.set_yticks([])
         ax.tick_params(labelsize=8)
 
     def sample(self, now):
-        labels, values = labels_values(self.source, self.key, self.value)
-        labels = [label[:LABEL_CHARS] for label in labels]
+        labels, values = self._cache.labels_values(self.source, self.key,
+                                                       self.value)
         self.rows = len(labels)
         current = dict(zip(labels, values))
         if self.rate:
@@ -245,29 +274,42 @@ class TopN(View):
             dt = max(now - t0, 1e-9)
             self._prev = (now, current)
             current = {k: (v - before.get(k, 0.0)) / dt for k, v in current.items()}
-        shown = self.data["label"].tolist()
+        shown = self._rows[0]
         if now - self._ranked_at >= self.rerank or len(shown) < min(self.n, len(current)):
             keys = list(current)
             vals = np.fromiter(current.values(), float, len(keys))
             order = np.argsort(-np.nan_to_num(vals, nan=-np.inf), kind="stable")[:self.n]
             shown = [keys[i] for i in order]
             self._ranked_at = now
-        self.data = pd.DataFrame({"label": shown,
-                                  "value": [float(current.get(k, 0.0)) for k in shown]})
+        self._rows = (shown, [float(current.get(k, 0.0)) for k in shown])
+        self._data = None
+
+    @property
+    def data(self) -> pd.DataFrame:
+        """The entries shown: ``label`` and ``value``, largest first."""
+        if self._data is None:
+            labels, values = self._rows
+            self._data = pd.DataFrame({"label": labels,
+                                       "value": np.array(values, dtype=float)})
+        return self._data
 
     def update(self, now):
-        labels = self.data["label"].tolist()
-        values = self.data["value"].to_numpy(dtype=float)
+        labels = self._rows[0]
+        values = np.array(self._rows[1], dtype=float)
+        if self._same(labels, values):
+            return SAME
         for i, bar in enumerate(self.bars):
             shown = i < len(values)
             bar.set_width(values[i] if shown and np.isfinite(values[i]) else 0.0)
             bar.set_visible(shown)
         need = BLIT
         if labels != self.labels:
+            same_ticks = len(labels) == len(self.labels)
             self.labels = labels
-            self.ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-            widest = max(map(len, labels), default=0)
-            need = RELAYOUT if widest > self._widest else REDRAW   # wider: new margins
+            ticks = self.ax.set_yticks(np.arange(len(labels)), [_short(x) for x in labels],
+                                       fontsize=8)
+            widest = _widest(self.ax, [t.label1 for t in ticks])
+            need = RELAYOUT if widest > self._widest else LABELS if same_ticks else REDRAW
             self._widest = max(widest, self._widest)
         if self._scale.fit(float(np.nanmax(values)) if len(values) else 0.0):
             self.ax.set_xlim(0, self._scale.top)
@@ -290,6 +332,9 @@ class Histogram(View):
     def __init__(self, source, *, title: str | None = None):
         super().__init__(source, title)
         self.data = pd.DataFrame(columns=["low", "high", "count"])
+        self._read = None   # the DataFrame the source gave last
+        self._columns: tuple = (np.zeros(0),) * 3   # low, high, count
+        self._edges = None   # the buckets' bounds the bars were made for
         self.bars: list = []
         self.buckets: list[str] = []
         self._scale = _Scale()
@@ -297,31 +342,43 @@ class Histogram(View):
     def setup(self, ax):
         super().setup(ax)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_compact())
+        value_axis(ax.yaxis)
         ax.tick_params(labelsize=8)
+        self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_ylabel("count", fontsize=8)
 
     def sample(self, now):
-        df = self.source.hist() if isinstance(self.source, Map) else _frame(self.source)
+        source = self.source
+        df = self._cache.read(source, lambda m: m.hist(), source) \
+            if isinstance(source, Map) else _frame(source)
+        if df is self._read:   # the map has not changed
+            return
+        self._read = df
         missing = {"low", "high", "count"} - set(df.columns)
         if missing:
             raise ValueError(f"histogram of {self.title}: no column {', '.join(sorted(missing))}")
         if len(df.columns) > 3:   # keyed (one per pid, per CPU...): the sum over the keys
             df = pd.DataFrame(df).groupby(["low", "high"], as_index=False, sort=True)["count"].sum()
-        self.data = df[["low", "high", "count"]]
+        self.data = df if list(df.columns) == ["low", "high", "count"] else \
+            df[["low", "high", "count"]]
         self.rows = len(df)
+        self._columns = tuple(df[c].to_numpy(dtype=float) for c in ("low", "high", "count"))
 
     def update(self, now):
-        buckets = [bucket_label(lo, hi) for lo, hi in zip(self.data["low"], self.data["high"])]
-        counts = self.data["count"].to_numpy(dtype=float)
+        lows, highs, counts = self._columns
+        if self._same(lows, highs, counts):
+            return SAME
         need = BLIT
-        if buckets != self.buckets:
+        edges = lows.tobytes() + highs.tobytes()
+        if edges != self._edges:   # new buckets: new bars and labels
+            self._edges = edges
+            buckets = [bucket_label(lo, hi) for lo, hi in zip(lows.tolist(), highs.tolist())]
             for bar in self.bars:
                 bar.remove()
             x = np.arange(len(buckets))
             self.bars = list(self.ax.bar(x, counts, width=0.85, animated=True, color="C2"))
-            self.ax.set_xticks(x, buckets, rotation=45, ha="right", fontsize=7)
             self.ax.set_xlim(-0.5, max(len(buckets), 1) - 0.5)
+            thin_labels(self.ax, buckets)
             self.buckets = buckets
             need = RELAYOUT
         for bar, c in zip(self.bars, counts):
@@ -363,12 +420,15 @@ class KeyLines(View):
                       for i in range(self.n)]
         ax.set_xlim(-self.window, 0)
         ax.set_ylim(0, self._scale.top)
-        ax.yaxis.set_major_formatter(_compact())
+        value_axis(ax.yaxis)
+        ax.tick_params(labelsize=8)
+        self._room = _widest(ax, ax.yaxis.get_ticklabels())
         ax.set_xlabel("seconds ago", fontsize=8)
         ax.set_ylabel("per second" if self.rate else "value", fontsize=8)
 
     def sample(self, now):
-        labels, values = labels_values(self.source, self.key, self.value)
+        labels, values = self._cache.labels_values(self.source, self.key,
+                                                       self.value)
         current = dict(zip(labels, values))
         self.rows = len(current)
         point = current
@@ -394,6 +454,10 @@ class KeyLines(View):
             self.history.popleft()
 
     def update(self, now):
+        # The newest point of the ranked keys alone: scrolling on shows nothing new.
+        newest = self.history[-1][1] if self.history else {}
+        if self._same(self.ranked, np.fromiter(newest.values(), float, len(newest))):
+            return SAME
         need = BLIT
         ranked = self.ranked
         # Keep a key on its line (and colour) while it stays in the top n.
@@ -401,7 +465,8 @@ class KeyLines(View):
             stay = [k for k in self.keys if k in ranked]
             self.keys = stay + [k for k in ranked if k not in stay]
             shown = self.lines[:len(self.keys)]
-            self.ax.legend(shown, self.keys, loc="upper left", fontsize=8)
+            self.ax.legend(shown, [_short(k) for k in self.keys], loc="upper left",
+                           fontsize=8)
             need = REDRAW
         if not self.history:
             return need
@@ -435,6 +500,7 @@ class Table(View):
         self.n = n
         self.data = pd.DataFrame()
         self._owns_stream = owns_stream
+        self._paged: pd.DataFrame | None = None   # the rows the page shows
         self.page = ""   # the HTML the dashboard shows (views know no widgets)
 
     def sample(self, now):
@@ -446,6 +512,9 @@ class Table(View):
         self.rows = len(self.data)
 
     def update(self, now):
+        if self._paged is not None and self.data.equals(self._paged):
+            return SAME
+        self._paged = self.data
         body = self.data.to_html(index=False, border=0, max_rows=self.n)
         self.page = f"<div style='font-size:11px'><b>{html.escape(self.title)}</b>{body}</div>"
         return BLIT
@@ -456,7 +525,7 @@ class Table(View):
     def figure(self) -> Figure:
         """The table drawn with matplotlib, for snapshots."""
         rows = self.data.astype(str).values.tolist() or [[""] * max(len(self.data.columns), 1)]
-        fig = Figure(figsize=(WIDTH_IN, 0.3 * (len(rows) + 2)), dpi=DPI)
+        fig = Figure(figsize=(WIDTH_IN, 0.3 * (len(rows) + 2)), dpi=DPI * SCALE)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         ax.axis("off")

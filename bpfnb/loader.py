@@ -165,6 +165,7 @@ class Object(libbpf.Object):
             hooks.turn_off_unavailable(self, strict=self.strict)
         super().load()
         output.loaded(self)
+        recording.loaded(self)  # a recording asked for before (record_at_load)
         return self
 
     def attach(self, on_error=None) -> "Object":

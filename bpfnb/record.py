@@ -154,7 +154,7 @@ class Recording:
                                       f"recording: overwrite=True only replaces recordings")
             shutil.rmtree(p)
         try:
-            for sub in ("", "maps", "hists", "streams"):
+            for sub in ("", "maps", "hists", "streams", "stacks"):
                 (p / sub).mkdir(parents=True, exist_ok=True)
             probe = p / ".bpfnb-write-test"
             probe.write_bytes(b"")
@@ -199,6 +199,12 @@ class Recording:
             if is_hist:
                 self._sinks[f"hists/{m.name}"] = Sink(
                     self.path / "hists" / f"{m.name}.parquet", self._background)
+        from .recordstacks import StackNames
+        self._stack_names = StackNames(obj)
+        for m in self._stack_names.maps:  # what its stack ids name (bpfnb/recordstacks.py)
+            maps[m.name]["stacks_file"] = f"stacks/{m.name}.parquet"
+            self._sinks[f"stacks/{m.name}"] = Sink(self.path / "stacks" / f"{m.name}.parquet",
+                                                   self._background)
         self._sinks["globals"] = Sink(self.path / "globals.parquet", self._background)
         if self._marks is not None:
             self._sinks["reads"] = Sink(self.path / "reads.parquet", self._background)
@@ -294,16 +300,20 @@ class Recording:
         else:
             t = read.time
         obj, n = self._obj, self.snapshots
+        taken = {}
         for m in obj.maps:
             if not frames.is_tabular(m):
                 continue
             took = (read is not None and read.target == f"maps/{m.name}"
                     and read.payload is not None)
-            df = read.payload if took and read.call == "to_df" else m.to_df()
+            df = taken[m.name] = read.payload if took and read.call == "to_df" else m.to_df()
             self._sinks[f"maps/{m.name}"].add(df, self._space, _snapshot=n, _time=t)
             if hist.is_histogram(m):
                 h = read.payload if took and read.call == "hist" else m.hist().df
                 self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
+        for m in self._stack_names.maps:  # the names of the stacks the rows point to
+            self._sinks[f"stacks/{m.name}"].add(self._stack_names.changes(m, taken),
+                                                self._space, _snapshot=n, _time=t)
         values = (read.payload if read is not None and read.target == "globals"
                   else follow.globals_row(obj))
         row = {"_snapshot": n, "_time": t, **{k: _scalar(v) for k, v in values.items()}}
@@ -580,7 +590,34 @@ def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
     return rec
 
 
+# Recordings asked for before the object loaded (record_at_load), by object.
+_at_load: dict[int, dict] = {}
+
+
+def record_at_load(obj, path, **options):
+    """Record ``obj`` (opened, not loaded yet: ``%%bpf NAME --no-load --recording
+    PATH``) from its ``load()`` on, with ``options`` of :func:`record`."""
+    if obj.state != "opened":
+        raise ValueError(f"{obj.name!r} is {obj.state}: record_at_load() is for an object "
+                         f"not loaded yet; record it with obj.record(...)")
+    _at_load[id(obj)] = dict(options, path=path)
+
+
+def loaded(obj):
+    """``obj`` just loaded: start the recording asked for before (a warning, not an
+    error, when it cannot start: the program runs either way)."""
+    options = _at_load.pop(id(obj), None)
+    if options is None:
+        return
+    try:
+        record(obj, options.pop("path"), **options)
+    except Exception as e:
+        warnings.warn(f"{obj.name!r} loaded but is not recorded: {type(e).__name__}: {e}",
+                      RuntimeWarning, stacklevel=3)
+
+
 def release(obj):
     """The object is being destroyed: end its recordings (last snapshot first)."""
+    _at_load.pop(id(obj), None)
     for rec in _recordings.pop(id(obj), []):
         rec.stop()

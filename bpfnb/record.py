@@ -154,7 +154,7 @@ class Recording:
                                       f"recording: overwrite=True only replaces recordings")
             shutil.rmtree(p)
         try:
-            for sub in ("", "maps", "hists", "streams", "stacks"):
+            for sub in ("", "maps", "hists", "streams"):
                 (p / sub).mkdir(parents=True, exist_ok=True)
             probe = p / ".bpfnb-write-test"
             probe.write_bytes(b"")
@@ -202,6 +202,7 @@ class Recording:
         from .recordstacks import StackNames
         self._stack_names = StackNames(obj)
         for m in self._stack_names.maps:  # what its stack ids name (bpfnb/recordstacks.py)
+            (self.path / "stacks").mkdir(exist_ok=True)
             maps[m.name]["stacks_file"] = f"stacks/{m.name}.parquet"
             self._sinks[f"stacks/{m.name}"] = Sink(self.path / "stacks" / f"{m.name}.parquet",
                                                    self._background)
@@ -590,34 +591,9 @@ def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
     return rec
 
 
-# Recordings asked for before the object loaded (record_at_load), by object.
-_at_load: dict[int, dict] = {}
-
-
-def record_at_load(obj, path, **options):
-    """Record ``obj`` (opened, not loaded yet: ``%%bpf NAME --no-load --recording
-    PATH``) from its ``load()`` on, with ``options`` of :func:`record`."""
-    if obj.state != "opened":
-        raise ValueError(f"{obj.name!r} is {obj.state}: record_at_load() is for an object "
-                         f"not loaded yet; record it with obj.record(...)")
-    _at_load[id(obj)] = dict(options, path=path)
-
-
-def loaded(obj):
-    """``obj`` just loaded: start the recording asked for before (a warning, not an
-    error, when it cannot start: the program runs either way)."""
-    options = _at_load.pop(id(obj), None)
-    if options is None:
-        return
-    try:
-        record(obj, options.pop("path"), **options)
-    except Exception as e:
-        warnings.warn(f"{obj.name!r} loaded but is not recorded: {type(e).__name__}: {e}",
-                      RuntimeWarning, stacklevel=3)
-
-
 def release(obj):
     """The object is being destroyed: end its recordings (last snapshot first)."""
-    _at_load.pop(id(obj), None)
+    from .recordstart import forget
+    forget(obj)  # a recording asked for at its load, which never came
     for rec in _recordings.pop(id(obj), []):
         rec.stop()

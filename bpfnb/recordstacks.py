@@ -17,6 +17,7 @@ offsets and modules unless asked for them, as Symbolizer.frames does.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .libbpf.map import STACK_TRACE
@@ -59,8 +60,11 @@ class StackNames:
 
     def __init__(self, obj):
         self.maps = stack_maps(obj)
-        self.sym = Symbolizer()
+        # kallsyms read again when a second old: BPF programs' frames (other tools'
+        # tracepoints run inside the sampled syscalls) come and go with them.
+        self.sym = Symbolizer(kallsyms_ttl=1.0)
         self._last: dict[str, dict] = {m.name: {} for m in self.maps}
+        self._ips: dict[str, dict] = {m.name: {} for m in self.maps}
         self._adopted: set = set()
 
     def changes(self, stack_map, frames: dict) -> pd.DataFrame:
@@ -73,7 +77,12 @@ class StackNames:
             if ips is not None and pid > 0 and bool((ips < KERNEL_MIN).any()):
                 now[(stack_id, pid)] = ips
         rows = []
+        seen = self._ips[stack_map.name]
         for (stack_id, pid), ips in now.items():
+            old = seen.get((stack_id, pid))
+            if old is not None and np.array_equal(old, ips):
+                continue  # named already (the names of new stacks only: kallsyms' age)
+            seen[(stack_id, pid)] = ips
             if pid != NO_PID and pid not in self._adopted:
                 self._adopted.add(pid)
                 self.sym.adopt(pid)  # a snapshot the notebook took, for a process gone
@@ -85,6 +94,7 @@ class StackNames:
         for key, text in list(last.items()):
             if key[0] not in stacks and text is not None:  # the id left the map
                 last[key] = None
+                seen.pop(key, None)
                 rows.append((key[0], key[1], None))
         return pd.DataFrame({"stack_id": pd.Series([r[0] for r in rows], dtype="int64"),
                              "pid": pd.Series([r[1] for r in rows], dtype="int64"),

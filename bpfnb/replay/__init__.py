@@ -409,10 +409,10 @@ def start_recording(obj, path, seconds=None, interval=1.0) -> str:
     """Record a live object to ``path`` for --recording (bpfnb.record, with read
     marks); the note for the cell's summary. An object not loaded yet (--no-load) is
     recorded from its load() on."""
-    from .. import record
+    from .. import recordstart
     try:
         if obj.state == "opened":
-            record.record_at_load(obj, path, seconds=seconds, interval=interval,
+            recordstart.record_at_load(obj, path, seconds=seconds, interval=interval,
                                   overwrite=True, reads=True)
             return (f"live (this process can load BPF): recording to {path} from "
                     f"{obj.name}.load() on, for machines that cannot")

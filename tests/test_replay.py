@@ -374,6 +374,23 @@ print(json.dumps({
 """
 
 
+def _steady(frames: list) -> list:
+    """A stack (innermost first) without the frames inside other tools' BPF programs
+    (their tracepoints run in the sampled syscalls): kallsyms names them only while
+    they are loaded, and other tests load and unload programs meanwhile."""
+    run = [i for i, f in enumerate(frames) if f.startswith("bpf_trace_run")]
+    return frames[run[0]:] if run else frames
+
+
+def _steady_folded(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        stack, count = line.rsplit(" ", 1)
+        key = ";".join(_steady(stack.split(";")[::-1])[::-1])
+        out[key] = out.get(key, 0) + int(count)
+    return out
+
+
 def _nocaps(code, *args):
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or not setpriv:
@@ -425,8 +442,9 @@ def test_stacks_replay_as_named_live_without_any_capability(tmp_path, busy, no_l
     out = _nocaps(STACKS_CHILD, rec.path.as_posix())
     assert int(out["caps"], 16) == 0
     assert out["reads"] == 1
-    assert out["folded"] == live
-    assert out["full"] == [k + u for k, u in zip(full.kstack, full.ustack)]
+    assert _steady_folded(out["folded"]) == _steady_folded(live)
+    assert ([_steady(f) for f in out["full"]]
+            == [_steady(k + u) for k, u in zip(full.kstack, full.ustack)])
     assert out["lookups"] == df["value"].tolist() and out["items"] == len(df)
     # the format: a change log, each (stack id, pid) named once while it did not change
     log = pd.read_parquet(tmp_path / "rec" / "stacks" / "stackmap.parquet")

@@ -318,6 +318,8 @@ class Replay:
 
     def attach(self, on_error=None):
         """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self.state == "opened":  # as live: attaching an opened object loads it
+            self.load()
         if self._follower is None:
             raise ReadOnlyError(f"{self.name}.attach()", self)
         return self

@@ -369,9 +369,8 @@ class Symbolizer:
         return self
 
     def adopt(self, pid: int) -> bool:
-        """Name ``pid``'s frames through a snapshot another Symbolizer took of it (a
-        recording naming the stacks of a process the notebook snapshotted, which may
-        have exited before the recorder saw it); False when there is none."""
+        """Name ``pid``'s frames through another Symbolizer's snapshot of it (a recorder,
+        for a process the notebook snapshotted); False when there is none."""
         proc = _snapshots.get(pid)
         if proc is None or pid in self._procs:
             return False

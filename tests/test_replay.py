@@ -370,6 +370,8 @@ print(json.dumps({
     "full": [k + u for k, u in zip(full.kstack, full.ustack)],
     "lookups": [r.maps.counts[k] for k in r.maps.counts.keys()],
     "items": len(r.maps.counts.items()),
+    "gone": resolve_stacks(r.maps.counts.to_df(), r.maps.stackmap, **cols).ustack.tolist(),
+    "reads_after": r._follower.made,
 }))
 """
 
@@ -432,6 +434,8 @@ def test_stacks_replay_as_named_live_without_any_capability(tmp_path, busy, no_l
                         symbolizer=sym)
             live = folded(resolve_stacks(df, obj.maps.stackmap, **cols), comm_col="name")
             full = resolve_stacks(df, obj.maps.stackmap, **cols, offsets=True, modules=True)
+            obj.maps.stackmap.clear()  # the ids leave the map: recorded as gone
+            gone = resolve_stacks(obj.maps.counts.to_df(), obj.maps.stackmap, **cols)
             rec.stop()
     finally:
         if child.poll() is None:
@@ -441,15 +445,40 @@ def test_stacks_replay_as_named_live_without_any_capability(tmp_path, busy, no_l
     assert "main;bpfnb_busy_spin_target" in live  # named through the exited child
     out = _nocaps(STACKS_CHILD, rec.path.as_posix())
     assert int(out["caps"], 16) == 0
-    assert out["reads"] == 1
+    assert (out["reads"], out["reads_after"]) == (1, 2)
+    assert out["gone"] == gone.ustack.tolist()
+    assert all(u == [f"[stack {i} not in map]"] for u, i in zip(out["gone"], df.user_stack_id)
+               if i >= 0)
     assert _steady_folded(out["folded"]) == _steady_folded(live)
     assert ([_steady(f) for f in out["full"]]
             == [_steady(k + u) for k, u in zip(full.kstack, full.ustack)])
     assert out["lookups"] == df["value"].tolist() and out["items"] == len(df)
-    # the format: a change log, each (stack id, pid) named once while it did not change
+    # the format: a change log, each (stack id, pid) named once while it did not
+    # change, and once more (null) when it left the map
     log = pd.read_parquet(tmp_path / "rec" / "stacks" / "stackmap.parquet")
-    assert not log.duplicated(["stack_id", "pid"]).any()
+    named, left = log[log.frames.notna()], log[log.frames.isna()]
+    assert not named.duplicated(["stack_id", "pid"]).any()
+    assert sorted(map(tuple, left[["stack_id", "pid"]].values.tolist())) == sorted(
+        map(tuple, named[["stack_id", "pid"]].values.tolist()))
     assert {-1, child.pid} == set(log.pid)
+
+    # A recording made before stack names were kept: the stack map's own rows answer
+    # (kernel frames named, user frames hex), and offsets cannot be had.
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "rec", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["maps"]["stackmap"]["stacks_file"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    r = bpfnb.replay(old)
+    r.seek(0)
+    first = r.maps.counts.to_df()
+    named = resolve_stacks(first, r.maps.stackmap, kernel_col="kern_stack_id",
+                           user_col="user_stack_id")
+    spin = named[named.user_stack_id >= 0].ustack.iloc[0]
+    assert spin and all(f.startswith("0x") for f in spin)
+    with pytest.raises(ReplayError, match="recorded before stack names"):
+        resolve_stacks(first, r.maps.stackmap, kernel_col="kern_stack_id",
+                       user_col="user_stack_id", offsets=True)
 
 
 def test_lookups_answer_from_the_snapshot_and_count_no_read(rec):

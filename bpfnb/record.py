@@ -312,9 +312,10 @@ class Recording:
             if hist.is_histogram(m):
                 h = read.payload if took and read.call == "hist" else m.hist().df
                 self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
+        held = read.stacks if read is not None and read.stacks else {}
         for m in self._stack_names.maps:  # the names of the stacks the rows point to
-            self._sinks[f"stacks/{m.name}"].add(self._stack_names.changes(m, taken),
-                                                self._space, _snapshot=n, _time=t)
+            names = self._stack_names.changes(m, taken, held.get(m.name))
+            self._sinks[f"stacks/{m.name}"].add(names, self._space, _snapshot=n, _time=t)
         values = (read.payload if read is not None and read.target == "globals"
                   else follow.globals_row(obj))
         row = {"_snapshot": n, "_time": t, **{k: _scalar(v) for k, v in values.items()}}
@@ -325,11 +326,14 @@ class Recording:
     # --- reads (bpfnb.follow) -------------------------------------------------
 
     def _mark(self, target: str, call: str, payload):
-        """A read of the notebook's thread, numbered and timed, for the thread."""
+        """A read of the notebook's thread, numbered and timed, for the thread (a map's
+        frame keeps the stacks its ids named then: the notebook may clear them next)."""
+        stacks = (self._stack_names.held() if payload is not None
+                  and target.startswith("maps/") else None)
         with self._lock:
             n = self._marks.count
             self._marks.count += 1
-            self._queue.append(_Read(n, time.time_ns(), target, call, payload))
+            self._queue.append(_Read(n, time.time_ns(), target, call, payload, stacks))
         self._wake.set()
 
     def _stream_rows(self, stream, call: str, result) -> tuple[int, int] | None:
@@ -575,11 +579,11 @@ def _max_rows(m, types: dict) -> int:
 
 class _Read:
     """A read queued for the recorder's thread (see Recording._mark)."""
-    __slots__ = ("n", "time", "target", "call", "payload")
+    __slots__ = ("n", "time", "target", "call", "payload", "stacks")
 
-    def __init__(self, n, time_ns, target, call, payload):
+    def __init__(self, n, time_ns, target, call, payload, stacks=None):
         self.n, self.time, self.target, self.call = n, time_ns, target, call
-        self.payload = payload
+        self.payload, self.stacks = payload, stacks
 
 
 def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,

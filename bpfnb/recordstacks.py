@@ -67,9 +67,16 @@ class StackNames:
         self._ips: dict[str, dict] = {m.name: {} for m in self.maps}
         self._adopted: set = set()
 
-    def changes(self, stack_map, frames: dict) -> pd.DataFrame:
-        """Rows (stack_id, pid, frames) that changed since the last snapshot."""
-        stacks = read_stacks(stack_map)
+    def held(self) -> dict | None:
+        """The stacks of every stack map now ({map: read_stacks()}), None without any."""
+        return {m.name: read_stacks(m) for m in self.maps} or None
+
+    def changes(self, stack_map, frames: dict, stacks: dict | None = None) -> pd.DataFrame:
+        """Rows (stack_id, pid, frames) that changed since the last snapshot; ``frames``
+        {map: DataFrame} are the rows recorded, ``stacks`` the map's stacks (read_stacks)
+        when they were (else read now)."""
+        if stacks is None:
+            stacks = read_stacks(stack_map)
         last = self._last[stack_map.name]
         now = {(i, NO_PID): ips for i, ips in stacks.items()}
         for stack_id, pid in user_pairs(frames):

@@ -36,6 +36,9 @@ def folded_of(source, *, stack_map=None, symbolizer=None, **options) -> str:
         return source
     if isinstance(source, pd.DataFrame):
         return symbols.folded(source, stack_map, symbolizer=symbolizer, **options)
+    replayed = getattr(source, "recorded_folded", None)
+    if replayed is not None:  # a replayed map (bpfnb.replay): the names recorded live
+        return replayed(stack_map=stack_map, symbolizer=symbolizer, **options)
     if not hasattr(source, "lookup_batch"):
         raise TypeError(f"flame/folded want a bpfnb Map, a DataFrame or folded text, "
                         f"not {type(source).__name__}")

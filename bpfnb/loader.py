@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import build, hooks, libbpf, mcpu, output
 from . import record as recording
+from . import recordstart
 from .follow import counted, uncounted
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 from .libbpf.object import Globals as _Globals
@@ -165,6 +166,7 @@ class Object(libbpf.Object):
             hooks.turn_off_unavailable(self, strict=self.strict)
         super().load()
         output.loaded(self)
+        recordstart.loaded(self)  # a recording asked for before it loaded
         return self
 
     def attach(self, on_error=None) -> "Object":

@@ -199,6 +199,13 @@ class Recording:
             if is_hist:
                 self._sinks[f"hists/{m.name}"] = Sink(
                     self.path / "hists" / f"{m.name}.parquet", self._background)
+        from .recordstacks import StackNames
+        self._stack_names = StackNames(obj)
+        for m in self._stack_names.maps:  # what its stack ids name (bpfnb/recordstacks.py)
+            (self.path / "stacks").mkdir(exist_ok=True)
+            maps[m.name]["stacks_file"] = f"stacks/{m.name}.parquet"
+            self._sinks[f"stacks/{m.name}"] = Sink(self.path / "stacks" / f"{m.name}.parquet",
+                                                   self._background)
         self._sinks["globals"] = Sink(self.path / "globals.parquet", self._background)
         if self._marks is not None:
             self._sinks["reads"] = Sink(self.path / "reads.parquet", self._background)
@@ -294,16 +301,21 @@ class Recording:
         else:
             t = read.time
         obj, n = self._obj, self.snapshots
+        taken = {}
         for m in obj.maps:
             if not frames.is_tabular(m):
                 continue
             took = (read is not None and read.target == f"maps/{m.name}"
                     and read.payload is not None)
-            df = read.payload if took and read.call == "to_df" else m.to_df()
+            df = taken[m.name] = read.payload if took and read.call == "to_df" else m.to_df()
             self._sinks[f"maps/{m.name}"].add(df, self._space, _snapshot=n, _time=t)
             if hist.is_histogram(m):
                 h = read.payload if took and read.call == "hist" else m.hist().df
                 self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
+        held = read.stacks if read is not None and read.stacks else {}
+        for m in self._stack_names.maps:  # the names of the stacks the rows point to
+            names = self._stack_names.changes(m, taken, held.get(m.name))
+            self._sinks[f"stacks/{m.name}"].add(names, self._space, _snapshot=n, _time=t)
         values = (read.payload if read is not None and read.target == "globals"
                   else follow.globals_row(obj))
         row = {"_snapshot": n, "_time": t, **{k: _scalar(v) for k, v in values.items()}}
@@ -314,11 +326,14 @@ class Recording:
     # --- reads (bpfnb.follow) -------------------------------------------------
 
     def _mark(self, target: str, call: str, payload):
-        """A read of the notebook's thread, numbered and timed, for the thread."""
+        """A read of the notebook's thread, numbered and timed, for the thread (a map's
+        frame keeps the stacks its ids named then: the notebook may clear them next)."""
+        stacks = (self._stack_names.held() if payload is not None
+                  and target.startswith("maps/") else None)
         with self._lock:
             n = self._marks.count
             self._marks.count += 1
-            self._queue.append(_Read(n, time.time_ns(), target, call, payload))
+            self._queue.append(_Read(n, time.time_ns(), target, call, payload, stacks))
         self._wake.set()
 
     def _stream_rows(self, stream, call: str, result) -> tuple[int, int] | None:
@@ -564,11 +579,11 @@ def _max_rows(m, types: dict) -> int:
 
 class _Read:
     """A read queued for the recorder's thread (see Recording._mark)."""
-    __slots__ = ("n", "time", "target", "call", "payload")
+    __slots__ = ("n", "time", "target", "call", "payload", "stacks")
 
-    def __init__(self, n, time_ns, target, call, payload):
+    def __init__(self, n, time_ns, target, call, payload, stacks=None):
         self.n, self.time, self.target, self.call = n, time_ns, target, call
-        self.payload = payload
+        self.payload, self.stacks = payload, stacks
 
 
 def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
@@ -582,5 +597,7 @@ def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
 
 def release(obj):
     """The object is being destroyed: end its recordings (last snapshot first)."""
+    from .recordstart import forget
+    forget(obj)  # a recording asked for at its load, which never came
     for rec in _recordings.pop(id(obj), []):
         rec.stop()

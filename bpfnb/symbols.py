@@ -37,6 +37,7 @@ import io
 import os
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -364,7 +365,17 @@ class Symbolizer:
         for m in proc.maps:
             proc.symbols(m)
         self._procs[pid] = proc
+        _snapshots[pid] = proc
         return self
+
+    def adopt(self, pid: int) -> bool:
+        """Name ``pid``'s frames through another Symbolizer's snapshot of it (a recorder,
+        for a process the notebook snapshotted); False when there is none."""
+        proc = _snapshots.get(pid)
+        if proc is None or pid in self._procs:
+            return False
+        self._procs[pid] = proc
+        return True
 
     def forget(self, pid: int):
         self._procs.pop(pid, None)
@@ -429,6 +440,8 @@ class Symbolizer:
 
 
 _default: Symbolizer | None = None
+# The snapshots taken (Symbolizer.snapshot), while a Symbolizer holds them: for adopt().
+_snapshots: "weakref.WeakValueDictionary[int, _Process]" = weakref.WeakValueDictionary()
 
 
 def default_symbolizer() -> Symbolizer:
@@ -508,16 +521,22 @@ def resolve_stacks(df: pd.DataFrame, stack_map, kernel_col: str = "kstack_id",
     if kcol is None and ucol is None:
         raise KeyError(f"no stack-id column {kernel_col!r} or {user_col!r}; the "
                        f"DataFrame has {list(df.columns)}")
-    stacks = read_stacks(stack_map)
+    # A replayed stack map (bpfnb.replay) answers with the names recorded live.
+    recorded = getattr(stack_map, "recorded_frames", None)
+    stacks = read_stacks(stack_map) if recorded is None else {}
     memo: dict = {}
 
     def named(stack_id, pid):
         stack_id = int(stack_id)
         key = (stack_id, pid)
         if key not in memo:
-            ips = stacks.get(stack_id)
-            memo[key] = (_missing(stack_id) if ips is None
-                         else sym.frames(ips, pid, offsets, modules))
+            if recorded is not None:
+                names = recorded(stack_id, pid, offsets=offsets, modules=modules)
+                memo[key] = _missing(stack_id) if names is None else names
+            else:
+                ips = stacks.get(stack_id)
+                memo[key] = (_missing(stack_id) if ips is None
+                             else sym.frames(ips, pid, offsets, modules))
         return memo[key]
 
     out = df.copy()

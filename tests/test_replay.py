@@ -348,3 +348,221 @@ def test_no_libbpf_needed(rec):
                        text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == [str(len(rec.events)), "30", "[30,", "31,", "32]"]
+
+
+# --- stacks, lookups, a --no-load object: recorded live, replayed -------------------
+
+PROGS = os.path.join(TESTS, "progs")
+STACKS_CHILD = r"""
+import json, sys
+import bpfnb
+from bpfnb.symbols import folded, resolve_stacks
+with open("/proc/self/status") as f:
+    caps = f.read().split("CapEff:")[1].split()[0]
+r = bpfnb.replay(sys.argv[1], follow="reads")
+df = r.maps.counts.to_df()                      # the recorded read
+cols = dict(kernel_col="kern_stack_id", user_col="user_stack_id")
+named = resolve_stacks(df, r.maps.stackmap, **cols)
+full = resolve_stacks(df, r.maps.stackmap, **cols, offsets=True, modules=True)
+print(json.dumps({
+    "caps": caps, "reads": r._follower.made,
+    "folded": folded(named, comm_col="name"),
+    "full": [k + u for k, u in zip(full.kstack, full.ustack)],
+    "lookups": [r.maps.counts[k] for k in r.maps.counts.keys()],
+    "items": len(r.maps.counts.items()),
+    "gone": resolve_stacks(r.maps.counts.to_df(), r.maps.stackmap, **cols).ustack.tolist(),
+    "reads_after": r._follower.made,
+}))
+"""
+
+
+def _steady(frames: list) -> list:
+    """A stack (innermost first) without the frames inside other tools' BPF programs
+    (their tracepoints run in the sampled syscalls): kallsyms names them only while
+    they are loaded, and other tests load and unload programs meanwhile."""
+    run = [i for i, f in enumerate(frames) if f.startswith("bpf_trace_run")]
+    frames = frames[run[0]:] if run else frames
+    return ["[bpf]" if f.startswith(("bpf_prog_", "bpf_dispatcher")) or f.endswith(" [bpf]")
+            else f for f in frames]
+
+
+def _steady_folded(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        stack, count = line.rsplit(" ", 1)
+        key = ";".join(_steady(stack.split(";")[::-1])[::-1])
+        out[key] = out.get(key, 0) + int(count)
+    return out
+
+
+def _nocaps(code, *args):
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("dropping every capability of a child needs root and setpriv")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}:{TESTS}")
+    argv = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--",
+            sys.executable, "-c", code, *args]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory):
+    from test_stacks import CHILD, _cc
+    return _cc(tmp_path_factory.mktemp("busy"), "bpfnb_busy", CHILD)
+
+
+def test_stacks_replay_as_named_live_without_any_capability(tmp_path, busy, no_leaks):
+    """profile.bpf.c (libbpf-tools) samples a child that exits before the stacks are
+    read: the recording names its stacks (user frames through the snapshot of the
+    child's memory map), and a child holding no capability resolves and folds them as
+    live did."""
+    from bpfnb.symbols import Symbolizer, folded, resolve_stacks
+    child = subprocess.Popen([str(busy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.read(1) == b"r"
+        sym = Symbolizer().snapshot(child.pid)
+        obj = bpfnb.load(os.path.join(PROGS, "profile.bpf.c"),
+                         rodata={"targ_pid": child.pid}, attach=False)
+        with obj:
+            assert obj.maps.stackmap.value_size == 127 * 8  # sized at load
+            obj.progs.do_perf_event.attach_perf_event(freq=499)
+            child.stdin.write(b"g")
+            child.stdin.close()
+            assert child.wait(timeout=20) == 0
+            # Recorded once the child is gone: the recorder never sees it run, and
+            # names its frames through the snapshot `sym` took (Symbolizer.adopt).
+            rec = obj.record(str(tmp_path / "rec"), interval=60, reads=True)
+            df = obj.maps.counts.to_df()
+            cols = dict(kernel_col="kern_stack_id", user_col="user_stack_id",
+                        symbolizer=sym)
+            live = folded(resolve_stacks(df, obj.maps.stackmap, **cols), comm_col="name")
+            full = resolve_stacks(df, obj.maps.stackmap, **cols, offsets=True, modules=True)
+            obj.maps.stackmap.clear()  # the ids leave the map: recorded as gone
+            gone = resolve_stacks(obj.maps.counts.to_df(), obj.maps.stackmap, **cols)
+            rec.stop()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+    assert "main;bpfnb_busy_spin_target" in live  # named through the exited child
+    out = _nocaps(STACKS_CHILD, rec.path.as_posix())
+    assert int(out["caps"], 16) == 0
+    assert (out["reads"], out["reads_after"]) == (1, 2)
+    assert out["gone"] == gone.ustack.tolist()
+    bad = [(u, i) for u, i in zip(out["gone"], df.user_stack_id)
+           if i >= 0 and u != [f"[stack {i} not in map]"]]
+    assert not bad, (bad[:5], len(out["gone"]), len(df))
+    assert _steady_folded(out["folded"]) == _steady_folded(live)
+    assert ([_steady(f) for f in out["full"]]
+            == [_steady(k + u) for k, u in zip(full.kstack, full.ustack)])
+    assert out["lookups"] == df["value"].tolist() and out["items"] == len(df)
+    # the format: a change log, each (stack id, pid) named once while it did not
+    # change, and once more (null) when it left the map
+    log = pd.read_parquet(tmp_path / "rec" / "stacks" / "stackmap.parquet")
+    named, left = log[log.frames.notna()], log[log.frames.isna()]
+    assert not named.duplicated(["stack_id", "pid"]).any()
+    assert sorted(map(tuple, left[["stack_id", "pid"]].values.tolist())) == sorted(
+        map(tuple, named[["stack_id", "pid"]].values.tolist()))
+    assert {-1, child.pid} == set(log.pid)
+
+    # A recording made before stack names were kept: the stack map's own rows answer
+    # (kernel frames named, user frames hex), and offsets cannot be had.
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "rec", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["maps"]["stackmap"]["stacks_file"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    r = bpfnb.replay(old)
+    held = pd.read_parquet(old / "maps" / "stackmap.parquet")  # a snapshot holding stacks
+    r.seek((int(held._time.iloc[0]) - r.t0) / 1e9)
+    first = r.maps.counts.to_df()
+    named = resolve_stacks(first, r.maps.stackmap, kernel_col="kern_stack_id",
+                           user_col="user_stack_id")
+    user = [u for u in named.ustack if u and not u[0].startswith("[stack")]
+    assert user and all(f.startswith("0x") for u in user for f in u)
+    with pytest.raises(ReplayError, match="recorded before stack names"):
+        resolve_stacks(first, r.maps.stackmap, kernel_col="kern_stack_id",
+                       user_col="user_stack_id", offsets=True)
+
+
+def test_lookups_answer_from_the_snapshot_and_count_no_read(rec):
+    obj = bpfnb.replay(rec.path)
+    counts = obj.maps.counts
+    truth = rec.counts[-1]
+    first = counts.keys()[0]
+    assert first._fields == ("pid", "comm") and first == (100, "cmd0")
+    assert counts[first] == truth.value[0] == counts[(100, "cmd0")]
+    assert counts[{"pid": 101, "comm": "cmd1"}] == truth.value[1]
+    assert (102, "cmd2") in counts and (102, "nope") not in counts
+    assert counts.get((999, "x"), "absent") == "absent"
+    with pytest.raises(KeyError):
+        counts[(999, "x")]
+    assert counts.values() == truth.value.tolist()
+    assert dict(obj.maps.errors.items()) == {-2: int(rec.errors[-1].value[0])}
+    obj.seek(0)
+    assert list(counts) == [(100, "cmd0")] and counts[(100, "cmd0")] == 10
+    assert obj.maps.errors.items() == []  # empty at snapshot 0
+
+
+def test_lookups_follow_the_reads_without_counting(tmp_path, no_leaks):
+    """Live and replayed alike, m[key] is no counted read: it answers from the
+    snapshot of the notebook's last read."""
+    pid = os.getpid()
+    obj = bpfnb.load(os.path.join(PROGS, "recorded.bpf.c"), rodata={"targ_pid": pid})
+    with obj:
+        rec = obj.record(str(tmp_path / "rec"), interval=30, reads=True)
+        for _ in range(4):
+            open("/etc/hostname").close()
+        first = obj.maps.counts.to_df()
+        live_lookup = obj.maps.counts[pid]
+        assert rec.reads == 1
+        for _ in range(3):
+            open("/etc/hostname").close()
+        second = obj.maps.counts.to_df()
+        rec.stop()
+    r = bpfnb.replay(tmp_path / "rec", follow="reads")
+    assert r.maps.counts.to_df().value.tolist() == first.value.tolist()
+    assert r.maps.counts[pid] == first.value[0] == live_lookup
+    assert pid in r.maps.counts and r._follower.made == 1
+    assert r.maps.counts.to_df().value.tolist() == second.value.tolist()
+    assert r.maps.counts.get(pid) == second.value[0] and r._follower.made == 2
+
+
+def test_a_no_load_object_is_recorded_from_load(tmp_path, no_leaks):
+    """%%bpf NAME --no-load --recording PATH (start_recording on an opened object):
+    nothing is recorded until load(); replayed, the object stands opened, takes
+    .rodata writes, and counts reads from load() on, as live."""
+    from bpfnb.replay import start_recording
+    path = tmp_path / "rec"
+    pid = os.getpid()
+    obj = bpfnb.open(os.path.join(PROGS, "recorded.bpf.c"))
+    with obj:
+        note = start_recording(obj, str(path))
+        assert "from" in note and "load() on" in note and not path.exists()
+        obj.rodata.targ_pid = pid
+        obj.load()
+        assert obj.recording.running and (path / "manifest.json").exists()
+        for _ in range(5):
+            open("/etc/hostname").close()
+        before = obj.bss.total
+        obj.attach()
+        for _ in range(7):
+            open("/etc/hostname").close()
+        after = obj.bss.total
+    assert (before, after) == (0, 7)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["state"] == "complete" and manifest["reads"]["count"] == 2
+    r = bpfnb.replay(path, follow="reads").opened()
+    assert r.state == "opened"
+    r.rodata.targ_pid = 1               # configuring before load: accepted, ignored
+    assert r.rodata.targ_pid == pid     # the recorded run's value; no counted read
+    assert r._follower is None
+    assert r.load() is r and r.state == "replay"
+    assert r.bss.total == 0
+    r.attach()
+    assert r.bss.total == 7 and r._follower.made == 2
+    with pytest.raises(ReadOnlyError):
+        r.rodata.targ_pid = 2           # loaded: read-only again

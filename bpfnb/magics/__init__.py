@@ -320,6 +320,8 @@ class BPFMagics(Magics):
             # recording's read marks, when it has them; see bpfnb.follow)
             follow = "reads" if args.recording and has_reads(path) else "clock"
             obj = replay(path, speed=args.speed, name=name, follow=follow)
+            if args.no_load and args.recording:  # recorded from its load() on
+                obj.opened()
         except ReplayError as e:
             hint = (f"\nThis process cannot run the cell live: {why}. Record it where BPF "
                     f"loads, with %%bpf {name} --recording {path}" if why else "")

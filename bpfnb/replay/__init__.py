@@ -297,14 +297,29 @@ class Replay:
     def set(self, **values):
         raise ReadOnlyError(f"{self.name}.set()", self)
 
+    def opened(self) -> "Replay":
+        """Stand as an object not loaded yet (``%%bpf NAME --no-load --recording
+        PATH``, recorded from its load() on): state "opened", .rodata may be set (and
+        is ignored: the recorded run had its values), reads count from load() on."""
+        object.__setattr__(self, "_unloaded", self._follower)
+        object.__setattr__(self, "_follower", None)
+        object.__setattr__(self, "state", "opened")
+        return self
+
     def load(self):
         """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self.state == "opened":
+            object.__setattr__(self, "_follower", self.__dict__.pop("_unloaded"))
+            object.__setattr__(self, "state", _STATE)
+            return self
         if self._follower is None:
             raise ReadOnlyError(f"{self.name}.load()", self)
         return self
 
     def attach(self, on_error=None):
         """Following reads, a no-op (what it did live is in the reads after it)."""
+        if self.state == "opened":  # as live: attaching an opened object loads it
+            self.load()
         if self._follower is None:
             raise ReadOnlyError(f"{self.name}.attach()", self)
         return self
@@ -394,8 +409,15 @@ def choose(path, rerecord: bool = False) -> tuple[str, str | None]:
 
 def start_recording(obj, path, seconds=None, interval=1.0) -> str:
     """Record a live object to ``path`` for --recording (bpfnb.record, with read
-    marks); the note for the cell's summary."""
+    marks); the note for the cell's summary. An object not loaded yet (--no-load) is
+    recorded from its load() on."""
+    from .. import recordstart
     try:
+        if obj.state == "opened":
+            recordstart.record_at_load(obj, path, seconds=seconds, interval=interval,
+                                  overwrite=True, reads=True)
+            return (f"live (this process can load BPF): recording to {path} from "
+                    f"{obj.name}.load() on, for machines that cannot")
         obj.record(path, seconds=seconds, interval=interval, overwrite=True, reads=True)
     except Exception as e:  # the program runs either way: say why there is no recording
         return f"not recorded to {path}: {type(e).__name__}: {e}"

@@ -151,6 +151,7 @@ class ReplayMap:
         self.max_entries = self.info.get("max_entries")
         self.percpu = bool(self.info.get("percpu"))
         self._snaps = self._hists = self._records = self._record_times = None
+        self._stack_log = None  # stacks/<map>.parquet, read on first use (replay/stacks.py)
         if self.info.get("file"):
             self._snaps = _Snapshots(obj._read(f"map {name!r}", self.info["file"]))
         if self.info.get("hist_file"):
@@ -277,6 +278,58 @@ class ReplayMap:
         if self.is_stream and self._snaps is None:
             return len(self.stream())
         return len(self.to_df())
+
+    # --- stacks and lookups (replay/stacks.py, replay/lookups.py) ----------------------
+
+    def recorded_frames(self, stack_id: int, pid: int | None = None, *,
+                        offsets: bool = False, modules: bool = False) -> list | None:
+        """A stack map's frames of ``stack_id`` as named live (None: not in the map);
+        bpfnb.symbols.resolve_stacks reads a replayed stack map through it."""
+        from .stacks import recorded_frames
+        return recorded_frames(self, stack_id, pid, offsets=offsets, modules=modules)
+
+    def recorded_folded(self, **options) -> str:
+        from .stacks import recorded_folded
+        return recorded_folded(self, **options)
+
+    def folded(self, **options) -> str:
+        """Folded stacks of a map counting stacks, from the recorded names."""
+        from .. import flame
+        return flame.folded_of(self, **options)
+
+    def flame(self, **options):
+        """A flame graph (matplotlib Figure) of a map counting stacks."""
+        from .. import flame
+        return flame.flame(self, **options)
+
+    def __getitem__(self, key):
+        from . import lookups
+        return lookups.lookup(self, key)
+
+    def get(self, key, default=None):
+        from . import lookups
+        return lookups.lookup(self, key, default)
+
+    def lookup(self, key, default=None):
+        return self.get(key, default)
+
+    def __contains__(self, key):
+        from . import lookups
+        absent = object()
+        return lookups.lookup(self, key, absent) is not absent
+
+    def items(self) -> list:
+        from . import lookups
+        return lookups.items(self)
+
+    def keys(self) -> list:
+        return [k for k, _ in self.items()]
+
+    def values(self) -> list:
+        return [v for _, v in self.items()]
+
+    def __iter__(self):
+        return iter(self.keys())
 
     # --- writes -----------------------------------------------------------------------
 
@@ -452,6 +505,8 @@ class ReplayGlobals:
         return _scalar(column[row].as_py())
 
     def __setattr__(self, name, value):
+        if self._obj.state == "opened" and self._section == "rodata":
+            return  # configuring a --no-load cell before load(): recorded with its value
         raise ReadOnlyError(f".{self._section}.{name} = ...", self._obj)
 
     __getitem__ = __getattr__

@@ -56,12 +56,15 @@ from pathlib import Path
 
 from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, StreamColumns
+from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, Spool, StreamColumns
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
 STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
 STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
+SPOOL_QUIET = 1 << 20     # bytes a move may bring for the streams to count as quiet
+SPOOL_CONVERT_AT = 512 << 20  # bytes of a spool converted even while its stream floods
+SPOOL_MAX = 2 << 30        # ... and past these, its rows wait in the stream (its bound)
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -116,7 +119,8 @@ class Recording:
         self._sinks: dict[str, Sink] = {}
         self._background = None
         self._streams: dict = {}
-        self._columns: dict = {}
+        self._spools: dict[str, Spool] = {}
+        self._moved = 0  # bytes the last move brought
         self._skipped: dict[str, str] = {}
         try:
             self._background = Background(f"bpfnb-record-write-{obj.name}")
@@ -131,6 +135,8 @@ class Recording:
                 obj._follower = self._marks
         except BaseException:
             self._close_streams()
+            for spool in self._spools.values():
+                spool.close()
             if self._background is not None:
                 self._background.finish()
             if created:  # nothing was recorded: leave no directory behind
@@ -176,10 +182,11 @@ class Recording:
                               RuntimeWarning, stacklevel=4)
                 continue
             self._streams[m.name] = s
-            self._columns[m.name] = StreamColumns(s)
             self.rows[m.name] = 0
-            self._sinks[f"streams/{m.name}"] = Sink(
+            sink = self._sinks[f"streams/{m.name}"] = Sink(
                 self.path / "streams" / f"{m.name}.parquet", self._background)
+            self._spools[m.name] = Spool(self.path / "streams" / f".{m.name}.spool",
+                                         StreamColumns(s), sink)
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -219,7 +226,8 @@ class Recording:
                           "attached": bool(p.links)} for p in obj.progs],
             "maps": maps,
             "streams": {name: {"file": f"streams/{name}.parquet", "record_type": s.type,
-                               "rows": 0, "lost": None, "dropped": 0}
+                               "rows": 0, "lost": None, "dropped": 0,
+                               "spool": f"streams/.{name}.spool"}
                         for name, s in self._streams.items()},
             "skipped_streams": dict(self._skipped),
             "globals": {"file": "globals.parquet", "variables": variables},
@@ -249,6 +257,7 @@ class Recording:
                 if now >= next_snapshot:
                     self._snapshot()
                     next_snapshot = max(next_snapshot + self.interval, now)
+                self._convert(min(now + STREAM_POLL, next_snapshot))
                 # every STREAM_POLL from the last move's start: the time a move takes
                 # (its writes) is no extra wait while records pile up
                 waits = [now + STREAM_POLL - time.monotonic(),
@@ -258,7 +267,8 @@ class Recording:
                 self._wake.wait(max(min(waits), 0))
                 self._wake.clear()
             self._end_reads()
-            self._move_streams()
+            self._close_streams()  # what the buffers hold comes into the streams
+            self._move_streams(final=True)
             self._take_reads()
             self._snapshot()  # the last snapshot: at stop
             self._finish("complete")
@@ -274,12 +284,61 @@ class Recording:
                 mine.remove(self)
             self._obj = None  # the recording no longer keeps the object alive
 
-    def _move_streams(self):
+    def _move_streams(self, final: bool = False):
+        """Append what each stream received to its spool: a byte copy. A spool holding
+        SPOOL_MAX bytes not yet converted leaves the rows in its stream (whose bound
+        drops the oldest, counted), but at the stop."""
         t = time.time_ns()
+        self._moved = 0
         for name, s in self._streams.items():
-            columns, n = self._columns[name].take()
-            self.rows[name] += n
-            self._sinks[f"streams/{name}"].add_columns(columns, n, self._space, _time=t)
+            spool = self._spools[name]
+            if spool.pending >= SPOOL_MAX and not final:
+                continue
+            s._check()
+            runs = s._buffer.take()  # no flush(): what comes later, the next move takes
+            if not runs:
+                continue
+            iov, nbytes, rows = spool.frames(runs, t)
+            full = False
+            if not self._room(nbytes, rows):
+                self._convert_all()  # Parquet takes fewer bytes, and the spools start over
+                while rows and not self._room(nbytes, rows):  # the rows that fit, then stop
+                    full, runs = True, _first_rows(runs, rows * 3 // 4)
+                    iov, nbytes, rows = spool.frames(runs, t)
+            if rows:
+                spool.append(iov, nbytes, rows)
+            self.rows[name] += rows
+            self._moved += nbytes
+            if full:
+                st = os.statvfs(self.path)
+                raise DiskFull(errno.ENOSPC, f"the file system holding {str(self.path)!r} "
+                                             f"is full ({st.f_bavail * st.f_frsize // 1024} "
+                                             f"KiB left): the recording stopped")
+
+    def _room(self, nbytes: int, rows: int) -> bool:
+        """Whether the disk takes ``nbytes`` more of spool and still every spool's
+        conversion (Arrow's bytes: each record and its `_time`, twice over), and what
+        waits to be written."""
+        pending = sum(sp.pending for sp in self._spools.values()) + nbytes
+        pending_rows = sum(sp.pending_rows for sp in self._spools.values()) + rows
+        waiting = self._background.waiting + sum(t.nbytes for sp in self._spools.values()
+                                                 for t in sp.sink.tables)
+        return self._space() >= 2 * (pending + 8 * pending_rows + waiting) + nbytes
+
+    def _convert(self, until: float):
+        """Turn spooled records into Parquet rows until ``until`` (monotonic), when
+        the last move was small (the CPU is not all the streams') or a spool holds
+        SPOOL_CONVERT_AT bytes."""
+        for spool in self._spools.values():
+            while spool.pending and time.monotonic() < until and (
+                    self._moved < SPOOL_QUIET or spool.pending >= SPOOL_CONVERT_AT):
+                spool.convert(self._space)
+            spool.sink.tick(self._space)
+
+    def _convert_all(self):
+        for spool in self._spools.values():
+            while spool.pending:
+                spool.convert(self._space)
 
     def _snapshot(self, read=None) -> int:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
@@ -373,14 +432,26 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
+        for spool in self._spools.values():
+            try:  # converted whatever stopped the recording: it is on disk, with room
+                spool.finish(self._space)
+            except Exception as e:
+                if state == "complete":
+                    warnings.warn(f"recording {str(self.path)!r} stopped: "
+                                  f"{_error_text(e, self.path)}", RuntimeWarning)
+                state = "failed"
+                self.error = self.error or _error_text(e, self.path)
+            finally:
+                spool.close()
         failed = self._background.finish()  # what it holds first: files in order
         if failed is not None and state == "complete":
             state, self.error = "failed", _error_text(failed, self.path)
             warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
                           RuntimeWarning)
+        streams = {spool.sink for spool in self._spools.values()}
         for sink in self._sinks.values():
             try:
-                sink.close(self._space if state == "complete" else None)
+                sink.close(self._space if state == "complete" or sink in streams else None)
             except Exception as e:
                 if state == "complete":
                     warnings.warn(f"recording {str(self.path)!r} stopped: "
@@ -400,6 +471,7 @@ class Recording:
             except Exception:  # the counter's map went with its object: unknown, not 0
                 lost = None
             m["streams"][name].update(rows=self.rows[name], lost=lost, dropped=s.dropped)
+            m["streams"][name].pop("spool", None)  # converted and removed
         m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
         try:
             _write_manifest(self.path, m)
@@ -560,6 +632,17 @@ def _max_rows(m, types: dict) -> int:
     except ValueError:
         size = 0
     return max(STREAM_MAX_ROWS, STREAM_MAX_BYTES // size) if size else STREAM_MAX_ROWS
+
+
+def _first_rows(runs: list, n: int) -> list:
+    """The first ``n`` rows of ``runs``."""
+    out = []
+    for run in runs:
+        if n <= 0:
+            break
+        out.append(run[:n])
+        n -= len(out[-1])
+    return out
 
 
 class _Read:

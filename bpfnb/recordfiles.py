@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import collections
 import errno
+import os
+import struct
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ FLUSH_EVERY = 2.0      # seconds a buffer may wait before it is written
 FOOTER_BYTES = 4096        # a file's footer, beyond its row groups' metadata
 ROW_GROUP_META = 200       # footer bytes per row group and column
 MIN_RATIO = 0.05           # of the file's bytes to the memory's, assumed at least
-WRITE_BACKLOG = 128 << 20  # bytes of row groups waiting for the background thread
+WRITE_BACKLOG = 32 << 20  # bytes of row groups waiting for the background thread
 
 
 class DiskFull(OSError):
@@ -90,6 +92,11 @@ class Sink:
             self.buffered += table.num_rows
         if self.buffered >= ROW_GROUP_ROWS or (
                 self.tables and time.monotonic() - self.since >= FLUSH_EVERY):
+            self.flush(space)
+
+    def tick(self, space):
+        """Write the buffer if it is FLUSH_EVERY s old (as an add() would)."""
+        if self.tables and time.monotonic() - self.since >= FLUSH_EVERY:
             self.flush(space)
 
     def flush(self, space):
@@ -210,9 +217,9 @@ class StreamColumns:
             fields.append((name, col.__array_interface__["data"][0] - base, col.dtype))
         self.fields = fields
 
-    def take(self) -> tuple[dict, int]:
+    def columns(self, runs: list) -> tuple[dict, int]:
+        """The columns of ``runs`` (as ``stream.take_runs()`` gives them), and rows."""
         import numpy as np
-        runs = self.stream.take_runs()
         if self.fields is None or any(not isinstance(run, np.ndarray) for run in runs):
             return self.stream.columns(runs)
         rows = sum(len(run) for run in runs)
@@ -225,6 +232,128 @@ class StreamColumns:
                 at += len(run)
             out[name] = column
         return out, rows
+
+
+class Spool:
+    """A recorded stream's records as they arrived, appended to a file beside its
+    Parquet file, and converted into it later (``convert``): the recorder's move is a
+    byte copy (``os.writev`` releases the GIL; no per-record object), so a flood costs
+    the stream's thread and the producer little CPU, and Parquet's encoding waits for
+    a quiet moment or the stop. A frame per run: a header (kind, records, payload
+    bytes, receive time in ns) and the records' bytes: FIXED, the records of the
+    stream's dtype back to back; SIZED, a u32 length per record, then the records.
+    Converted frames are cut off the file (truncated when all are)."""
+
+    HEADER = struct.Struct("<IIqq")
+    FIXED, SIZED = 1, 2
+
+    def __init__(self, path: Path, columns: StreamColumns, sink: Sink):
+        self.path = path
+        self.columns = columns
+        self.sink = sink
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.size = 0  # bytes in the file
+        self.done = 0  # of them converted
+        self.pending_rows = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes not converted yet."""
+        return self.size - self.done
+
+    def frames(self, runs: list, t: int) -> tuple[list, int, int]:
+        """The buffers to write for ``runs`` received at ``t``, their bytes and rows."""
+        import numpy as np
+        iov, nbytes, rows = [], 0, 0
+        for run in runs:
+            if isinstance(run, np.ndarray):
+                body = [np.ascontiguousarray(run).view(np.uint8)]
+                kind = self.FIXED
+            else:
+                body = [np.array([len(r) for r in run], np.uint32), b"".join(run)]
+                kind = self.SIZED
+            size = sum(b.nbytes if isinstance(b, np.ndarray) else len(b) for b in body)
+            iov.append(self.HEADER.pack(kind, len(run), size, t))
+            iov.extend(body)
+            nbytes += self.HEADER.size + size
+            rows += len(run)
+        return iov, nbytes, rows
+
+    def append(self, iov: list, nbytes: int, rows: int):
+        """Write the frames of ``frames()`` at the end of the file; a failed write
+        leaves the file as it was (DiskFull for ENOSPC)."""
+        at = self.size
+        try:
+            for i in range(0, len(iov), 512):  # under IOV_MAX
+                part = iov[i:i + 512]
+                want = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in part)
+                if os.pwritev(self.fd, part, at) < want:  # a regular file: no room
+                    raise OSError(errno.ENOSPC, "short write")
+                at += want
+        except OSError as e:
+            os.ftruncate(self.fd, self.size)
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(errno.ENOSPC, f"the file system holding {str(self.path)!r} "
+                                             f"is full: the recording stopped") from None
+            raise
+        self.size = at
+        self.pending_rows += rows
+
+    def convert(self, space, limit: int = 4 << 20) -> int:
+        """Convert about ``limit`` bytes of frames (at least one) into the Parquet
+        sink; the rows converted."""
+        import numpy as np
+        if not self.pending:
+            return 0
+        H = self.HEADER.size
+        block = os.pread(self.fd, min(self.pending, limit), self.done)
+        runs, times, pos = [], [], 0
+        dtype = self.columns.stream.dtype
+        while pos + H <= len(block):
+            kind, count, size, t = self.HEADER.unpack_from(block, pos)
+            if pos + H + size > len(block):
+                if runs:
+                    break
+                block, pos = os.pread(self.fd, H + size, self.done), 0  # a big frame
+                continue
+            body = memoryview(block)[pos + H:pos + H + size]
+            if kind == self.FIXED:
+                runs.append(np.frombuffer(body, dtype=dtype))
+            else:
+                lengths = np.frombuffer(body[:4 * count], np.uint32)
+                ends = np.cumsum(lengths) + 4 * count
+                runs.append([bytes(body[e - n:e]) for n, e in zip(lengths.tolist(),
+                                                                  ends.tolist())])
+            times.append((t, count))
+            pos += H + size
+        if not runs:
+            raise ValueError(f"{str(self.path)!r}: a truncated frame at byte {self.done}")
+        columns, rows = self.columns.columns(runs)
+        columns["_time"] = np.repeat(np.array([t for t, _ in times], np.int64),
+                                     [n for _, n in times])
+        self.sink.add_columns(columns, rows, space)
+        self.done += pos
+        self.pending_rows -= rows
+        if self.done == self.size:  # all converted: the file starts over
+            os.ftruncate(self.fd, 0)
+            self.size = self.done = 0
+        return rows
+
+    def finish(self, space):
+        """Convert what is left; a stream without rows still gets its (empty) file."""
+        while self.pending:
+            self.convert(space)
+        if self.sink.empty is None:
+            import numpy as np
+            columns, _ = self.columns.columns([])
+            self.sink.add_columns({**columns, "_time": np.empty(0, np.int64)}, 0, space)
+
+    def close(self):
+        """Close and remove the file (what it held is converted, or given up)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.path.unlink(missing_ok=True)
 
 
 class Background:
@@ -248,6 +377,11 @@ class Background:
     @property
     def running(self) -> bool:
         return not self._closing and self.error is None
+
+    @property
+    def waiting(self) -> int:
+        """Bytes of row groups not yet written."""
+        return self._bytes
 
     def submit(self, sink: Sink, table, space):
         with self._cond:

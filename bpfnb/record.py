@@ -56,12 +56,14 @@ from pathlib import Path
 
 from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, Spool, StreamColumns
+from .recordfiles import (FOOTER_BYTES, Background, Budget, DiskFull, Sink, Spool,
+                          StreamColumns)
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
 STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
 STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
+SPOOL_MEMORY = 256 << 20  # bytes of records held in memory (all streams), past them on disk
 SPOOL_QUIET = 1 << 20     # bytes a move may bring for the streams to count as quiet
 SPOOL_CONVERT_AT = 512 << 20  # bytes of a spool converted even while its stream floods
 SPOOL_MAX = 2 << 30        # ... and past these, its rows wait in the stream (its bound)
@@ -120,6 +122,7 @@ class Recording:
         self._background = None
         self._streams: dict = {}
         self._spools: dict[str, Spool] = {}
+        self._memory = Budget(SPOOL_MEMORY)
         self._moved = 0  # bytes the last move brought
         self._skipped: dict[str, str] = {}
         try:
@@ -186,7 +189,7 @@ class Recording:
             sink = self._sinks[f"streams/{m.name}"] = Sink(
                 self.path / "streams" / f"{m.name}.parquet", self._background)
             self._spools[m.name] = Spool(self.path / "streams" / f".{m.name}.spool",
-                                         StreamColumns(s), sink)
+                                         StreamColumns(s), sink, self._memory)
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -298,15 +301,15 @@ class Recording:
             runs = s._buffer.take()  # no flush(): what comes later, the next move takes
             if not runs:
                 continue
-            iov, nbytes, rows = spool.frames(runs, t)
+            nbytes, rows = Spool.measure(runs)
             full = False
             if not self._room(nbytes, rows):
                 self._convert_all()  # Parquet takes fewer bytes, and the spools start over
                 while rows and not self._room(nbytes, rows):  # the rows that fit, then stop
                     full, runs = True, _first_rows(runs, rows * 3 // 4)
-                    iov, nbytes, rows = spool.frames(runs, t)
+                    nbytes, rows = Spool.measure(runs)
             if rows:
-                spool.append(iov, nbytes, rows)
+                spool.add(runs, t)
             self.rows[name] += rows
             self._moved += nbytes
             if full:

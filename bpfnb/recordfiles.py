@@ -234,23 +234,44 @@ class StreamColumns:
         return out, rows
 
 
+class Budget:
+    """Bytes of records the spools of one recording may hold in memory together."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int):
+        self.held -= n
+
+
 class Spool:
-    """A recorded stream's records as they arrived, appended to a file beside its
-    Parquet file, and converted into it later (``convert``): the recorder's move is a
-    byte copy (``os.writev`` releases the GIL; no per-record object), so a flood costs
-    the stream's thread and the producer little CPU, and Parquet's encoding waits for
-    a quiet moment or the stop. A frame per run: a header (kind, records, payload
-    bytes, receive time in ns) and the records' bytes: FIXED, the records of the
-    stream's dtype back to back; SIZED, a u32 length per record, then the records.
-    Converted frames are cut off the file (truncated when all are)."""
+    """A recorded stream's records as they arrived, held until they are converted
+    into its Parquet file (``convert``), so that Parquet's encoding waits for a quiet
+    moment or the stop and a flood costs the stream's thread and the producer little
+    CPU: the runs themselves (no copy) while the recording's ``memory`` budget lasts, past that in a file
+    beside the Parquet file (a byte copy, ``os.pwritev``, which releases the GIL; no
+    per-record object). Once the file holds records, newer ones go there too until
+    it is converted (the order stays the arrival's). A frame per run: a header (kind,
+    records, payload bytes, receive time in ns), then the records' bytes: FIXED, the
+    records of the stream's dtype back to back; SIZED, a u32 length per record, then
+    the records. The file starts over (truncated) when all of it is converted."""
 
     HEADER = struct.Struct("<IIqq")
     FIXED, SIZED = 1, 2
 
-    def __init__(self, path: Path, columns: StreamColumns, sink: Sink):
+    def __init__(self, path: Path, columns: StreamColumns, sink: Sink, memory: "Budget"):
         self.path = path
         self.columns = columns
         self.sink = sink
+        self.memory = memory  # shared by the spools of a recording
+        self.held: collections.deque = collections.deque()  # (time, runs, bytes)
+        self.held_bytes = 0
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         self.size = 0  # bytes in the file
         self.done = 0  # of them converted
@@ -258,13 +279,32 @@ class Spool:
 
     @property
     def pending(self) -> int:
-        """Bytes not converted yet."""
-        return self.size - self.done
+        """Bytes not converted yet (held or in the file)."""
+        return self.held_bytes + self.size - self.done
 
-    def frames(self, runs: list, t: int) -> tuple[list, int, int]:
-        """The buffers to write for ``runs`` received at ``t``, their bytes and rows."""
+    @staticmethod
+    def measure(runs: list) -> tuple[int, int]:
+        """The bytes of ``runs``' records (as frames: with their headers) and rows."""
         import numpy as np
-        iov, nbytes, rows = [], 0, 0
+        nbytes = sum(Spool.HEADER.size + (run.nbytes if isinstance(run, np.ndarray) else
+                                          4 * len(run) + sum(len(r) for r in run))
+                     for run in runs)
+        return nbytes, sum(len(run) for run in runs)
+
+    def add(self, runs: list, t: int):
+        """Hold ``runs`` received at ``t``, or write them to the file (DiskFull when
+        it cannot take them: the file stays as it was)."""
+        nbytes, rows = self.measure(runs)
+        if self.size == self.done and self.memory.take(nbytes):
+            self.held.append((t, runs, nbytes))
+            self.held_bytes += nbytes
+        else:
+            self._write(self._frames(runs, t), nbytes)
+        self.pending_rows += rows
+
+    def _frames(self, runs: list, t: int) -> list:
+        import numpy as np
+        iov = []
         for run in runs:
             if isinstance(run, np.ndarray):
                 body = [np.ascontiguousarray(run).view(np.uint8)]
@@ -275,13 +315,9 @@ class Spool:
             size = sum(b.nbytes if isinstance(b, np.ndarray) else len(b) for b in body)
             iov.append(self.HEADER.pack(kind, len(run), size, t))
             iov.extend(body)
-            nbytes += self.HEADER.size + size
-            rows += len(run)
-        return iov, nbytes, rows
+        return iov
 
-    def append(self, iov: list, nbytes: int, rows: int):
-        """Write the frames of ``frames()`` at the end of the file; a failed write
-        leaves the file as it was (DiskFull for ENOSPC)."""
+    def _write(self, iov: list, nbytes: int):
         at = self.size
         try:
             for i in range(0, len(iov), 512):  # under IOV_MAX
@@ -297,16 +333,36 @@ class Spool:
                                              f"is full: the recording stopped") from None
             raise
         self.size = at
-        self.pending_rows += rows
 
     def convert(self, space, limit: int = 4 << 20) -> int:
-        """Convert about ``limit`` bytes of frames (at least one) into the Parquet
-        sink; the rows converted."""
+        """Convert about ``limit`` bytes of records (at least one run), oldest first,
+        into the Parquet sink; the rows converted."""
         import numpy as np
-        if not self.pending:
+        if self.held:
+            runs, times, took = [], [], 0
+            while self.held and (not runs or took < limit):
+                t, more, nbytes = self.held.popleft()
+                runs.extend(more)
+                times.extend((t, len(run)) for run in more)
+                took += nbytes
+            self.held_bytes -= took
+            self.memory.give(took)
+        elif self.size > self.done:
+            runs, times = self._read(limit)
+        else:
             return 0
+        columns, rows = self.columns.columns(runs)
+        columns["_time"] = np.repeat(np.array([t for t, _ in times], np.int64),
+                                     [n for _, n in times])
+        self.pending_rows -= rows
+        self.sink.add_columns(columns, rows, space)
+        return rows
+
+    def _read(self, limit: int) -> tuple[list, list]:
+        """Runs and their (time, rows) from the file's next frames."""
+        import numpy as np
         H = self.HEADER.size
-        block = os.pread(self.fd, min(self.pending, limit), self.done)
+        block = os.pread(self.fd, min(self.size - self.done, limit), self.done)
         runs, times, pos = [], [], 0
         dtype = self.columns.stream.dtype
         while pos + H <= len(block):
@@ -328,16 +384,11 @@ class Spool:
             pos += H + size
         if not runs:
             raise ValueError(f"{str(self.path)!r}: a truncated frame at byte {self.done}")
-        columns, rows = self.columns.columns(runs)
-        columns["_time"] = np.repeat(np.array([t for t, _ in times], np.int64),
-                                     [n for _, n in times])
-        self.sink.add_columns(columns, rows, space)
         self.done += pos
-        self.pending_rows -= rows
         if self.done == self.size:  # all converted: the file starts over
             os.ftruncate(self.fd, 0)
             self.size = self.done = 0
-        return rows
+        return runs, times
 
     def finish(self, space):
         """Convert what is left; a stream without rows still gets its (empty) file."""
@@ -349,7 +400,10 @@ class Spool:
             self.sink.add_columns({**columns, "_time": np.empty(0, np.int64)}, 0, space)
 
     def close(self):
-        """Close and remove the file (what it held is converted, or given up)."""
+        """Close and remove the file; forget what is held (converted, or given up)."""
+        self.held.clear()
+        self.memory.give(self.held_bytes)
+        self.held_bytes = 0
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -13,14 +13,17 @@ a snapshot of every map and global whose read part is exactly what the read retu
 order, for bpfnb.replay(path, follow="reads") to answer the same reads the same way.
 
 One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
-and perf event array, of the type the program writes, else raw bytes) received into a
-buffer of Arrow tables (numeric records straight from their bytes, field by field:
-recordfiles.StreamColumns), handed as a row group to a writer thread when it holds
-ROW_GROUP_ROWS rows or is FLUSH_EVERY s old: memory stays bounded however long it runs
-(STREAM_MAX_BYTES of records per stream, recordfiles.WRITE_BACKLOG of row groups
-waiting; rows past them are dropped, counted as the stream's ``dropped``). Every
-``interval`` s (and once more at stop) it snapshots every key/value map, the
-histograms, and the globals.
+and perf event array, of the type the program writes, else raw bytes) received into
+its spool (bpfnb/recordstreams.py: the runs as they came, past SPOOL_MEMORY a byte
+copy into streams/.<map>.spool), and turns spooled records into Arrow tables (numeric
+records straight from their bytes, field by field: recordfiles.StreamColumns) only
+when the streams are quiet, a spool grows large, or at the stop: a flood costs the
+stream's thread and the producer next to no CPU. Tables go as row groups to a writer
+thread when ROW_GROUP_ROWS rows or FLUSH_EVERY s old. Memory stays bounded however
+long it runs (STREAM_MAX_BYTES of records per stream between two moves, SPOOL_MEMORY
+held, recordfiles.WRITE_BACKLOG of row groups waiting; rows past them are dropped,
+counted as the stream's ``dropped``). Every ``interval`` s (and once more at stop)
+it snapshots every key/value map, the histograms, and the globals.
 
 The directory (format version 1): manifest.json (state "recording", then "complete"
 or "failed" with its error; what was recorded and where: source, cflags, kernel,
@@ -56,17 +59,13 @@ from pathlib import Path
 
 from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import (FOOTER_BYTES, Background, Budget, DiskFull, Sink, Spool,
-                          StreamColumns)
+from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink
+from .recordstreams import Streams
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
 STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
 STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
-SPOOL_MEMORY = 256 << 20  # bytes of records held in memory (all streams), past them on disk
-SPOOL_QUIET = 1 << 20     # bytes a move may bring for the streams to count as quiet
-SPOOL_CONVERT_AT = 512 << 20  # bytes of a spool converted even while its stream floods
-SPOOL_MAX = 2 << 30        # ... and past these, its rows wait in the stream (its bound)
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -94,7 +93,6 @@ class Recording:
         self.path = Path(path)
         self.interval, self.seconds = float(interval), seconds
         self.snapshots = 0
-        self.rows: dict[str, int] = {}
         self.error: str | None = None
         self._obj = obj
         self._stopping = threading.Event()
@@ -121,12 +119,12 @@ class Recording:
         self._sinks: dict[str, Sink] = {}
         self._background = None
         self._streams: dict = {}
-        self._spools: dict[str, Spool] = {}
-        self._memory = Budget(SPOOL_MEMORY)
-        self._moved = 0  # bytes the last move brought
+        self._spooled = Streams(self._space)
+        self.rows = self._spooled.rows
         self._skipped: dict[str, str] = {}
         try:
             self._background = Background(f"bpfnb-record-write-{obj.name}")
+            self._spooled.waiting = lambda: self._background.waiting
             self._open_streams()
             self._manifest = self._describe()
             _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
@@ -138,8 +136,7 @@ class Recording:
                 obj._follower = self._marks
         except BaseException:
             self._close_streams()
-            for spool in self._spools.values():
-                spool.close()
+            self._spooled.close()
             if self._background is not None:
                 self._background.finish()
             if created:  # nothing was recorded: leave no directory behind
@@ -185,11 +182,9 @@ class Recording:
                               RuntimeWarning, stacklevel=4)
                 continue
             self._streams[m.name] = s
-            self.rows[m.name] = 0
             sink = self._sinks[f"streams/{m.name}"] = Sink(
                 self.path / "streams" / f"{m.name}.parquet", self._background)
-            self._spools[m.name] = Spool(self.path / "streams" / f".{m.name}.spool",
-                                         StreamColumns(s), sink, self._memory)
+            self._spooled.add(m.name, s, sink, self.path / "streams")
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -221,7 +216,8 @@ class Recording:
             "source_path": getattr(obj, "source_path", None),
             "cflags": list(getattr(obj, "cflags", ())),
             "kernel_release": os.uname().release, "machine": os.uname().machine,
-            "hostname": socket.gethostname(), "btf_sha256": _btf_sha256(),
+            "hostname": socket.gethostname(), "pid": os.getpid(),
+            "btf_sha256": _btf_sha256(),
             "libbpf_version": _libbpf_version(), "bpfnb_version": _bpfnb_version(),
             "started": self._started, "stopped": None, "interval": self.interval,
             "snapshots": 0,
@@ -255,12 +251,12 @@ class Recording:
                     raise RuntimeError(f"{self._obj.name!r} was destroyed while recording")
                 if self._background.error is not None:
                     raise self._background.error
-                self._move_streams()
+                self._spooled.move(self._streams)
                 self._take_reads()
                 if now >= next_snapshot:
                     self._snapshot()
                     next_snapshot = max(next_snapshot + self.interval, now)
-                self._convert(min(now + STREAM_POLL, next_snapshot))
+                self._spooled.convert(min(now + STREAM_POLL, next_snapshot))
                 # every STREAM_POLL from the last move's start: the time a move takes
                 # (its writes) is no extra wait while records pile up
                 waits = [now + STREAM_POLL - time.monotonic(),
@@ -271,7 +267,7 @@ class Recording:
                 self._wake.clear()
             self._end_reads()
             self._close_streams()  # what the buffers hold comes into the streams
-            self._move_streams(final=True)
+            self._spooled.move(self._streams, final=True)
             self._take_reads()
             self._snapshot()  # the last snapshot: at stop
             self._finish("complete")
@@ -286,62 +282,6 @@ class Recording:
             if self in mine:
                 mine.remove(self)
             self._obj = None  # the recording no longer keeps the object alive
-
-    def _move_streams(self, final: bool = False):
-        """Append what each stream received to its spool: a byte copy. A spool holding
-        SPOOL_MAX bytes not yet converted leaves the rows in its stream (whose bound
-        drops the oldest, counted), but at the stop."""
-        t = time.time_ns()
-        self._moved = 0
-        for name, s in self._streams.items():
-            spool = self._spools[name]
-            if spool.pending >= SPOOL_MAX and not final:
-                continue
-            s._check()
-            runs = s._buffer.take()  # no flush(): what comes later, the next move takes
-            if not runs:
-                continue
-            nbytes, rows = Spool.measure(runs)
-            full = False
-            if not self._room(nbytes, rows):
-                self._convert_all()  # Parquet takes fewer bytes, and the spools start over
-                while rows and not self._room(nbytes, rows):  # the rows that fit, then stop
-                    full, runs = True, _first_rows(runs, rows * 3 // 4)
-                    nbytes, rows = Spool.measure(runs)
-            if rows:
-                spool.add(runs, t)
-            self.rows[name] += rows
-            self._moved += nbytes
-            if full:
-                st = os.statvfs(self.path)
-                raise DiskFull(errno.ENOSPC, f"the file system holding {str(self.path)!r} "
-                                             f"is full ({st.f_bavail * st.f_frsize // 1024} "
-                                             f"KiB left): the recording stopped")
-
-    def _room(self, nbytes: int, rows: int) -> bool:
-        """Whether the disk takes ``nbytes`` more of spool and still every spool's
-        conversion (Arrow's bytes: each record and its `_time`, twice over), and what
-        waits to be written."""
-        pending = sum(sp.pending for sp in self._spools.values()) + nbytes
-        pending_rows = sum(sp.pending_rows for sp in self._spools.values()) + rows
-        waiting = self._background.waiting + sum(t.nbytes for sp in self._spools.values()
-                                                 for t in sp.sink.tables)
-        return self._space() >= 2 * (pending + 8 * pending_rows + waiting) + nbytes
-
-    def _convert(self, until: float):
-        """Turn spooled records into Parquet rows until ``until`` (monotonic), when
-        the last move was small (the CPU is not all the streams') or a spool holds
-        SPOOL_CONVERT_AT bytes."""
-        for spool in self._spools.values():
-            while spool.pending and time.monotonic() < until and (
-                    self._moved < SPOOL_QUIET or spool.pending >= SPOOL_CONVERT_AT):
-                spool.convert(self._space)
-            spool.sink.tick(self._space)
-
-    def _convert_all(self):
-        for spool in self._spools.values():
-            while spool.pending:
-                spool.convert(self._space)
 
     def _snapshot(self, read=None) -> int:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
@@ -435,23 +375,18 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
-        for spool in self._spools.values():
-            try:  # converted whatever stopped the recording: it is on disk, with room
-                spool.finish(self._space)
-            except Exception as e:
-                if state == "complete":
-                    warnings.warn(f"recording {str(self.path)!r} stopped: "
-                                  f"{_error_text(e, self.path)}", RuntimeWarning)
-                state = "failed"
-                self.error = self.error or _error_text(e, self.path)
-            finally:
-                spool.close()
+        for e in self._spooled.finish():  # whatever stopped it: the disk has room
+            if state == "complete":
+                warnings.warn(f"recording {str(self.path)!r} stopped: "
+                              f"{_error_text(e, self.path)}", RuntimeWarning)
+            state = "failed"
+            self.error = self.error or _error_text(e, self.path)
         failed = self._background.finish()  # what it holds first: files in order
         if failed is not None and state == "complete":
             state, self.error = "failed", _error_text(failed, self.path)
             warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
                           RuntimeWarning)
-        streams = {spool.sink for spool in self._spools.values()}
+        streams = self._spooled.sinks()
         for sink in self._sinks.values():
             try:
                 sink.close(self._space if state == "complete" or sink in streams else None)
@@ -635,17 +570,6 @@ def _max_rows(m, types: dict) -> int:
     except ValueError:
         size = 0
     return max(STREAM_MAX_ROWS, STREAM_MAX_BYTES // size) if size else STREAM_MAX_ROWS
-
-
-def _first_rows(runs: list, n: int) -> list:
-    """The first ``n`` rows of ``runs``."""
-    out = []
-    for run in runs:
-        if n <= 0:
-            break
-        out.append(run[:n])
-        n -= len(out[-1])
-    return out
 
 
 class _Read:

@@ -121,6 +121,72 @@ class Streams:
         return {spool.sink for spool in self.spools.values()}
 
 
+class _Direct:
+    """Appends to a spool file through O_DIRECT, from an aligned staging buffer
+    (recycled memory): no page cache, so a spill costs the kernel no page to allocate
+    and fill (on the test VM a buffered write of new pages took 60x the CPU: 600 ms
+    for 256 MiB, against 10 ms). Written STAGE bytes at a time; the tail waits in the
+    buffer, and ``sync()`` writes it (padded to a block) before a read of it."""
+
+    BLOCK, STAGE = 4096, 4 << 20
+
+    def __init__(self, path: Path):
+        import mmap
+        import numpy as np
+        self.fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        self.mm = mmap.mmap(-1, 2 * self.STAGE)
+        self.stage = np.frombuffer(self.mm, np.uint8)
+        self.base = 0  # file offset of stage[0] (a multiple of STAGE)
+        self.fill = 0  # bytes in the stage
+
+    @property
+    def size(self) -> int:
+        return self.base + self.fill
+
+    def append(self, parts: list, reader: int):
+        """Append ``parts`` (bytes, contiguous arrays); a failed write leaves the
+        spool as it was (``reader``: a buffered fd of the file, to reload the tail)."""
+        import numpy as np
+        old = self.size
+        try:
+            for b in parts:
+                src = (np.frombuffer(b, np.uint8) if isinstance(b, bytes)
+                       else b.reshape(-1).view(np.uint8))
+                at = 0
+                while at < len(src):
+                    n = min(len(src) - at, 2 * self.STAGE - self.fill)
+                    self.stage[self.fill:self.fill + n] = src[at:at + n]
+                    self.fill, at = self.fill + n, at + n
+                    if self.fill >= self.STAGE:
+                        self._write(self.STAGE)
+                        rest = self.fill - self.STAGE
+                        self.stage[:rest] = self.stage[self.STAGE:self.fill]
+                        self.base, self.fill = self.base + self.STAGE, rest
+        except OSError:
+            if self.base <= old:  # the stage still holds the old tail
+                self.fill = old - self.base
+            else:  # written past it: the old tail is in the file
+                self.base = old // self.STAGE * self.STAGE
+                self.fill = old - self.base
+                self.stage[:self.fill] = np.frombuffer(
+                    os.pread(reader, self.fill, self.base), np.uint8)
+            raise
+
+    def _write(self, n: int):
+        n = -(-n // self.BLOCK) * self.BLOCK
+        if os.pwrite(self.fd, memoryview(self.mm)[:n], self.base) < n:
+            raise OSError(errno.ENOSPC, "short write")
+
+    def sync(self):
+        if self.fill:
+            self._write(self.fill)
+
+    def close(self):
+        os.close(self.fd)
+        self.stage = None  # its view of the map: then the map can close
+        self.mm.close()
+
+
 def _first_rows(runs: list, n: int) -> list:
     """The first ``n`` rows of ``runs``."""
     out = []
@@ -171,6 +237,10 @@ class Spool:
         self.held: collections.deque = collections.deque()  # (time, runs, bytes)
         self.held_bytes = 0
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            self.direct = _Direct(path)
+        except OSError:  # no O_DIRECT here (tmpfs): written through the page cache
+            self.direct = None
         self.size = 0  # bytes in the file
         self.done = 0  # of them converted
         self.pending_rows = 0
@@ -218,14 +288,19 @@ class Spool:
     def _write(self, iov: list, nbytes: int):
         at = self.size
         try:
-            for i in range(0, len(iov), 512):  # under IOV_MAX
-                part = iov[i:i + 512]
-                want = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in part)
-                if os.pwritev(self.fd, part, at) < want:  # a regular file: no room
-                    raise OSError(errno.ENOSPC, "short write")
-                at += want
+            if self.direct is not None:
+                self.direct.append(iov, self.fd)
+                at = self.direct.size
+            else:
+                for i in range(0, len(iov), 512):  # under IOV_MAX
+                    part = iov[i:i + 512]
+                    want = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in part)
+                    if os.pwritev(self.fd, part, at) < want:  # a regular file: no room
+                        raise OSError(errno.ENOSPC, "short write")
+                    at += want
         except OSError as e:
-            os.ftruncate(self.fd, self.size)
+            if self.direct is None:
+                os.ftruncate(self.fd, self.size)
             if e.errno == errno.ENOSPC:
                 raise DiskFull(errno.ENOSPC, f"the file system holding {str(self.path)!r} "
                                              f"is full: the recording stopped") from None
@@ -260,6 +335,8 @@ class Spool:
         """Runs and their (time, rows) from the file's next frames."""
         import numpy as np
         H = self.HEADER.size
+        if self.direct is not None and self.done + limit > self.direct.base:
+            self.direct.sync()
         block = os.pread(self.fd, min(self.size - self.done, limit), self.done)
         runs, times, pos = [], [], 0
         dtype = self.columns.stream.dtype
@@ -286,6 +363,8 @@ class Spool:
         if self.done == self.size:  # all converted: the file starts over
             os.ftruncate(self.fd, 0)
             self.size = self.done = 0
+            if self.direct is not None:
+                self.direct.base = self.direct.fill = 0
         return runs, times
 
     def finish(self, space):
@@ -302,6 +381,9 @@ class Spool:
         self.held.clear()
         self.memory.give(self.held_bytes)
         self.held_bytes = 0
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -10,21 +10,27 @@ In the same run, against the same object:
   concurrent  the producer runs for a while, flat out and paced, while the stream alone
               (the baseline) or a recording collects: records received per second and
               records lost (the object's bpfnb_lost counter; for the recording also
-              the rows its recorder dropped, more than it holds between two moves)
+              the rows its recorder dropped, more than it holds between two moves).
+              Flat out, --repeat runs of each taking turns, and their medians
+              compared: the shared machine's load changes from second to second
+              (the stream alone ranges 3.5M-10M events/s here). With each: the peak
+              resident memory during the run (sampled every 5 ms)
 
 Target (issue 11): recording costs at most 20% of the stream's throughput, and loses
 0 where the stream alone loses 0.
 
 Prints JSON lines {"bench": "record", "metric": ..., "value": ..., "unit": ...,
 "baseline": ...}; progress on stderr.
-    .venv/bin/python bench/bench_record.py [--ring-mib 32] [--seconds 1]
+    .venv/bin/python bench/bench_record.py [--ring-mib 32] [--seconds 1] [--repeat 3]
 """
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -93,11 +99,61 @@ def concurrent_record(obj, consumer, per_call, seconds, rate, where: Path) -> di
             "dropped": dropped, "events_per_s": round(produced / seconds)}
 
 
+def rss_mib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+class PeakRSS:
+    """How far the resident set size of this process rose above where it was at the
+    ``with``, at most (sampled every 5 ms), in MiB: ``peak``."""
+
+    def __enter__(self):
+        self.start, self.peak, self._stop = rss_mib(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while True:
+            self.peak = max(self.peak, rss_mib() - self.start)
+            if self._stop.wait(0.005):
+                return
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def pairs(obj, consumer, per_call, seconds, rate, where, repeat) -> tuple[list, list]:
+    """``repeat`` runs of the stream alone and of a recording, taking turns (the
+    machine's load changes from one second to the next: both see it)."""
+    alone, recorded = [], []
+    for _ in range(repeat):
+        with PeakRSS() as rss:
+            alone.append(concurrent(obj, consumer, "stream", per_call, seconds, rate))
+        alone[-1]["peak_rss_mib"] = rss.peak
+        with PeakRSS() as rss:
+            recorded.append(concurrent_record(obj, consumer, per_call, seconds, rate,
+                                              where))
+        recorded[-1]["peak_rss_mib"] = rss.peak
+    return alone, recorded
+
+
+def median(runs: list, key: str):
+    return statistics.median(r[key] for r in runs)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ring-mib", type=int, default=32, help="drain ring size (MiB)")
     ap.add_argument("--live-mib", type=int, default=8, help="concurrent ring size (MiB)")
     ap.add_argument("--seconds", type=float, default=1.0, help="concurrent run length")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="flat-out runs of each, taking turns (medians are compared)")
     ap.add_argument("--paced", type=float, nargs="+", default=[200_000, 50_000],
                     help="calls/s of the paced concurrent runs (16 records a call)")
     args = ap.parse_args()
@@ -118,22 +174,36 @@ def main():
                  value_is="obj.record() until they are in a closed Parquet file")
             for per_call, rate in [(16, 0)] + [(16, r) for r in args.paced]:
                 label = "flat out" if not rate else f"{rate:g} calls/s"
-                log(f"record: concurrent, {per_call} per call, {label}")
-                alone = concurrent(obj, consumer, "stream", per_call, args.seconds, rate)
-                recorded = concurrent_record(obj, consumer, per_call, args.seconds, rate,
-                                             where)
+                repeat = args.repeat if not rate else 1
+                log(f"record: concurrent, {per_call} per call, {label}, {repeat}x each")
+                alone, recorded = pairs(obj, consumer, per_call, args.seconds, rate, where,
+                                        repeat)
                 case = {"per_call": per_call, "calls_per_s": rate or "flat out",
-                        "ring_bytes": args.live_mib << 20, "seconds": args.seconds}
-                emit("concurrent_received_per_s", round(recorded["received"] / args.seconds),
-                     "events/s", round(alone["received"] / args.seconds), **case,
-                     baseline_is="the stream alone", value_is="a recording")
-                emit("concurrent_lost", recorded["lost"], "events", alone["lost"], **case,
-                     produced=recorded["produced"], baseline_produced=alone["produced"],
-                     dropped_by_recorder=recorded["dropped"])
-                emit("concurrent_throughput_ratio",
-                     round(recorded["received"] / max(alone["received"], 1), 3),
-                     "recording/stream", 1.0, **case, target=">= 0.8, and 0 lost where "
-                                                           "the stream alone loses 0")
+                        "ring_bytes": args.live_mib << 20, "seconds": args.seconds,
+                        "runs": repeat}
+                got, base = median(recorded, "received"), median(alone, "received")
+                emit("concurrent_received_per_s", round(got / args.seconds), "events/s",
+                     round(base / args.seconds), **case,
+                     each=[r["received"] for r in recorded],
+                     baseline_each=[r["received"] for r in alone],
+                     baseline_is="the stream alone (median of the runs)",
+                     value_is="a recording (median of the runs, taking turns with it)")
+                emit("concurrent_lost", max(r["lost"] for r in recorded), "events",
+                     max(r["lost"] for r in alone), **case,
+                     each=[r["lost"] for r in recorded],
+                     baseline_each=[r["lost"] for r in alone],
+                     dropped_by_recorder=[r["dropped"] for r in recorded],
+                     value_is="the most any run lost")
+                emit("concurrent_throughput_ratio", round(got / max(base, 1), 3),
+                     "recording/stream", 1.0, **case,
+                     each=[round(r["received"] / max(a["received"], 1), 3)
+                           for r, a in zip(recorded, alone)],
+                     target=">= 0.8, and 0 lost where the stream alone loses 0")
+                emit("concurrent_peak_rss_growth", max(r["peak_rss_mib"] for r in recorded), "MiB",
+                     max(r["peak_rss_mib"] for r in alone), **case,
+                     baseline_is="the stream alone (it holds every record in memory)",
+                     value_is="a recording (records held up to record.SPOOL_MEMORY, then "
+                              "spooled to disk; Parquet written when quiet and at stop)")
         finally:
             obj.destroy()
 

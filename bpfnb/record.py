@@ -13,14 +13,17 @@ a snapshot of every map and global whose read part is exactly what the read retu
 order, for bpfnb.replay(path, follow="reads") to answer the same reads the same way.
 
 One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
-and perf event array, of the type the program writes, else raw bytes) received into a
-buffer of Arrow tables (numeric records straight from their bytes, field by field:
-recordfiles.StreamColumns), handed as a row group to a writer thread when it holds
-ROW_GROUP_ROWS rows or is FLUSH_EVERY s old: memory stays bounded however long it runs
-(STREAM_MAX_BYTES of records per stream, recordfiles.WRITE_BACKLOG of row groups
-waiting; rows past them are dropped, counted as the stream's ``dropped``). Every
-``interval`` s (and once more at stop) it snapshots every key/value map, the
-histograms, and the globals.
+and perf event array, of the type the program writes, else raw bytes) received into
+its spool (bpfnb/recordstreams.py: the runs as they came, past SPOOL_MEMORY a byte
+copy into streams/.<map>.spool), and turns spooled records into Arrow tables (numeric
+records straight from their bytes, field by field: recordfiles.StreamColumns) only
+when the streams are quiet, a spool grows large, or at the stop: a flood costs the
+stream's thread and the producer next to no CPU. Tables go as row groups to a writer
+thread when ROW_GROUP_ROWS rows or FLUSH_EVERY s old. Memory stays bounded however
+long it runs (STREAM_MAX_BYTES of records per stream between two moves, SPOOL_MEMORY
+held, recordfiles.WRITE_BACKLOG of row groups waiting; rows past them are dropped,
+counted as the stream's ``dropped``). Every ``interval`` s (and once more at stop)
+it snapshots every key/value map, the histograms, and the globals.
 
 The directory (format version 1): manifest.json (state "recording", then "complete"
 or "failed" with its error; what was recorded and where: source, cflags, kernel,
@@ -56,7 +59,8 @@ from pathlib import Path
 
 from . import follow
 from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink, StreamColumns
+from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink
+from .recordstreams import Streams
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
@@ -89,7 +93,6 @@ class Recording:
         self.path = Path(path)
         self.interval, self.seconds = float(interval), seconds
         self.snapshots = 0
-        self.rows: dict[str, int] = {}
         self.error: str | None = None
         self._obj = obj
         self._stopping = threading.Event()
@@ -116,10 +119,12 @@ class Recording:
         self._sinks: dict[str, Sink] = {}
         self._background = None
         self._streams: dict = {}
-        self._columns: dict = {}
+        self._spooled = Streams(self._space)
+        self.rows = self._spooled.rows
         self._skipped: dict[str, str] = {}
         try:
             self._background = Background(f"bpfnb-record-write-{obj.name}")
+            self._spooled.waiting = lambda: self._background.waiting
             self._open_streams()
             self._manifest = self._describe()
             _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
@@ -131,6 +136,7 @@ class Recording:
                 obj._follower = self._marks
         except BaseException:
             self._close_streams()
+            self._spooled.close()
             if self._background is not None:
                 self._background.finish()
             if created:  # nothing was recorded: leave no directory behind
@@ -176,10 +182,9 @@ class Recording:
                               RuntimeWarning, stacklevel=4)
                 continue
             self._streams[m.name] = s
-            self._columns[m.name] = StreamColumns(s)
-            self.rows[m.name] = 0
-            self._sinks[f"streams/{m.name}"] = Sink(
+            sink = self._sinks[f"streams/{m.name}"] = Sink(
                 self.path / "streams" / f"{m.name}.parquet", self._background)
+            self._spooled.add(m.name, s, sink, self.path / "streams")
 
     def _describe(self) -> dict:
         from . import frames, hist
@@ -218,7 +223,8 @@ class Recording:
             "source_path": getattr(obj, "source_path", None),
             "cflags": list(getattr(obj, "cflags", ())),
             "kernel_release": os.uname().release, "machine": os.uname().machine,
-            "hostname": socket.gethostname(), "btf_sha256": _btf_sha256(),
+            "hostname": socket.gethostname(), "pid": os.getpid(),
+            "btf_sha256": _btf_sha256(),
             "libbpf_version": _libbpf_version(), "bpfnb_version": _bpfnb_version(),
             "started": self._started, "stopped": None, "interval": self.interval,
             "snapshots": 0,
@@ -226,7 +232,8 @@ class Recording:
                           "attached": bool(p.links)} for p in obj.progs],
             "maps": maps,
             "streams": {name: {"file": f"streams/{name}.parquet", "record_type": s.type,
-                               "rows": 0, "lost": None, "dropped": 0}
+                               "rows": 0, "lost": None, "dropped": 0,
+                               "spool": f"streams/.{name}.spool"}
                         for name, s in self._streams.items()},
             "skipped_streams": dict(self._skipped),
             "globals": {"file": "globals.parquet", "variables": variables},
@@ -251,11 +258,12 @@ class Recording:
                     raise RuntimeError(f"{self._obj.name!r} was destroyed while recording")
                 if self._background.error is not None:
                     raise self._background.error
-                self._move_streams()
+                self._spooled.move(self._streams)
                 self._take_reads()
                 if now >= next_snapshot:
                     self._snapshot()
                     next_snapshot = max(next_snapshot + self.interval, now)
+                self._spooled.convert(min(now + STREAM_POLL, next_snapshot))
                 # every STREAM_POLL from the last move's start: the time a move takes
                 # (its writes) is no extra wait while records pile up
                 waits = [now + STREAM_POLL - time.monotonic(),
@@ -265,7 +273,8 @@ class Recording:
                 self._wake.wait(max(min(waits), 0))
                 self._wake.clear()
             self._end_reads()
-            self._move_streams()
+            self._close_streams()  # what the buffers hold comes into the streams
+            self._spooled.move(self._streams, final=True)
             self._take_reads()
             self._snapshot()  # the last snapshot: at stop
             self._finish("complete")
@@ -280,13 +289,6 @@ class Recording:
             if self in mine:
                 mine.remove(self)
             self._obj = None  # the recording no longer keeps the object alive
-
-    def _move_streams(self):
-        t = time.time_ns()
-        for name, s in self._streams.items():
-            columns, n = self._columns[name].take()
-            self.rows[name] += n
-            self._sinks[f"streams/{name}"].add_columns(columns, n, self._space, _time=t)
 
     def _snapshot(self, read=None) -> int:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
@@ -388,14 +390,21 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
+        for e in self._spooled.finish():  # whatever stopped it: the disk has room
+            if state == "complete":
+                warnings.warn(f"recording {str(self.path)!r} stopped: "
+                              f"{_error_text(e, self.path)}", RuntimeWarning)
+            state = "failed"
+            self.error = self.error or _error_text(e, self.path)
         failed = self._background.finish()  # what it holds first: files in order
         if failed is not None and state == "complete":
             state, self.error = "failed", _error_text(failed, self.path)
             warnings.warn(f"recording {str(self.path)!r} stopped: {self.error}",
                           RuntimeWarning)
+        streams = self._spooled.sinks()
         for sink in self._sinks.values():
             try:
-                sink.close(self._space if state == "complete" else None)
+                sink.close(self._space if state == "complete" or sink in streams else None)
             except Exception as e:
                 if state == "complete":
                     warnings.warn(f"recording {str(self.path)!r} stopped: "
@@ -415,6 +424,7 @@ class Recording:
             except Exception:  # the counter's map went with its object: unknown, not 0
                 lost = None
             m["streams"][name].update(rows=self.rows[name], lost=lost, dropped=s.dropped)
+            m["streams"][name].pop("spool", None)  # converted and removed
         m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
         try:
             _write_manifest(self.path, m)

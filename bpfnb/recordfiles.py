@@ -16,7 +16,7 @@ FLUSH_EVERY = 2.0      # seconds a buffer may wait before it is written
 FOOTER_BYTES = 4096        # a file's footer, beyond its row groups' metadata
 ROW_GROUP_META = 200       # footer bytes per row group and column
 MIN_RATIO = 0.05           # of the file's bytes to the memory's, assumed at least
-WRITE_BACKLOG = 128 << 20  # bytes of row groups waiting for the background thread
+WRITE_BACKLOG = 32 << 20  # bytes of row groups waiting for the background thread
 
 
 class DiskFull(OSError):
@@ -90,6 +90,11 @@ class Sink:
             self.buffered += table.num_rows
         if self.buffered >= ROW_GROUP_ROWS or (
                 self.tables and time.monotonic() - self.since >= FLUSH_EVERY):
+            self.flush(space)
+
+    def tick(self, space):
+        """Write the buffer if it is FLUSH_EVERY s old (as an add() would)."""
+        if self.tables and time.monotonic() - self.since >= FLUSH_EVERY:
             self.flush(space)
 
     def flush(self, space):
@@ -210,9 +215,9 @@ class StreamColumns:
             fields.append((name, col.__array_interface__["data"][0] - base, col.dtype))
         self.fields = fields
 
-    def take(self) -> tuple[dict, int]:
+    def columns(self, runs: list) -> tuple[dict, int]:
+        """The columns of ``runs`` (as ``stream.take_runs()`` gives them), and rows."""
         import numpy as np
-        runs = self.stream.take_runs()
         if self.fields is None or any(not isinstance(run, np.ndarray) for run in runs):
             return self.stream.columns(runs)
         rows = sum(len(run) for run in runs)
@@ -248,6 +253,11 @@ class Background:
     @property
     def running(self) -> bool:
         return not self._closing and self.error is None
+
+    @property
+    def waiting(self) -> int:
+        """Bytes of row groups not yet written."""
+        return self._bytes
 
     def submit(self, sink: Sink, table, space):
         with self._cond:

@@ -549,3 +549,104 @@ def test_numeric_records_are_written_straight_and_read_back_as_to_df(no_leaks, t
     assert len(live) == n and list(live["seq"]) == list(range(n))
     assert recorded.drop(columns="_time").equals(live)
     assert list(recorded["offset"]) == [-i for i in range(n)]
+
+
+# --- floods and kills --------------------------------------------------------------
+
+FLOOD = r"""
+import os, sys, time
+n, rate = int(sys.argv[1]), float(sys.argv[2])
+fd = os.open("/dev/null", os.O_RDONLY)
+sys.stdin.readline()
+start = time.monotonic()
+for i in range(n):
+    try:
+        os.lseek(fd, i, 0x5eec)  # no such whence: EINVAL, but traced
+    except OSError:
+        pass
+    if i % 1000 == 999 and (ahead := start + (i + 1) / rate - time.monotonic()) > 0:
+        time.sleep(ahead)
+"""
+
+
+def test_a_flood_through_a_recording_keeps_every_record_held_or_spooled(no_leaks, tmp_path,
+                                                                        monkeypatch):
+    """300k records at 200k/s (a 16 MiB ring takes them all: the machine keeps up with
+    margin), with a recording holding 1 MiB in memory and never quiet: the rest goes
+    through its spool file, converted at the stop. Every record the stream consumed is
+    in the file, once, in order."""
+    from bpfnb import recordstreams
+    monkeypatch.setattr(recordstreams, "SPOOL_MEMORY", 1 << 20)
+    monkeypatch.setattr(recordstreams, "SPOOL_QUIET", 0)
+    n, path = 300_000, tmp_path / "rec"
+    spool, spooled = path / "streams" / ".events.spool", 0
+    child = subprocess.Popen([sys.executable, "-c", FLOOD, str(n), "200000"],
+                             stdin=subprocess.PIPE)
+    try:
+        with bpfnb.load(PROGS / "seeks.bpf.c", rodata={"targ_pid": child.pid},
+                        maps={"events": 16 << 20}) as o:
+            events = o.maps.events.stream(max_rows=n)
+            rec = o.record(path, interval=0.2)
+            child.stdin.write(b"go\n")
+            child.stdin.close()
+            deadline = time.monotonic() + 60
+            while (child.poll() is None or len(events) < n) and time.monotonic() < deadline:
+                spooled = max(spooled, spool.stat().st_size)
+                time.sleep(0.01)
+            rec.stop()
+            live, lost = events.to_df(), events.lost
+            events.close()
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 0
+    m = manifest(path)["streams"]["events"]
+    recorded = read(path, "streams/events.parquet")
+    assert len(live) == n and lost == 0
+    assert m["rows"] == rec.rows["events"] == len(recorded) == n
+    assert m["lost"] == 0 and m["dropped"] == 0
+    assert spooled > 1 << 20, spooled  # past the memory: on disk
+    assert list(recorded["seq"]) == list(range(n))
+    assert recorded.drop(columns="_time").equals(live)
+    assert recorded["_time"].is_monotonic_increasing
+    assert not spool.exists() and "spool" not in m  # converted, then removed
+
+
+KILLED = r"""
+import os, sys, time
+import bpfnb
+o = bpfnb.load(sys.argv[2], rodata={"targ_pid": os.getpid()})
+rec = o.record(sys.argv[1], interval=0.05)
+fd = os.open("/dev/null", os.O_RDONLY)
+for i in range(1000):
+    try:
+        os.lseek(fd, i, 0x5eec)
+    except OSError:
+        pass
+while rec.rows["events"] < 1000:
+    time.sleep(0.01)
+print(rec.rows["events"], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_recording_whose_process_is_killed_says_what_is_lost(tmp_path):
+    path = tmp_path / "rec"
+    child = subprocess.Popen([sys.executable, "-c", KILLED, str(path),
+                              str(PROGS / "seeks.bpf.c")], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert child.stdout.readline().strip() == "1000"
+        with pytest.raises(ReplayError, match=rf"still being recorded \(by process "
+                                              rf"{child.pid}\): stop"):
+            bpfnb.replay(path)
+    finally:
+        child.kill()
+        child.wait()
+    m = manifest(path)  # as written at the start: what was being recorded
+    assert m["state"] == "recording" and m["pid"] == child.pid
+    assert m["streams"]["events"]["file"] == "streams/events.parquet"
+    with pytest.raises(ReplayError, match=rf"unfinished recording: the process that "
+                                          rf"recorded it \(pid {child.pid} on .*\) ended "
+                                          rf"without stopping it \(killed.*are lost"):
+        bpfnb.replay(path, follow="reads")

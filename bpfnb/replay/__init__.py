@@ -65,6 +65,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise ReplayError(f"{str(path)!r} is a recording of format version "
                           f"{manifest.get('version')!r}; this bpfnb reads version {VERSION}: "
                           f"upgrade bpfnb")
+    from ..recordstreams import unfinished
+    if (why := unfinished(manifest, path)) is not None:
+        raise ReplayError(why)
     return manifest
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import build, hooks, libbpf, mcpu, output
 from . import record as recording
-from . import recordstart
+from .record import start as recordstart
 from .follow import counted, uncounted
 from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 from .libbpf.object import Globals as _Globals

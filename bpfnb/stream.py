@@ -183,7 +183,7 @@ class EventStream:
     def take(self):
         """The rows received since the last ``take()`` (or the start) as a DataFrame,
         then forgotten: for consumers moving records elsewhere in bounded memory
-        (bpfnb/record.py). ``lost`` keeps counting from the stream's start."""
+        (bpfnb/record/). ``lost`` keeps counting from the stream's start."""
         self._check()
         self._flush()
         return self._frame(self._buffer.take())
@@ -191,7 +191,7 @@ class EventStream:
     def take_runs(self) -> list:
         """Like ``take()``, as the runs held: arrays of records (``dtype``), or lists
         of the bytes of records of another size; ``columns(runs)`` makes the frame's
-        columns of them. For consumers building other tables (bpfnb/record.py)."""
+        columns of them. For consumers building other tables (bpfnb/record/)."""
         self._check()
         self._flush()
         return self._buffer.take()

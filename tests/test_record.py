@@ -526,8 +526,8 @@ def test_a_recording_without_read_marks_cannot_be_followed(obj, tmp_path):
 
 def test_numeric_records_are_written_straight_and_read_back_as_to_df(no_leaks, tmp_path):
     """Records of only numbers take the recorder's path from their bytes to Arrow
-    (recordfiles.StreamColumns): the file still holds to_df()'s columns and values."""
-    from bpfnb.recordfiles import StreamColumns
+    (files.StreamColumns): the file still holds to_df()'s columns and values."""
+    from bpfnb.record.files import StreamColumns
     n = 3000
     with bpfnb.load(PROGS / "seeks.bpf.c", rodata={"targ_pid": os.getpid()}) as o:
         events = o.maps.events.stream()
@@ -575,7 +575,7 @@ def test_a_flood_through_a_recording_keeps_every_record_held_or_spooled(no_leaks
     margin), with a recording holding 1 MiB in memory and never quiet: the rest goes
     through its spool file, converted at the stop. Every record the stream consumed is
     in the file, once, in order."""
-    from bpfnb import recordstreams
+    from bpfnb.record import streams as recordstreams
     monkeypatch.setattr(recordstreams, "SPOOL_MEMORY", 1 << 20)
     monkeypatch.setattr(recordstreams, "SPOOL_QUIET", 0)
     n, path = 300_000, tmp_path / "rec"

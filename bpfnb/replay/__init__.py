@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,10 +66,41 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise ReplayError(f"{str(path)!r} is a recording of format version "
                           f"{manifest.get('version')!r}; this bpfnb reads version {VERSION}: "
                           f"upgrade bpfnb")
-    from ..recordstreams import unfinished
     if (why := unfinished(manifest, path)) is not None:
         raise ReplayError(why)
     return manifest
+
+
+def unfinished(manifest: dict, path) -> str | None:
+    """Why the recording at ``path`` (its manifest says "recording") cannot be read:
+    still being recorded, or its process ended without stopping it (its Parquet files
+    were never closed: what they held is lost); None when it was finished."""
+    if manifest.get("state") != "recording":
+        return None
+    pid, host = manifest.get("pid"), manifest.get("hostname")
+    here = host == socket.gethostname() and isinstance(pid, int)
+    if here and _alive(pid):
+        return (f"{str(path)!r} is still being recorded (by process {pid}): stop that "
+                f"recording (rec.stop(), %bpf stop NAME) before replaying it")
+    who = f"the process that recorded it (pid {pid} on {host})"
+    how = ("ended without stopping it (killed, or crashed)" if here else
+           "did not stop it (or is still recording there)")
+    return (f"{str(path)!r} is an unfinished recording: {who} {how}, so its Parquet "
+            f"files were never closed: the snapshots, stream records and globals it took "
+            f"since {manifest.get('started')} are lost; its manifest.json still describes "
+            f"the object (source, programs, maps). Record again, ending with rec.stop(), "
+            f"%bpf stop NAME or --for S")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 
 def describe(manifest: dict, path) -> str:
@@ -414,7 +446,7 @@ def start_recording(obj, path, seconds=None, interval=1.0) -> str:
     """Record a live object to ``path`` for --recording (bpfnb.record, with read
     marks); the note for the cell's summary. An object not loaded yet (--no-load) is
     recorded from its load() on."""
-    from .. import recordstart
+    from ..record import start as recordstart
     try:
         if obj.state == "opened":
             recordstart.record_at_load(obj, path, seconds=seconds, interval=interval,

@@ -1,5 +1,5 @@
 """Stacks on a replay: the frames a recorded stack id named live (stacks/<map>.parquet,
-see bpfnb/recordstacks.py), so ``resolve_stacks``, ``folded`` and ``flame`` of
+see bpfnb/record/stacks.py), so ``resolve_stacks``, ``folded`` and ``flame`` of
 bpfnb.symbols / bpfnb.flame answer on a replayed map as on the live one, at the
 snapshot the replay shows (the read's, following reads).
 

@@ -25,7 +25,7 @@ def loaded(obj):
     options = _at_load.pop(id(obj), None)
     if options is None:
         return
-    from .record import record
+    from . import record
     try:
         record(obj, options.pop("path"), **options)
     except Exception as e:

@@ -1,7 +1,7 @@
-"""A recording's event streams (bpfnb/record.py): what each stream received, moved out
+"""A recording's event streams (bpfnb/record/): what each stream received, moved out
 every STREAM_POLL and held as it came (Spool: the runs themselves while the recording's
 memory budget lasts, past it a byte copy into a spool file beside the Parquet file),
-then converted into streams/<map>.parquet (recordfiles.Sink) when the streams are
+then converted into streams/<map>.parquet (files.Sink) when the streams are
 quiet, when a spool grows large, and at the stop. The move is the only work a flood
 costs the recorder (no Parquet encoding, no per-record object, no Arrow copy), so the
 stream's thread and the producer keep the CPU; memory stays bounded (SPOOL_MEMORY of
@@ -13,12 +13,11 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import socket
 import struct
 import time
 from pathlib import Path
 
-from .recordfiles import DiskFull, Sink, StreamColumns
+from .files import DiskFull, Sink, StreamColumns
 
 SPOOL_MEMORY = 256 << 20  # bytes of records held in memory (all streams), past them on disk
 SPOOL_QUIET = 1 << 20     # bytes a move may bring for the streams to count as quiet
@@ -218,8 +217,8 @@ class Spool:
     """A recorded stream's records as they arrived, held until they are converted
     into its Parquet file (``convert``), so that Parquet's encoding waits for a quiet
     moment or the stop and a flood costs the stream's thread and the producer little
-    CPU: the runs themselves (no copy) while the recording's ``memory`` budget lasts, past that in a file
-    beside the Parquet file (a byte copy, ``os.pwritev``, which releases the GIL; no
+    CPU: the runs themselves (no copy) while the recording's ``memory`` budget lasts,
+    past that in a file beside the Parquet file (a byte copy, ``os.pwritev``, which releases the GIL; no
     per-record object). Once the file holds records, newer ones go there too until
     it is converted (the order stays the arrival's). A frame per run: a header (kind,
     records, payload bytes, receive time in ns), then the records' bytes: FIXED, the
@@ -388,34 +387,3 @@ class Spool:
             os.close(self.fd)
             self.fd = -1
             self.path.unlink(missing_ok=True)
-
-
-def unfinished(manifest: dict, path) -> str | None:
-    """Why the recording at ``path`` (its manifest says "recording") cannot be read:
-    still being recorded, or its process ended without stopping it (its Parquet files
-    were never closed: what they held is lost); None when it was finished."""
-    if manifest.get("state") != "recording":
-        return None
-    pid, host = manifest.get("pid"), manifest.get("hostname")
-    here = host == socket.gethostname() and isinstance(pid, int)
-    if here and _alive(pid):
-        return (f"{str(path)!r} is still being recorded (by process {pid}): stop that "
-                f"recording (rec.stop(), %bpf stop NAME) before replaying it")
-    who = f"the process that recorded it (pid {pid} on {host})"
-    how = ("ended without stopping it (killed, or crashed)" if here else
-           "did not stop it (or is still recording there)")
-    return (f"{str(path)!r} is an unfinished recording: {who} {how}, so its Parquet "
-            f"files were never closed: the snapshots, stream records and globals it took "
-            f"since {manifest.get('started')} are lost; its manifest.json still describes "
-            f"the object (source, programs, maps). Record again, ending with rec.stop(), "
-            f"%bpf stop NAME or --for S")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .libbpf.map import STACK_TRACE
-from .symbols import BPF_F_STACK_BUILD_ID, KERNEL_MIN, Symbolizer, read_stacks
+from ..libbpf.map import STACK_TRACE
+from ..symbols import BPF_F_STACK_BUILD_ID, KERNEL_MIN, Symbolizer, read_stacks
 
 USER_COLUMNS = ("ustack_id", "user_stack_id")
 PID_COLUMNS = ("pid", "tgid")

@@ -1,5 +1,5 @@
 """Recording an Object: its event streams, map snapshots, globals and printk lines,
-into a directory of Parquet files and a JSON manifest (bpfnb/replay.py reads it).
+into a directory of Parquet files and a JSON manifest (bpfnb/replay/ reads it).
 
     rec = obj.record("run1", seconds=10, interval=1.0)   # in the background
     rec.stop()            # or the seconds limit, or the object's teardown
@@ -14,14 +14,14 @@ order, for bpfnb.replay(path, follow="reads") to answer the same reads the same 
 
 One thread does the work. Every ~50 ms it moves what each stream (one per ring buffer
 and perf event array, of the type the program writes, else raw bytes) received into
-its spool (bpfnb/recordstreams.py: the runs as they came, past SPOOL_MEMORY a byte
+its spool (bpfnb/record/streams.py: the runs as they came, past SPOOL_MEMORY a byte
 copy into streams/.<map>.spool), and turns spooled records into Arrow tables (numeric
-records straight from their bytes, field by field: recordfiles.StreamColumns) only
+records straight from their bytes, field by field: files.StreamColumns) only
 when the streams are quiet, a spool grows large, or at the stop: a flood costs the
 stream's thread and the producer next to no CPU. Tables go as row groups to a writer
 thread when ROW_GROUP_ROWS rows or FLUSH_EVERY s old. Memory stays bounded however
 long it runs (STREAM_MAX_BYTES of records per stream between two moves, SPOOL_MEMORY
-held, recordfiles.WRITE_BACKLOG of row groups waiting; rows past them are dropped,
+held, files.WRITE_BACKLOG of row groups waiting; rows past them are dropped,
 counted as the stream's ``dropped``). Every ``interval`` s (and once more at stop)
 it snapshots every key/value map, the histograms, and the globals.
 
@@ -38,17 +38,15 @@ stream (within STREAM_POLL s of its arrival).
 
 A full disk stops the recording before it breaks a file: each write first checks the
 free space against the write (at twice the bytes per row the file took so far) and
-the footers still to write, writes the rows that fit, and when no more fit stops ("failed", with the error in the manifest and
-``rec.error``) with every Parquet file closed and readable. The manifest is rewritten
+the footers still to write, writes the rows that fit, and when no more fit stops
+("failed", with the error in the manifest and ``rec.error``) with every Parquet file
+closed and readable. The manifest is rewritten
 at stop into the space it reserved when the recording began.
 """
 
 from __future__ import annotations
 
-import datetime
 import errno
-import hashlib
-import json
 import os
 import shutil
 import socket
@@ -57,17 +55,17 @@ import time
 import warnings
 from pathlib import Path
 
-from . import follow
-from .libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
-from .recordfiles import FOOTER_BYTES, Background, DiskFull, Sink
-from .recordstreams import Streams
+from .. import follow
+from ..libbpf.map import PERCPU_TYPES, PERF_EVENT_ARRAY, RINGBUF
+from . import manifest
+from .files import FOOTER_BYTES, Background, DiskFull, Sink
+from .streams import Streams
 
 FORMAT, VERSION = "bpfnb-recording", 1
 STREAM_POLL = 0.05     # seconds between moves from the streams (the `_time` resolution)
 STREAM_MAX_ROWS = 1 << 20  # rows a stream holds between two moves, at least
 STREAM_MAX_BYTES = 128 << 20  # ... and records of up to these bytes
 MANIFEST_RESERVE = 16384   # bytes kept in manifest.json for its rewrite at stop
-VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 
 class Recording:
@@ -115,7 +113,7 @@ class Recording:
                              f"perf event array of {obj.name!r}")
         created = not self.path.exists()
         self._prepare(overwrite)
-        self._started = _now_iso()
+        self._started = manifest.now_iso()
         self._sinks: dict[str, Sink] = {}
         self._background = None
         self._streams: dict = {}
@@ -127,7 +125,7 @@ class Recording:
             self._spooled.waiting = lambda: self._background.waiting
             self._open_streams()
             self._manifest = self._describe()
-            _write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
+            manifest.write_manifest(self.path, self._manifest, reserve=MANIFEST_RESERVE)
             self._thread = threading.Thread(target=self._run, daemon=True,
                                             name=f"bpfnb-record-{obj.name}")
             _recordings.setdefault(id(obj), []).append(self)
@@ -187,7 +185,7 @@ class Recording:
             self._spooled.add(m.name, s, sink, self.path / "streams")
 
     def _describe(self) -> dict:
-        from . import frames, hist
+        from .. import frames, hist
         obj = self._obj
         maps = {}
         for m in obj.maps:
@@ -204,9 +202,9 @@ class Recording:
             if is_hist:
                 self._sinks[f"hists/{m.name}"] = Sink(
                     self.path / "hists" / f"{m.name}.parquet", self._background)
-        from .recordstacks import StackNames
+        from .stacks import StackNames
         self._stack_names = StackNames(obj)
-        for m in self._stack_names.maps:  # what its stack ids name (bpfnb/recordstacks.py)
+        for m in self._stack_names.maps:  # what its stack ids name (bpfnb/record/stacks.py)
             (self.path / "stacks").mkdir(exist_ok=True)
             maps[m.name]["stacks_file"] = f"stacks/{m.name}.parquet"
             self._sinks[f"stacks/{m.name}"] = Sink(self.path / "stacks" / f"{m.name}.parquet",
@@ -224,8 +222,8 @@ class Recording:
             "cflags": list(getattr(obj, "cflags", ())),
             "kernel_release": os.uname().release, "machine": os.uname().machine,
             "hostname": socket.gethostname(), "pid": os.getpid(),
-            "btf_sha256": _btf_sha256(),
-            "libbpf_version": _libbpf_version(), "bpfnb_version": _bpfnb_version(),
+            "btf_sha256": manifest.btf_sha256(),
+            "libbpf_version": manifest.libbpf_version(), "bpfnb_version": manifest.bpfnb_version(),
             "started": self._started, "stopped": None, "interval": self.interval,
             "snapshots": 0,
             "programs": [{"name": p.name, "section": p.section, "type": p.type_name,
@@ -294,7 +292,7 @@ class Recording:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
         read as it read it); its number."""
         import pandas as pd
-        from . import frames, hist
+        from .. import frames, hist
         if read is None:
             with self._lock:  # after the reads queued before it
                 queue, self._queue = self._queue, []
@@ -342,7 +340,7 @@ class Recording:
         """The rows of the recorded stream (streams/<map>.parquet) that the read of
         ``stream`` answered with: it shares the recorder's reader, so row numbers of
         the reader relate them."""
-        from .collector import last_span
+        from ..collector import last_span
         mine = self._streams.get(stream.map_name)
         if mine is None or mine._collector is not stream._collector:
             return None  # another record type: its own reader, no shared rows
@@ -425,9 +423,10 @@ class Recording:
                 lost = None
             m["streams"][name].update(rows=self.rows[name], lost=lost, dropped=s.dropped)
             m["streams"][name].pop("spool", None)  # converted and removed
-        m.update(state=state, error=self.error, stopped=_now_iso(), snapshots=self.snapshots)
+        m.update(state=state, error=self.error, stopped=manifest.now_iso(),
+                 snapshots=self.snapshots)
         try:
-            _write_manifest(self.path, m)
+            manifest.write_manifest(self.path, m)
         except OSError as e:
             self.error = self.error or _error_text(e, self.path)
             warnings.warn(f"recording {str(self.path)!r}: cannot write its manifest: {e}",
@@ -436,7 +435,7 @@ class Recording:
     def _record_output(self, m: dict, state: str):
         """obj.output()'s lines (bpfnb.output keeps the last MAX_LINES), when the
         object's printk lines can be read at all."""
-        from . import output
+        from .. import output
         obj = self._obj
         out = getattr(obj, "_output", None)
         if out is None or out.route in ("none", "unavailable") or state != "complete":
@@ -510,65 +509,12 @@ def _scalar(value):
     return str(value)
 
 
-def _write_manifest(path: Path, manifest: dict, reserve: int = 0):
-    """Into the bytes manifest.json already has when it fits (JSON allows trailing
-    blanks): a rewrite on a full disk needs no new block; else a new file."""
-    text = json.dumps(manifest, indent=1, default=str).encode()
-    target = path / "manifest.json"
-    try:
-        old = target.stat().st_size
-    except FileNotFoundError:
-        old = 0
-    if old and len(text) <= old:
-        fd = os.open(target, os.O_WRONLY)
-        try:
-            os.write(fd, text + b" " * (old - len(text)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return
-    tmp = path / ".manifest.json.tmp"
-    tmp.write_bytes(text + b"\n" + b" " * reserve)
-    os.replace(tmp, target)
-
-
 def _error_text(e: BaseException, path: Path) -> str:
     if isinstance(e, DiskFull):
         return e.strerror
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return f"the file system of {str(path)!r} is full: {e}"
     return f"{type(e).__name__}: {e}"
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-_btf_digest: list = []
-
-
-def _btf_sha256() -> str | None:
-    """Of the running kernel's BTF (read once: it changes only with the kernel)."""
-    if not _btf_digest:
-        try:
-            with open(VMLINUX_BTF, "rb") as f:
-                _btf_digest.append(hashlib.sha256(f.read()).hexdigest())
-        except OSError:
-            _btf_digest.append(None)
-    return _btf_digest[0]
-
-
-def _libbpf_version() -> str:
-    from .libbpf._lib import lib
-    return (lib.libbpf_version_string() or b"").decode().lstrip("v")
-
-
-def _bpfnb_version() -> str | None:
-    from importlib import metadata
-    try:
-        return metadata.version("bpfnb")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # Recordings by object, for release() at the object's teardown.
@@ -578,7 +524,7 @@ _recordings: dict[int, list] = {}
 def _max_rows(m, types: dict) -> int:
     """Rows a recorded stream may hold between two moves: STREAM_MAX_BYTES of its
     records (at least STREAM_MAX_ROWS), so a short stall of the writes drops nothing."""
-    from .recordtypes import record_type
+    from ..recordtypes import record_type
     try:
         btf, type_id = record_type(m.object, m, types.get(m.name))
         size = btf.dtype(type_id).itemsize if type_id is not None else 0
@@ -607,7 +553,7 @@ def record(obj, path, *, seconds=None, interval=1.0, overwrite=False,
 
 def release(obj):
     """The object is being destroyed: end its recordings (last snapshot first)."""
-    from .recordstart import forget
+    from .start import forget
     forget(obj)  # a recording asked for at its load, which never came
     for rec in _recordings.pop(id(obj), []):
         rec.stop()

@@ -1,4 +1,4 @@
-"""The Parquet files of a recording (bpfnb/record.py): each written in row groups from a
+"""The Parquet files of a recording (bpfnb/record/): each written in row groups from a
 bounded buffer, checking the free space before each write so a full disk stops the
 recording with every file closed and readable; the row groups by a background thread,
 so the recorder's moves from the streams never wait for Parquet's encoding."""
@@ -198,7 +198,7 @@ class StreamColumns:
 
     def __init__(self, stream):
         import numpy as np
-        from .frames import record_columns
+        from ..frames import record_columns
         self.stream = stream
         self.fields = None  # [(column, offset, dtype)] when every column is a field
         dtype = stream.dtype

@@ -218,8 +218,8 @@ class Spool:
     into its Parquet file (``convert``), so that Parquet's encoding waits for a quiet
     moment or the stop and a flood costs the stream's thread and the producer little
     CPU: the runs themselves (no copy) while the recording's ``memory`` budget lasts,
-    past that in a file beside the Parquet file (a byte copy, ``os.pwritev``, which releases the GIL; no
-    per-record object). Once the file holds records, newer ones go there too until
+    past that in a file beside the Parquet file (a byte copy, ``os.pwritev``, which
+    releases the GIL; no per-record object). Once the file holds records, newer ones go there too until
     it is converted (the order stays the arrival's). A frame per run: a header (kind,
     records, payload bytes, receive time in ns), then the records' bytes: FIXED, the
     records of the stream's dtype back to back; SIZED, a u32 length per record, then

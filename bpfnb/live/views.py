@@ -4,7 +4,9 @@ A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
 :class:`KeyLines`, :class:`Table`, or a bare source that picks one (``view_of``): a Map
 (top-N bars; a table of events for a ring buffer), ``obj.bss`` (its variables as rates),
 an event stream (its newest rows) or a callable returning a DataFrame (a table).
-``object_views`` makes the views of a whole BPF object. No ipywidgets here: a
+``object_views`` makes the views of a whole BPF object. Sources are a live
+object's parts or a replay's alike (sources.kind_of says which kind, by what it
+offers). No ipywidgets here: a
 Table takes its HTML widget from dashboard.py. What they read: sources.py; their axes'
 limits and labels: scales.py.
 """

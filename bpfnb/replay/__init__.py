@@ -28,8 +28,8 @@ import importlib
 import json
 import os
 import shutil
-import threading
 import time
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 

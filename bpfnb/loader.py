@@ -10,7 +10,7 @@ from . import build, hooks, libbpf, mcpu, output
 from . import record as recording
 from .record import start as recordstart
 from .follow import counted, uncounted
-from .libbpf.map import PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
+from .libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, RINGBUF, STACK_TRACE
 from .libbpf.object import Globals as _Globals
 
 # Sizes libbpf-tools programs leave to their loader (max_entries 0 / value_size 0).
@@ -104,6 +104,24 @@ class Map(libbpf.Map):
     def stream(self, type: str | None = None, **options):
         from . import stream
         return stream.EventStream(self, type, **options)
+
+    # What a dashboard asks of a map, as of a replayed one (bpfnb/live/sources.py).
+    @property
+    def is_tabular(self) -> bool:
+        """Key/value entries a DataFrame shows (not a ring buffer, program array...)."""
+        from . import frames
+        return frames.is_tabular(self)
+
+    @property
+    def is_histogram(self) -> bool:
+        """Its types make a histogram (bpfnb.hist, or bpfnb.h's BPFNB_HISTK)."""
+        from . import aggregate, hist
+        return hist.is_histogram(self) or aggregate.kind(self) == "histk"
+
+    @property
+    def is_stream(self) -> bool:
+        """A ring buffer or perf event array: read through ``stream()``."""
+        return self.type in NO_VALUE_TYPES or self.type == PERF_EVENT_ARRAY
 
     def live(self, kind: str | None = None, *, interval: float = 1.0, **options):
         """A live dashboard of this map: kind "top", "hist", "lines", "series" or "table"

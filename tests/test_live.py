@@ -459,7 +459,7 @@ def test_importing_bpfnb_leaves_widgets_alone():
 def test_views_say_what_they_accept(obj):
     with pytest.raises(ValueError, match="unknown view kind"):
         obj.maps.calls.live(kind="pie")
-    with pytest.raises(TypeError, match="Histogram reads a Map or a callable"):
+    with pytest.raises(TypeError, match="Histogram reads a map or a callable"):
         bpfnb.live.Histogram(obj.bss)
     with pytest.raises(ValueError, match="at least one view"):
         bpfnb.live()

@@ -5,7 +5,9 @@ themselves while the notebook keeps running other cells.
 A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
 :class:`KeyLines`, :class:`Table`, or a bare source that picks one: a Map (top-N bars;
 a table of events for a ring buffer), ``obj.bss`` (its variables as rates), an event
-stream (its newest rows) or a callable returning a DataFrame (a table).
+stream (its newest rows) or a callable returning a DataFrame (a table). Maps, globals
+and streams of a replay (bpfnb.replay) are sources as a live object's are: a view asks
+a source only what both offer (sources.py), and reads at the replay clock.
 
 Drawing: one matplotlib figure rendered with Agg at SCALE (2) device pixels per CSS
 pixel, shown at its CSS size (crisp on HiDPI screens). A refresh that finds no view's

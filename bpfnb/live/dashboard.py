@@ -29,6 +29,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .. import overhead
+from ..follow import uncounted
 from ..libbpf import ObjectClosedError
 from ..registry import registry
 from .draw import Panels, _pixels, _stack
@@ -59,7 +60,8 @@ class Dashboard(widgets.VBox):
 
     def __init__(self, views, interval: float = 1.0, title: str | None = None,
                  start: bool = True):
-        self.views = [view_of(v) for v in views]
+        with uncounted():   # a dashboard's reads are none of the notebook's (bpfnb.follow)
+            self.views = [view_of(v) for v in views]
         if not self.views:
             raise ValueError("a dashboard needs at least one view (a map, obj.bss, a stream...)")
         if interval <= 0:
@@ -287,7 +289,8 @@ class Dashboard(widgets.VBox):
                                    "bpfnb.live()")
             start = time.monotonic()
             now = start if now is None else now
-            self.panels.sample(now)
+            with uncounted():   # also when the notebook's thread refreshes it
+                self.panels.sample(now)
             pixels = self.panels.render(now)
             sent = pixels is not None
             if sent:

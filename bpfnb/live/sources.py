@@ -1,41 +1,66 @@
-"""Reading what a view shows: rows of a Map or of a callable's DataFrame as labels and
-numbers, named numbers of ``obj.bss``, and which BPF object a source reads from."""
+"""Reading what a view shows: rows of a map or of a callable's DataFrame as labels and
+numbers, named numbers of ``obj.bss``, and which BPF object a source reads from.
+
+What a view asks of a source, the same of a live object's parts (bpfnb.loader) and of
+a replay's (bpfnb.replay), and nothing else, so one dashboard serves both:
+
+    a map       name, object, to_df(), hist(), stream(), is_tabular, is_histogram and
+                is_stream (a ring or perf buffer: records, no entries); a live map also
+                offers key_dtype (labels join its key columns; else every column but
+                the value) and lookup_batch() (an unchanged map costs one batch lookup)
+    globals     _obj (its object), _section, its names (iterating) and values (getattr)
+    a stream    map_name, _obj() (its object), tail(n), lost
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..libbpf import Map
 from ..libbpf.map import ARRAY_TYPES, STACK_TRACE
-from ..libbpf.object import Globals
-from ..stream import EventStream
+
+MAP, GLOBALS, STREAM = "map", "globals", "stream"
+
+
+def kind_of(source) -> str | None:
+    """MAP, GLOBALS or STREAM by what ``source`` offers (see above); None for anything
+    else (a callable). Asked of its class: a section's getattr reads a variable."""
+    cls = type(source)
+    if all(hasattr(cls, a) for a in ("to_df", "hist", "stream")):
+        return MAP
+    if hasattr(cls, "tail") and hasattr(cls, "to_df"):
+        return STREAM
+    if hasattr(cls, "_asdict") and "_section" in getattr(source, "__dict__", ()):
+        return GLOBALS
+    return None
 
 
 def _owner(source):
-    """The BPF Object a source reads from (None for a callable), for teardown and locking."""
-    if isinstance(source, Map):
-        return source._obj()
-    if isinstance(source, Globals):
+    """The BPF object a source reads from (None for a callable), for teardown and locking."""
+    kind = kind_of(source)
+    if kind == MAP:
+        return source.object
+    if kind == GLOBALS:
         return source._obj
-    if isinstance(source, EventStream):
+    if kind == STREAM:
         return source._obj()
     return None
 
 
 def _source_name(source) -> str:
-    if isinstance(source, Map):
+    kind = kind_of(source)
+    if kind == MAP:
         return source.name
-    if isinstance(source, Globals):
+    if kind == GLOBALS:
         return "." + source._section
-    if isinstance(source, EventStream):
+    if kind == STREAM:
         return source.map_name
     return getattr(source, "__name__", None) or type(source).__name__
 
 
 def _frame(source) -> pd.DataFrame:
     """A DataFrame from a map (``to_df()``) or a callable."""
-    if isinstance(source, Map):
+    if kind_of(source) == MAP:
         return source.to_df()
     if callable(source):
         df = source()
@@ -82,8 +107,9 @@ def labels_values(source, key=None, value: str | None = None
     """
     df = _frame(source)
     keys = [key] if isinstance(key, str) else list(key) if key is not None else None
-    if keys is None and isinstance(source, Map):
-        keys = list(df.columns[:_key_column_count(source.key_dtype)])
+    key_dtype = getattr(source, "key_dtype", None) if kind_of(source) == MAP else None
+    if keys is None and key_dtype is not None:
+        keys = list(df.columns[:_key_column_count(key_dtype)])
     vcol = _value_column(df, value, keys or [])
     if keys is None:
         keys = [c for c in df.columns if c != vcol]
@@ -109,7 +135,7 @@ class MapCache:
         self._got = None
         self._plain: bool | None = None   # integer keys and values: no DataFrame needed
 
-    def _changed(self, source: Map):
+    def _changed(self, source):
         """The map's entries (keys, values arrays) if they changed since the last
         reading, else None."""
         keys, values = source.lookup_batch()
@@ -122,7 +148,7 @@ class MapCache:
     def read(self, source, read, *args):
         """``read(*args)``, or what it gave last time if ``source`` is a Map whose
         entries have not changed since (any other source is read every time)."""
-        if not isinstance(source, Map):
+        if not _batched(source):
             return read(*args)
         if self._changed(source) is not None:
             self._got = read(*args)
@@ -131,7 +157,7 @@ class MapCache:
     def labels_values(self, source, key=None, value: str | None = None):
         """``labels_values(source, key, value)``, again only when a map changed; a map
         of integers to integers is read from its batch arrays, without a DataFrame."""
-        if not isinstance(source, Map):
+        if not _batched(source):
             return labels_values(source, key, value)
         entries = self._changed(source)
         if entries is None:
@@ -149,7 +175,13 @@ class MapCache:
         return self._got
 
 
-def _plain_integers(m: Map) -> bool:
+def _batched(source) -> bool:
+    """Whether a source is a map offering lookup_batch() (a live one; a replayed map
+    answers from its snapshots, and is read every time)."""
+    return kind_of(source) == MAP and hasattr(source, "lookup_batch")
+
+
+def _plain_integers(m) -> bool:
     """Whether to_df would show ``m`` as two integer columns, ``key`` and ``value``:
     integer key and value, no enum, no semantic decoder, no bpfnb.h aggregation, not
     per-CPU (to_df sums those)."""
@@ -167,10 +199,11 @@ def _plain_integers(m: Map) -> bool:
 
 
 def _numbers(source, names) -> dict[str, float]:
-    """Named numbers from a Globals section, a Map (total of its values) or a callable."""
-    if isinstance(source, Globals):
+    """Named numbers from a globals section, a map (total of its values) or a callable."""
+    kind = kind_of(source)
+    if kind == GLOBALS:
         return {n: float(getattr(source, n)) for n in names or _numeric_names(source)}
-    if isinstance(source, Map):
+    if kind == MAP:
         _, values = labels_values(source)
         return {source.name: float(np.nansum(values))}
     got = source()
@@ -190,5 +223,5 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def _numeric_names(g: Globals) -> list[str]:
+def _numeric_names(g) -> list[str]:
     return [n for n in g if _is_number(getattr(g, n))]

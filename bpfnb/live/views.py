@@ -4,7 +4,9 @@ A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
 :class:`KeyLines`, :class:`Table`, or a bare source that picks one (``view_of``): a Map
 (top-N bars; a table of events for a ring buffer), ``obj.bss`` (its variables as rates),
 an event stream (its newest rows) or a callable returning a DataFrame (a table).
-``object_views`` makes the views of a whole BPF object. No ipywidgets here: a
+``object_views`` makes the views of a whole BPF object. Sources are a live
+object's parts or a replay's alike (sources.kind_of says which kind, by what it
+offers). No ipywidgets here: a
 Table takes its HTML widget from dashboard.py. What they read: sources.py; their axes'
 limits and labels: scales.py.
 """
@@ -21,13 +23,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .. import aggregate, frames, hist
-from ..libbpf import Map, ObjectClosedError
-from ..libbpf.map import NO_VALUE_TYPES, PERF_EVENT_ARRAY, STACK_TRACE
-from ..libbpf.object import Globals
-from ..stream import EventStream
+from ..follow import uncounted
+from ..libbpf import ObjectClosedError
 from .scales import _Scale, _short, _widest, bucket_label, thin_labels, value_axis
-from .sources import _frame, _numbers, _numeric_names, _owner, _source_name, MapCache
+from .sources import (GLOBALS, MAP, STREAM, MapCache, _frame, _numbers, _numeric_names,
+                      _owner, _source_name, kind_of)
 
 DPI = 72       # CSS pixels per inch: the size a figure is shown at
 SCALE = 2      # device pixels per CSS pixel: figures are drawn at DPI * SCALE (HiDPI)
@@ -51,12 +51,13 @@ class View:
     """
 
     html = False
-    accepts: tuple = (Map,)   # the sources it reads, besides callables
+    accepts: tuple = (MAP,)   # the kinds of source it reads (sources.kind_of), and callables
     _drawn: tuple = ()        # attributes holding its matplotlib artists
 
     def __init__(self, source, title: str | None = None):
-        if not (isinstance(source, self.accepts) or callable(source)):
-            kinds = " or ".join(["a " + t.__name__ for t in self.accepts]
+        kind = kind_of(source)
+        if kind not in self.accepts and (kind is not None or not callable(source)):
+            kinds = " or ".join([_KIND_NAMES[k] for k in self.accepts]
                                 + ["a callable returning a DataFrame"])
             raise TypeError(f"{type(self).__name__} reads {kinds}, "
                             f"not {type(source).__name__}")
@@ -64,7 +65,7 @@ class View:
         owner = _owner(source)
         # Weak: a dashboard outlives cells, and must not keep a BPF object alive.
         self._owner = None if owner is None else weakref.ref(owner)
-        self._section = source._section if isinstance(source, Globals) else None
+        self._section = source._section if kind == GLOBALS else None
         self._source = None if self._section else source   # Globals holds its Object
         self.ax = None
         self.rows = 0
@@ -156,7 +157,7 @@ class TimeSeries(View):
     DataFrame (its numeric columns summed).
     """
 
-    accepts = (Map, Globals)
+    accepts = (MAP, GLOBALS)
     _drawn = ("lines",)
 
     def __init__(self, source, names: list[str] | None = None, *, rate: bool = True,
@@ -181,7 +182,7 @@ class TimeSeries(View):
 
     def sample(self, now):
         source = self.source
-        if self.names is None and isinstance(source, Globals):
+        if self.names is None and kind_of(source) == GLOBALS:
             self.names = _numeric_names(source)   # once: decoding every variable costs
         values = self._cache.read(source, _numbers, source, self.names)
         point = values
@@ -350,7 +351,7 @@ class Histogram(View):
     def sample(self, now):
         source = self.source
         df = self._cache.read(source, lambda m: m.hist(), source) \
-            if isinstance(source, Map) else _frame(source)
+            if kind_of(source) == MAP else _frame(source)
         if df is self._read:   # the map has not changed
             return
         self._read = df
@@ -492,7 +493,7 @@ class Table(View):
     a callable's DataFrame, as an HTML table."""
 
     html = True
-    accepts = (Map, EventStream)
+    accepts = (MAP, STREAM)
 
     def __init__(self, source, n: int = 20, *, title: str | None = None,
                  owns_stream: bool = False):
@@ -504,7 +505,7 @@ class Table(View):
         self.page = ""   # the HTML the dashboard shows (views know no widgets)
 
     def sample(self, now):
-        if isinstance(self.source, EventStream):
+        if kind_of(self.source) == STREAM:
             self.data = self.source.tail(self.n)
             self.lost = self.source.lost  # None: not counted (a prebuilt ring buffer)
         else:
@@ -556,18 +557,18 @@ def view_of(source, kind: str | None = None, **options) -> View:
     """
     if isinstance(source, View):
         return source
+    is_map = kind_of(source) == MAP
     if kind is None:
-        if isinstance(source, Map):
-            kind = ("table" if source.type in NO_VALUE_TYPES | {PERF_EVENT_ARRAY}
-                    else "hist" if _is_histogram(source) else "top")
-        elif isinstance(source, Globals):
+        if is_map:
+            kind = ("table" if source.is_stream else "hist" if source.is_histogram
+                    else "top")
+        elif kind_of(source) == GLOBALS:
             kind = "series"
         else:
             kind = "table"
     if kind not in VIEWS:
         raise ValueError(f"unknown view kind {kind!r}; choose one of {', '.join(VIEWS)}")
-    if kind == "table" and isinstance(source, Map) and \
-            source.type in NO_VALUE_TYPES | {PERF_EVENT_ARRAY}:
+    if kind == "table" and is_map and source.is_stream:
         return Table(source.stream(), owns_stream=True, **options)
     return VIEWS[kind](source, **options)
 
@@ -577,28 +578,25 @@ def view_of(source, kind: str | None = None, **options) -> View:
 
 def object_views(obj, maps: list[str] | None = None) -> list[View]:
     """A view per key/value map (a histogram for histogram maps, else top-N bars) and
-    a time series of the numeric .bss/.data variables.
+    a time series of the numeric .bss/.data variables, of a live object or a replay.
 
     Ring buffers are left out: a second consumer would steal the records of a stream
     the notebook already reads; show one with ``bpfnb.live(stream)`` or
     ``obj.maps.events.live()``. Stack trace maps are left out too (no numbers).
+    Finding the numeric variables reads them: no read of the notebook's (bpfnb.follow).
     """
     views: list[View] = []
     for m in obj.maps:
-        if (maps is not None and m.name not in maps) or not frames.is_tabular(m) \
-                or m.type == STACK_TRACE:
+        if (maps is not None and m.name not in maps) or not m.is_tabular \
+                or m.type_name == "stack_trace":
             continue
-        views.append(Histogram(m) if _is_histogram(m) else TopN(m))
-    for section in ("bss", "data"):
-        g = obj.globals.get(section)
-        if g is not None and _numeric_names(g):
-            views.append(TimeSeries(g))
+        views.append(Histogram(m) if m.is_histogram else TopN(m))
+    with uncounted():
+        for section in ("bss", "data"):
+            g = obj.globals.get(section)
+            if g is not None and _numeric_names(g):
+                views.append(TimeSeries(g))
     return views
 
 
-def _is_histogram(m: Map) -> bool:
-    """What its types say is a histogram (hist.is_histogram: bpfnb.h's BPFNB_HIST and
-    BPFNB_LHIST, libbpf-tools' slot arrays whatever their struct's name, slot-keyed
-    counts), and bpfnb.h's BPFNB_HISTK."""
-    return hist.is_histogram(m) or aggregate.kind(m) == "histk"
-
+_KIND_NAMES = {MAP: "a map", GLOBALS: "a globals section (obj.bss)", STREAM: "an event stream"}

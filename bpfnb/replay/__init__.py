@@ -30,6 +30,7 @@ import os
 import shutil
 import socket
 import time
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -140,6 +141,7 @@ class Replay:
         self.source = self.manifest.get("source")
         self.speed = speed
         self.state = _STATE
+        self.lock = threading.RLock()   # a dashboard reads under it; destroy() waits
         self.skipped: dict = {}
         m = self.manifest
         self._timeline_cache = None
@@ -369,9 +371,10 @@ class Replay:
 
     def destroy(self):
         """Forget the data read (idempotent); the recording itself is left as it is."""
-        object.__setattr__(self, "state", "destroyed")
-        for m in self.maps:
-            m._forget()
+        with self.lock:
+            object.__setattr__(self, "state", "destroyed")
+            for m in self.maps:
+                m._forget()
 
     def __enter__(self):
         return self

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -566,3 +567,39 @@ def test_a_no_load_object_is_recorded_from_load(tmp_path, no_leaks):
     assert r.bss.total == 7 and r._follower.made == 2
     with pytest.raises(ReadOnlyError):
         r.rodata.targ_pid = 2           # loaded: read-only again
+
+
+def test_a_bpfnb_histk_map_replays_as_its_histogram(tmp_path, no_leaks):
+    """bpfnb.h's BPFNB_HISTK maps are histograms live (Map.is_histogram): the recording
+    keeps their hist() frames too, so a replay draws and answers them as histograms."""
+    from bpfnb.live import Histogram as HistogramView, object_views
+    obj = bpfnb.load(r"""
+const volatile u32 target_tid = 0;
+BPFNB_HISTK(flags_by_dfd, u32, 0);
+SEC("tracepoint/syscalls/sys_enter_openat")
+int on_open(struct trace_event_raw_sys_enter *ctx)
+{
+    if ((u32)bpf_get_current_pid_tgid() != target_tid)  /* this thread's opens only */
+        return 0;
+    bpfnb_histk(&flags_by_dfd, (u32)ctx->args[2], 1000);
+    return 0;
+}
+""", name="histk", rodata={"target_tid": threading.get_native_id()})
+    with obj:
+        rec = obj.record(tmp_path / "rec", interval=60)
+        flags = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC  # a key of our 25 opens alone
+        for _ in range(25):
+            os.close(os.open("/etc/hostname", flags))
+        live = obj.maps.flags_by_dfd.hist().df
+        rec.stop()
+        assert obj.maps.flags_by_dfd.is_histogram
+        key = live.columns[0]
+        assert live.loc[live[key] == flags, "count"].sum() == 25
+    with bpfnb.replay(tmp_path / "rec") as r:
+        m = r.maps.flags_by_dfd
+        assert m.is_histogram
+        replayed = m.hist().df
+        assert replayed.loc[replayed[key] == flags, "count"].sum() == 25
+        pd.testing.assert_frame_equal(replayed.reset_index(drop=True),
+                                      live.reset_index(drop=True), check_dtype=False)
+        assert [type(v) for v in object_views(r)] == [HistogramView]

@@ -185,13 +185,13 @@ class Recording:
             self._spooled.add(m.name, s, sink, self.path / "streams")
 
     def _describe(self) -> dict:
-        from .. import frames, hist
+        from .. import frames
         obj = self._obj
         maps = {}
         for m in obj.maps:
             if not frames.is_tabular(m):
                 continue
-            is_hist = hist.is_histogram(m)
+            is_hist = m.is_histogram  # bpfnb.hist types, or bpfnb.h's BPFNB_HISTK
             maps[m.name] = {"type": m.type_name, "key_type": m.key_type,
                             "value_type": m.value_type, "max_entries": m.max_entries,
                             "percpu": m.type in PERCPU_TYPES, "histogram": is_hist,
@@ -292,7 +292,7 @@ class Recording:
         """Snapshot every map and the globals (at ``read``: its time, and the part it
         read as it read it); its number."""
         import pandas as pd
-        from .. import frames, hist
+        from .. import frames
         if read is None:
             with self._lock:  # after the reads queued before it
                 queue, self._queue = self._queue, []
@@ -309,7 +309,7 @@ class Recording:
                     and read.payload is not None)
             df = taken[m.name] = read.payload if took and read.call == "to_df" else m.to_df()
             self._sinks[f"maps/{m.name}"].add(df, self._space, _snapshot=n, _time=t)
-            if hist.is_histogram(m):
+            if m.is_histogram:
                 h = read.payload if took and read.call == "hist" else m.hist().df
                 self._sinks[f"hists/{m.name}"].add(h, self._space, _snapshot=n, _time=t)
         held = read.stacks if read is not None and read.stacks else {}

@@ -198,6 +198,14 @@ def _sort_order(leaves: list) -> np.ndarray | None:
     return np.lexsort(cols[::-1]) if cols else None
 
 
+def key_column_count(dtype: np.dtype) -> int:
+    """How many of map_to_df's leading columns a key makes: one per leaf of its
+    (nested) struct."""
+    if dtype.names:
+        return sum(key_column_count(dtype.fields[name][0]) for name in dtype.names)
+    return 1
+
+
 def map_to_df(map, percpu: str = "sum", decode: dict | None = None) -> pd.DataFrame:
     """A snapshot of ``map`` as a DataFrame (see the module docstring for the rules).
 

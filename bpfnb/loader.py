@@ -119,6 +119,12 @@ class Map(libbpf.Map):
         return hist.is_histogram(self) or aggregate.kind(self) == "histk"
 
     @property
+    def key_columns(self) -> int | None:
+        """How many leading columns of ``to_df()`` its key makes (None: no key)."""
+        from . import frames
+        return frames.key_column_count(self.key_dtype) if self.is_tabular else None
+
+    @property
     def is_stream(self) -> bool:
         """A ring buffer or perf event array: read through ``stream()``."""
         return self.type in NO_VALUE_TYPES or self.type == PERF_EVENT_ARRAY

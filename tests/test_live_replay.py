@@ -6,6 +6,7 @@ The recording is made here, from test_live's program: a worker thread makes the
 syscalls it counts, the test's thread reads (with read marks) in between.
 """
 
+import os
 import threading
 import time
 import warnings
@@ -149,3 +150,61 @@ def test_a_dashboard_leaves_the_followed_reads_alone(recorded):
         checked.stop()
         running.stop()
         r.destroy()
+
+
+STRUCT_KEYS = r"""
+struct key_t { u32 tid; u16 nr; };           /* a struct key: two columns */
+struct val_t { u64 calls; u64 last_ns; };    /* and a struct value: two more */
+const volatile u32 target_tid = 0;
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 64);
+    __type(key, struct key_t);
+    __type(value, struct val_t);
+} by_call SEC(".maps");
+
+static int count(u16 nr)
+{
+    if ((u32)bpf_get_current_pid_tgid() != target_tid)
+        return 0;
+    struct key_t k = {.tid = target_tid, .nr = nr};
+    struct val_t zero = {}, *v = bpf_map_lookup_elem(&by_call, &k);
+    if (!v) {
+        bpf_map_update_elem(&by_call, &k, &zero, BPF_NOEXIST);
+        v = bpf_map_lookup_elem(&by_call, &k);
+        if (!v)
+            return 0;
+    }
+    __sync_fetch_and_add(&v->calls, 1);
+    v->last_ns = bpf_ktime_get_ns();
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int on_getppid(void *ctx) { return count(110); }
+
+SEC("tracepoint/syscalls/sys_enter_getpgrp")
+int on_getpgrp(void *ctx) { return count(111); }
+"""
+
+
+def test_struct_key_labels_are_the_same_live_and_replayed(tmp_path, no_leaks):
+    """A replayed map labels its rows by its key columns as the live map does (the
+    recording keeps how many leading columns the key makes), not by every column but
+    the value, which would put the value struct's other fields into the labels."""
+    from bpfnb.live.sources import labels_values
+    path = tmp_path / "rec"
+    with bpfnb.load(STRUCT_KEYS, rodata={"target_tid": threading.get_native_id()}) as obj:
+        rec = obj.record(path, interval=60)
+        for _ in range(7):
+            os.getppid()
+        for _ in range(3):
+            os.getpgrp()
+        live = labels_values(obj.maps.by_call, value="calls")
+        rec.stop()
+    tid = threading.get_native_id()
+    assert sorted(zip(*live)) == [(f"{tid} 110", 7.0), (f"{tid} 111", 3.0)]
+    with bpfnb.replay(path) as r:
+        assert r.maps.by_call.key_columns == 2
+        replayed = labels_values(r.maps.by_call, value="calls")
+        assert replayed[0] == live[0] and list(replayed[1]) == list(live[1])

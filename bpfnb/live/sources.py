@@ -4,10 +4,11 @@ numbers, named numbers of ``obj.bss``, and which BPF object a source reads from.
 What a view asks of a source, the same of a live object's parts (bpfnb.loader) and of
 a replay's (bpfnb.replay), and nothing else, so one dashboard serves both:
 
-    a map       name, object, to_df(), hist(), stream(), is_tabular, is_histogram and
-                is_stream (a ring or perf buffer: records, no entries); a live map also
-                offers key_dtype (labels join its key columns; else every column but
-                the value) and lookup_batch() (an unchanged map costs one batch lookup)
+    a map       name, object, to_df(), hist(), stream(), is_tabular, is_histogram,
+                is_stream (a ring or perf buffer: records, no entries) and key_columns
+                (labels join that many leading columns; None: every column but the
+                value); a live map also offers key_dtype and lookup_batch() (an
+                unchanged map costs one batch lookup)
     globals     _obj (its object), _section, its names (iterating) and values (getattr)
     a stream    map_name, _obj() (its object), tail(n), lost
 """
@@ -89,13 +90,6 @@ def _value_column(df: pd.DataFrame, value: str | None, keys: list) -> str:
     return numeric[0] if keys else numeric[-1]
 
 
-def _key_column_count(dtype: np.dtype) -> int:
-    """How many columns map_to_df makes of a key: one per leaf of its (nested) struct."""
-    if dtype.names:
-        return sum(_key_column_count(dtype.fields[name][0]) for name in dtype.names)
-    return 1
-
-
 def labels_values(source, key=None, value: str | None = None
                   ) -> tuple[list[str], np.ndarray]:
     """Row labels and the numbers to plot from a Map or a callable's DataFrame.
@@ -107,9 +101,9 @@ def labels_values(source, key=None, value: str | None = None
     """
     df = _frame(source)
     keys = [key] if isinstance(key, str) else list(key) if key is not None else None
-    key_dtype = getattr(source, "key_dtype", None) if kind_of(source) == MAP else None
-    if keys is None and key_dtype is not None:
-        keys = list(df.columns[:_key_column_count(key_dtype)])
+    n_keys = getattr(source, "key_columns", None) if kind_of(source) == MAP else None
+    if keys is None and n_keys:
+        keys = list(df.columns[:n_keys])
     vcol = _value_column(df, value, keys or [])
     if keys is None:
         keys = [c for c in df.columns if c != vcol]

@@ -195,6 +195,7 @@ class Recording:
             maps[m.name] = {"type": m.type_name, "key_type": m.key_type,
                             "value_type": m.value_type, "max_entries": m.max_entries,
                             "percpu": m.type in PERCPU_TYPES, "histogram": is_hist,
+                            "key_columns": m.key_columns,
                             "file": f"maps/{m.name}.parquet",
                             "hist_file": f"hists/{m.name}.parquet" if is_hist else None}
             self._sinks[f"maps/{m.name}"] = Sink(self.path / "maps" / f"{m.name}.parquet",

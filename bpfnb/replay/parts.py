@@ -150,6 +150,8 @@ class ReplayMap:
         self.value_type = self.info.get("value_type", "")
         self.max_entries = self.info.get("max_entries")
         self.percpu = bool(self.info.get("percpu"))
+        # How many leading to_df() columns are the key (None in recordings before it).
+        self.key_columns = self.info.get("key_columns")
         self._snaps = self._hists = self._records = self._record_times = None
         self._stack_log = None  # stacks/<map>.parquet, read on first use (replay/stacks.py)
         if self.info.get("file"):

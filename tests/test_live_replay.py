@@ -191,7 +191,8 @@ int on_getpgrp(void *ctx) { return count(111); }
 def test_struct_key_labels_are_the_same_live_and_replayed(tmp_path, no_leaks):
     """A replayed map labels its rows by its key columns as the live map does (the
     recording keeps how many leading columns the key makes), not by every column but
-    the value, which would put the value struct's other fields into the labels."""
+    the value, which would put the value struct's other fields into the labels; and a
+    struct key looks up its struct value."""
     from bpfnb.live.sources import labels_values
     path = tmp_path / "rec"
     with bpfnb.load(STRUCT_KEYS, rodata={"target_tid": threading.get_native_id()}) as obj:
@@ -208,3 +209,7 @@ def test_struct_key_labels_are_the_same_live_and_replayed(tmp_path, no_leaks):
         assert r.maps.by_call.key_columns == 2
         replayed = labels_values(r.maps.by_call, value="calls")
         assert replayed[0] == live[0] and list(replayed[1]) == list(live[1])
+        # and a lookup by a struct key answers with the struct value
+        got = r.maps.by_call[(tid, 110)]
+        assert set(got) == {"calls", "last_ns"} and got["calls"] == 7
+        assert {k.nr: v["calls"] for k, v in r.maps.by_call.items()} == {110: 7, 111: 3}

@@ -3,9 +3,9 @@
 notebook's last read, following reads; none of these counts as a read, live or
 replayed: see bpfnb.follow).
 
-A recorded snapshot holds the rows of to_df(), so a key is found by its columns: a
-scalar key is the column ``key`` (or, beside a scalar ``value``, every other column:
-a struct key's fields). A struct key may be given as a tuple in column order, a dict
+A recorded snapshot holds the rows of to_df(), so a key is found by its columns: the
+leading ``key_columns`` the recording names (in older recordings: the column ``key``,
+or, beside a scalar ``value``, every other column). A struct key may be given as a tuple in column order, a dict
 by column name, or any object with those attributes (what keys() returns: a
 namedtuple). A scalar value comes back as a number; a struct value as a dict.
 """
@@ -22,15 +22,20 @@ _MISSING = object()
 
 
 def _split(m, df):
-    """(key columns, value columns) of the map's frame."""
+    """(key columns, value columns) of the map's frame: the recording says how many
+    leading columns the key makes (manifest key_columns); older recordings are read
+    by name."""
     cols = [c for c in df.columns if not str(c).startswith("_")]
+    if m.key_columns:
+        return cols[:m.key_columns], cols[m.key_columns:]
     if "key" in cols:
         return ["key"], [c for c in cols if c != "key"]
     if "value" in cols:
         return [c for c in cols if c != "value"], ["value"]
-    raise ReplayError(f"{m.name}[key]: the recording keeps the rows of to_df(), whose "
-                      f"columns ({', '.join(map(str, cols))}) do not tell a struct key from "
-                      f"a struct value; read it with {m.name}.to_df()")
+    raise ReplayError(f"{m.name}[key]: this recording (made before bpfnb kept its key's "
+                      f"columns) keeps the rows of to_df(), whose columns "
+                      f"({', '.join(map(str, cols))}) do not tell a struct key from a "
+                      f"struct value; read it with {m.name}.to_df()")
 
 
 def _frame(m):

@@ -5,7 +5,6 @@ namespace this test makes (TEST-NET-2 addresses: the machine's own eth0 may sit 
 TEST-NET-1). Everything is removed afterwards.
 """
 
-import os
 import shutil
 import socket
 import subprocess

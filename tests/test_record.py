@@ -745,14 +745,14 @@ def test_record_magic_for_seconds_shows_the_conversion_until_it_ends(ip, tmp_pat
     from bpfnb.record import streams as recordstreams
     monkeypatch.setattr(recordstreams, "SPOOL_QUIET", 0)  # all converted at the stop
     monkeypatch.setattr(recordstreams, "SPOOL_CHUNK", 8 << 10)
-    name, n = marker(), 2000
+    name, n = marker(), 1000
 
-    def open_while_recorded():
+    def open_while_recorded():  # over 0.3 s: the cell's 64 KiB ring takes them all
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             obj = registry.get("recorder")
             if obj is not None and obj.recording is not None:
-                return open_n(name, n)
+                return open_n(name, n, 0.3)
             time.sleep(0.005)
 
     opener = threading.Thread(target=open_while_recorded)
@@ -763,7 +763,8 @@ def test_record_magic_for_seconds_shows_the_conversion_until_it_ends(ip, tmp_pat
     shown = [(int(d), int(h)) for d, h in
              re.findall(r"saving events: (\d+) of (\d+) rows", out)]
     rows = manifest(tmp_path / "r")["streams"]["events"]["rows"]
-    assert rows >= n and shown[0] == (0, rows) and shown[-1] == (rows, rows), out
+    assert (read(tmp_path / "r", "streams/events.parquet")["fname"] == name).sum() == n
+    assert shown[0] == (0, rows) and shown[-1] == (rows, rows), out
     assert all(a[0] < b[0] for a, b in zip(shown, shown[1:]))
     # the last line: what was recorded, covering the longer saving line before it
     assert re.search(rf"recorder: 1\.\d / 1 s, recorded \d+ snapshots, events {rows} rows"

@@ -491,12 +491,14 @@ class Recording:
         if reports is None:
             self._thread.join()
             return self
-        while self._thread.is_alive() or not reports.empty():
-            try:
-                progress(*reports.get(timeout=0.05))
-            except queue.Empty:
-                pass
-        self._reports = None
+        try:
+            while self._thread.is_alive() or not reports.empty():
+                try:
+                    progress(*reports.get(timeout=0.05))
+                except queue.Empty:
+                    pass
+        finally:  # a progress that raised: the conversion goes on, unreported
+            self._reports = None
         return self
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -352,8 +352,9 @@ class BPFMagics(Magics):
             interrupted = True
         finally:
             elapsed = time.monotonic() - t0
-            if rec is not None:
-                rec.stop()
+            if rec is not None:  # the records it still holds are converted now
+                note = _recording_note(rec)
+                rec.stop(progress=lambda *p: progress.saving(elapsed, note, *p))
             obj.detach()
             progress.close(elapsed, _recording_note(rec))
         if rec is not None and rec.error:

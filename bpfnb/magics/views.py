@@ -79,11 +79,14 @@ def _heading(text: str):
 
 
 class _Progress:
-    """An ipywidgets bar in a Jupyter kernel, a line of text elsewhere."""
+    """An ipywidgets bar in a Jupyter kernel, a line of text elsewhere; after the run,
+    the recording's conversion of the records it still held (``saving``)."""
 
     def __init__(self, shell, name, seconds):
         self.name, self.seconds = name, seconds
         self.bar = None
+        self.width = 0  # of the last line written: a shorter one covers it with spaces
+        self.shown = 0.0  # monotonic time of the last saving update shown
         if getattr(shell, "kernel", None) is not None:
             try:
                 from ipywidgets import IntProgress
@@ -101,15 +104,33 @@ class _Progress:
             self.bar.description = f"{self.name} {elapsed:.0f} s"
             self.bar.tooltip = note
         else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}")
-            sys.stdout.flush()
+            self._line(f"{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}")
+
+    def saving(self, elapsed, note, stream, done, held):
+        """``stream``'s records converted so far (rec.stop's progress): shown every
+        _PROGRESS_STEP, and always its first and last."""
+        now = time.monotonic()
+        if 0 < done < held and now - self.shown < _PROGRESS_STEP:
+            return
+        self.shown = now
+        text = f"saving {stream}: {done} of {held} rows"
+        if self.bar is not None:
+            self.bar.max, self.bar.value = max(1, held), done
+            self.bar.description = f"{self.name} saving"
+            self.bar.tooltip = text
+        else:
+            self._line(f"{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}, {text}")
+
+    def _line(self, text, end=""):
+        sys.stdout.write(f"\r{text.ljust(self.width)}{end}")
+        sys.stdout.flush()
+        self.width = len(text)
 
     def close(self, elapsed, note=""):
         if self.bar is not None:
             self.bar.close()
         else:
-            sys.stdout.write(f"\r{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}\n")
-            sys.stdout.flush()
+            self._line(f"{self.name}: {elapsed:.1f} / {self.seconds:g} s{note}", "\n")
 
 
 def _recording_note(rec) -> str:

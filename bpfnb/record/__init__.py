@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import shutil
 import socket
 import threading
@@ -95,6 +96,7 @@ class Recording:
         self._obj = obj
         self._stopping = threading.Event()
         self._wake = threading.Event()  # a read waits in the queue, or stop()
+        self._reports = None  # stop(progress=...): the conversion's progress, for its thread
         # Held to number and time a read, and to time a snapshot: snapshots stay in
         # the order of their times.
         self._lock = threading.Lock()
@@ -389,7 +391,7 @@ class Recording:
     def _finish(self, state: str):
         self._close_streams()
         m = self._manifest
-        for e in self._spooled.finish():  # whatever stopped it: the disk has room
+        for e in self._spooled.finish(self._report):  # whatever stopped it: room is kept
             if state == "complete":
                 warnings.warn(f"recording {str(self.path)!r} stopped: "
                               f"{_error_text(e, self.path)}", RuntimeWarning)
@@ -454,6 +456,11 @@ class Recording:
         m["output"] = {"file": "output.parquet", "rows": len(df),
                        "dropped": int(df.attrs.get("dropped", 0))}
 
+    def _report(self, name: str, done: int, held: int):
+        reports = self._reports
+        if reports is not None:
+            reports.put((name, done, held))
+
     def _close_streams(self):
         for s in self._streams.values():
             s.close()
@@ -469,12 +476,29 @@ class Recording:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def stop(self) -> "Recording":
-        """Take the last snapshot, close the files, mark the manifest complete."""
+    def stop(self, progress=None) -> "Recording":
+        """Take the last snapshot, convert the records still held, close the files,
+        mark the manifest complete. ``progress(stream, rows converted, rows held)`` is
+        called on this thread as the conversion goes (from 0 to the rows each stream
+        held, one call per chunk), e.g. to show it: %%bpf --record --for does."""
+        mine = threading.current_thread() is self._thread
+        reports = self._reports = (queue.SimpleQueue() if progress is not None and not mine
+                                   else None)
         self._stopping.set()
         self._wake.set()
-        if threading.current_thread() is not self._thread:
+        if mine:
+            return self
+        if reports is None:
             self._thread.join()
+            return self
+        try:
+            while self._thread.is_alive() or not reports.empty():
+                try:
+                    progress(*reports.get(timeout=0.05))
+                except queue.Empty:
+                    pass
+        finally:  # a progress that raised: the conversion goes on, unreported
+            self._reports = None
         return self
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -11,6 +11,7 @@ stream, whose own bound drops the oldest, counted as ``dropped``)."""
 from __future__ import annotations
 
 import collections
+import functools
 import errno
 import os
 import struct
@@ -23,6 +24,7 @@ SPOOL_MEMORY = 256 << 20  # bytes of records held in memory (all streams), past 
 SPOOL_QUIET = 1 << 20     # bytes a move may bring for the streams to count as quiet
 SPOOL_CONVERT_AT = 512 << 20  # bytes of a spool converted even while its stream floods
 SPOOL_MAX = 2 << 30        # ... and past these, its rows wait in the stream (its bound)
+SPOOL_CHUNK = 4 << 20      # bytes of records converted at a time (a row group or so)
 
 
 class Streams:
@@ -99,13 +101,15 @@ class Streams:
             while spool.pending:
                 spool.convert(self.space)
 
-    def finish(self) -> list:
+    def finish(self, progress=None) -> list:
         """Convert what is held (whatever stopped the recording: the disk has room
-        for it), remove the spool files; the exceptions met, if any."""
+        for it), remove the spool files; the exceptions met, if any. ``progress(name,
+        rows converted, rows held)``: after each chunk of a stream that held rows."""
         errors = []
-        for spool in self.spools.values():
+        for name, spool in self.spools.items():
             try:
-                spool.finish(self.space)
+                spool.finish(self.space, None if progress is None else
+                             functools.partial(progress, name))
             except Exception as e:
                 errors.append(e)
             finally:
@@ -306,10 +310,11 @@ class Spool:
             raise
         self.size = at
 
-    def convert(self, space, limit: int = 4 << 20) -> int:
-        """Convert about ``limit`` bytes of records (at least one run), oldest first,
+    def convert(self, space) -> int:
+        """Convert about SPOOL_CHUNK bytes of records (at least one run), oldest first,
         into the Parquet sink; the rows converted."""
         import numpy as np
+        limit = SPOOL_CHUNK
         if self.held:
             runs, times, took = [], [], 0
             while self.held and (not runs or took < limit):
@@ -366,10 +371,16 @@ class Spool:
                 self.direct.base = self.direct.fill = 0
         return runs, times
 
-    def finish(self, space):
-        """Convert what is left; a stream without rows still gets its (empty) file."""
+    def finish(self, space, progress=None):
+        """Convert what is left (``progress(rows converted, rows held)`` after each
+        chunk); a stream without rows still gets its (empty) file."""
+        held, done = self.pending_rows, 0
+        if progress is not None and held:
+            progress(0, held)
         while self.pending:
-            self.convert(space)
+            done += self.convert(space)
+            if progress is not None:
+                progress(done, held)
         if self.sink.empty is None:
             import numpy as np
             columns, _ = self.columns.columns([])

@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 import pandas as pd
 
+from ..namespace import Namespace
 from . import engine
 from .client import Reply, is_lost
 
@@ -55,8 +56,8 @@ class FleetObject:
         self.skipped = {fleet.hosts[e]: r.value["skipped"] for e, r in replies.items()
                         if r.ok and r.value["skipped"]}
         self._tabular = set(layout.get("tabular", []))
-        self.maps = _Names("map", {n: FleetMap(self, n) for n in layout.get("maps", [])})
-        self.progs = _Names("program", {n: FleetProgram(self, n)
+        self.maps = Namespace("map", {n: FleetMap(self, n) for n in layout.get("maps", [])})
+        self.progs = Namespace("program", {n: FleetProgram(self, n)
                                         for n in layout.get("progs", [])})
         for section in ("bss", "data", "rodata"):
             variables = layout.get("globals", {}).get(section, [])
@@ -182,38 +183,6 @@ class FleetObject:
         ok = len(self.live_ids)
         return (f"<FleetObject {self.name!r} {self.state} on {ok}/{len(self.fleet.ids)} "
                 f"hosts>")
-
-
-class _Names:
-    """Attribute access to a fleet object's maps or programs, like Object.maps."""
-
-    def __init__(self, kind: str, items: dict):
-        self._kind, self._items = kind, items
-
-    def __getattr__(self, name):
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(f"no {self._kind} {name!r}; there are: "
-                                 f"{', '.join(self._items) or 'none'}") from None
-
-    def __getitem__(self, name):
-        return self._items[name]
-
-    def __iter__(self):
-        return iter(self._items.values())
-
-    def __len__(self):
-        return len(self._items)
-
-    def __contains__(self, name):
-        return name in self._items
-
-    def __dir__(self):
-        return list(self._items)
-
-    def __repr__(self):
-        return f"<{self._kind}s: {', '.join(self._items)}>"
 
 
 def _with_host(frames: dict, status: dict) -> pd.DataFrame:

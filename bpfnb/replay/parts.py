@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import namespace
 from ..follow import counted, uncounted
 
 SNAPSHOT, TIME = "_snapshot", "_time"
@@ -25,39 +26,11 @@ class ReadOnlyError(ReplayError, AttributeError):
                          f"(%%bpf NAME, or bpfnb.load(...)) to change what the kernel holds")
 
 
-class Namespace:
-    """Attribute access over a name -> item dict (as a live Object's maps and progs)."""
-
-    def __init__(self, kind: str, items: dict):
-        object.__setattr__(self, "_kind", kind)
-        object.__setattr__(self, "_items", items)
-
-    def __getattr__(self, name):
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(f"no {self._kind} named {name!r}; "
-                                 f"there are: {', '.join(self._items) or 'none'}") from None
-
-    __getitem__ = __getattr__
+class Namespace(namespace.Namespace):
+    """A replay's maps or programs: as a live Object's, and read-only."""
 
     def __setattr__(self, name, value):
         raise ReadOnlyError(f"setting {self._kind} {name!r}")
-
-    def __dir__(self):
-        return list(self._items)
-
-    def __iter__(self):
-        return iter(self._items.values())
-
-    def __len__(self):
-        return len(self._items)
-
-    def __contains__(self, name):
-        return name in self._items
-
-    def __repr__(self):
-        return f"<{self._kind}s: {', '.join(self._items) or 'none'}>"
 
 
 def read_table(path, what: str):

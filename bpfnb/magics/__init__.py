@@ -194,12 +194,7 @@ class BPFMagics(Magics):
             raise UsageError("--engines loads and attaches on every engine: it cannot go "
                              "with --for, --plot or --no-load")
         targets = _engine_targets(args.engines or "all")
-        try:
-            result = build.build("\n" + cell, cflags + output.cflags(cell),
-                                 filename=CELL_FILENAME)
-        except build.CompileError as e:
-            raise BPFCellError(f"%%bpf {name}: the cell does not compile{_kept(name)}.\n"
-                               f"{_describe(e)}", e) from None
+        result = _compile(name, cell, cflags, _kept(name))
         try:
             fleet = Fleet(targets=targets, profile=args.profile)
             fo = fleet.load(result.path, name=name, set=values, attach=not args.no_attach)
@@ -244,16 +239,7 @@ class BPFMagics(Magics):
                                f"{_describe(first.error)}", first.error) from None
 
     def _build_and_load(self, name, cell, cflags, values, load, keeps):
-        try:
-            # A leading newline makes clang's line numbers the notebook's own: the
-            # %%bpf line is line 1 of the cell as Jupyter numbers it.
-            result = build.build("\n" + cell, cflags + output.cflags(cell),
-                                 filename=CELL_FILENAME)
-        except build.CompileError as e:
-            raise BPFCellError(f"%%bpf {name}: the cell does not compile{keeps}.\n"
-                               f"{_describe(e)}", e) from None
-        except (build.ClangNotFound, FileNotFoundError) as e:
-            raise BPFCellError(f"%%bpf {name}: {e}", e) from None
+        result = _compile(name, cell, cflags, keeps)
         notes = ["compile cached" if result.cached else f"compiled in {_ms(result.seconds)}"]
         try:
             obj = loader.open(result.path, name=name)
@@ -461,6 +447,19 @@ class BPFMagics(Magics):
         if not args.name:
             raise UsageError(f"%bpf {args.command} NAME: which object?" + _live_names())
         return args.name
+
+
+def _compile(name, cell, cflags, keeps):
+    """clang over the cell; a failure is the cell's error, saying whether NAME stays."""
+    try:
+        # A leading newline makes clang's line numbers the notebook's own: the
+        # %%bpf line is line 1 of the cell as Jupyter numbers it.
+        return build.build("\n" + cell, cflags + output.cflags(cell), filename=CELL_FILENAME)
+    except build.CompileError as e:
+        raise BPFCellError(f"%%bpf {name}: the cell does not compile{keeps}.\n"
+                           f"{_describe(e)}", e) from None
+    except (build.ClangNotFound, FileNotFoundError) as e:
+        raise BPFCellError(f"%%bpf {name}: {e}", e) from None
 
 
 def _parse_sets(items) -> dict:

@@ -23,7 +23,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import aggregate, symbols
-from .libbpf.map import STACK_TRACE
 
 _FONT_PT = 8
 _CHAR_EM = 0.6  # an average character's width, in font sizes (DejaVu Sans)
@@ -49,13 +48,19 @@ def folded_of(source, *, stack_map=None, symbolizer=None, **options) -> str:
                             "bpfnb_kstack(ctx, &stacks) or bpfnb_ustack(ctx, &stacks)")
         return symbols.folded(df, symbolizer=symbolizer, **options)
     if stack_map is None:
-        found = [m for m in source.object.maps if m.type == STACK_TRACE]
-        if len(found) != 1:
-            raise ValueError(f"map {source.name!r}: pass stack_map=obj.maps.NAME, the "
-                             f"stack-trace map its stack ids point into "
-                             f"(this object has {len(found)})")
-        stack_map = found[0]
+        stack_map = stack_map_of(source)
     return symbols.folded(source.to_df(), stack_map, symbolizer=symbolizer, **options)
+
+
+def stack_map_of(source):
+    """The one stack-trace map of ``source``'s object (a live one's or a replay's), which
+    its stack ids point into; else ValueError asking for ``stack_map=``."""
+    found = [m for m in source.object.maps if m.type_name == "stack_trace"]
+    if len(found) != 1:
+        raise ValueError(f"map {source.name!r}: pass stack_map=obj.maps.NAME, the "
+                         f"stack-trace map its stack ids point into "
+                         f"(this object has {len(found)})")
+    return found[0]
 
 
 def _tree(text: str) -> list:

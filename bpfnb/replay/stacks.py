@@ -98,10 +98,6 @@ def recorded_folded(m, *, stack_map=None, symbolizer=None, **options) -> str:
             df = m.to_df()
         return symbols.folded(df, symbolizer=symbolizer, **options)
     if stack_map is None:
-        found = [s for s in m._obj.maps if s.type == "stack_trace"]
-        if len(found) != 1:
-            raise ValueError(f"map {m.name!r}: pass stack_map=obj.maps.NAME, the "
-                             f"stack-trace map its stack ids point into "
-                             f"(this object has {len(found)})")
-        stack_map = found[0]
+        from ..flame import stack_map_of  # how we got here: flame.folded_of
+        stack_map = stack_map_of(m)
     return symbols.folded(m.to_df(), stack_map, symbolizer=symbolizer, **options)

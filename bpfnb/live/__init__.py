@@ -34,8 +34,9 @@ from .draw import BACKGROUND, ROW_IN, Panels, StaticPlot, plot_maps
 from .png import FrameEncoder, png_bytes
 from .scales import LABEL_CHARS, bucket_label, nice_ceiling
 from .sources import labels_values
-from .views import (BLIT, DPI, LABELS, REDRAW, RELAYOUT, SAME, SCALE, VIEWS, WIDTH_IN,
-                    Histogram, KeyLines, Table, TimeSeries, TopN, View, object_views, view_of)
+from .pick import VIEWS, object_views, view_of
+from .views import (BLIT, DPI, LABELS, REDRAW, RELAYOUT, SAME, SCALE, WIDTH_IN, Histogram,
+                    KeyLines, Table, TimeSeries, TopN, View)
 
 __all__ = ["live", "stop_all", "Dashboard", "View", "TimeSeries", "TopN", "Histogram",
            "KeyLines", "Table", "VIEWS", "view_of", "object_views", "plot_maps",

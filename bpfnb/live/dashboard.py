@@ -34,7 +34,7 @@ from ..libbpf import ObjectClosedError
 from ..registry import registry
 from .draw import Panels, _pixels, _stack
 from .png import FrameEncoder, png_bytes, png_pixels
-from .views import view_of
+from .pick import view_of
 
 WATCH_S = 0.1      # how soon a waiting dashboard notices that its BPF object is gone
 STATUS_S = 0.5     # the status line is rewritten at most this often while frames flow

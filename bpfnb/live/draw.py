@@ -21,8 +21,9 @@ from matplotlib.figure import Figure
 
 from .png import png_bytes
 from .sources import _numeric_names
+from .pick import object_views
 from .views import (DPI, LABELS, RELAYOUT, REDRAW, SAME, SCALE, WIDTH_IN, TimeSeries, TopN,
-                    View, object_views)
+                    View)
 
 ROW_IN = 3.0
 BACKGROUND = (255, 255, 255)

@@ -1,10 +1,9 @@
 """Views: what a dashboard panel reads and how it draws it.
 
 A view is one of :class:`TimeSeries`, :class:`TopN`, :class:`Histogram`,
-:class:`KeyLines`, :class:`Table`, or a bare source that picks one (``view_of``): a Map
-(top-N bars; a table of events for a ring buffer), ``obj.bss`` (its variables as rates),
-an event stream (its newest rows) or a callable returning a DataFrame (a table).
-``object_views`` makes the views of a whole BPF object. Sources are a live
+:class:`KeyLines`, :class:`Table`, or a bare source that picks one (pick.py: a Map
+gets top-N bars, or a table of events for a ring buffer; ``obj.bss`` its variables as
+rates; an event stream or a callable returning a DataFrame a table). Sources are a live
 object's parts or a replay's alike (sources.kind_of says which kind, by what it
 offers). No ipywidgets here: a
 Table takes its HTML widget from dashboard.py. What they read: sources.py; their axes'
@@ -23,7 +22,6 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..follow import uncounted
 from ..libbpf import ObjectClosedError
 from .scales import _Scale, _short, _widest, bucket_label, thin_labels, value_axis
 from .sources import (GLOBALS, MAP, STREAM, MapCache, _frame, _numbers, _numeric_names,
@@ -542,61 +540,6 @@ class Table(View):
     def close(self):
         if self._owns_stream:
             self.source.close()
-
-
-VIEWS = {"series": TimeSeries, "top": TopN, "hist": Histogram, "lines": KeyLines,
-         "table": Table}
-
-
-def view_of(source, kind: str | None = None, **options) -> View:
-    """The view for a source: ``kind`` is one of VIEWS, or None for the default.
-
-    Defaults: a ring buffer / perf buffer map -> a table of its events (from a stream
-    the view opens and closes); a histogram map -> a histogram; another map -> top-N
-    bars; ``obj.bss`` -> time series; an event stream or a callable -> a table.
-    """
-    if isinstance(source, View):
-        return source
-    is_map = kind_of(source) == MAP
-    if kind is None:
-        if is_map:
-            kind = ("table" if source.is_stream else "hist" if source.is_histogram
-                    else "top")
-        elif kind_of(source) == GLOBALS:
-            kind = "series"
-        else:
-            kind = "table"
-    if kind not in VIEWS:
-        raise ValueError(f"unknown view kind {kind!r}; choose one of {', '.join(VIEWS)}")
-    if kind == "table" and is_map and source.is_stream:
-        return Table(source.stream(), owns_stream=True, **options)
-    return VIEWS[kind](source, **options)
-
-
-# --- whole objects ------------------------------------------------------------------
-
-
-def object_views(obj, maps: list[str] | None = None) -> list[View]:
-    """A view per key/value map (a histogram for histogram maps, else top-N bars) and
-    a time series of the numeric .bss/.data variables, of a live object or a replay.
-
-    Ring buffers are left out: a second consumer would steal the records of a stream
-    the notebook already reads; show one with ``bpfnb.live(stream)`` or
-    ``obj.maps.events.live()``. Stack trace maps are left out too (no numbers).
-    Finding the numeric variables reads them: no read of the notebook's (bpfnb.follow).
-    """
-    views: list[View] = []
-    for m in obj.maps:
-        if (maps is not None and m.name not in maps) or not m.is_tabular \
-                or m.type_name == "stack_trace":
-            continue
-        views.append(Histogram(m) if m.is_histogram else TopN(m))
-    with uncounted():
-        for section in ("bss", "data"):
-            g = obj.globals.get(section)
-            if g is not None and _numeric_names(g):
-                views.append(TimeSeries(g))
-    return views
 
 
 _KIND_NAMES = {MAP: "a map", GLOBALS: "a globals section (obj.bss)", STREAM: "an event stream"}

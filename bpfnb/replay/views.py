@@ -4,6 +4,6 @@ replay clock, and stop when the replay is destroyed."""
 
 from __future__ import annotations
 
-from ..live.views import object_views, view_of
+from ..live.pick import object_views, view_of
 
 __all__ = ["object_views", "view_of"]

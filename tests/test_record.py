@@ -231,10 +231,11 @@ def run(ip, text):
     return result, cap.stdout + cap.stderr
 
 
-def test_record_magic_for_seconds(ip, tmp_path):
-    name, n = marker(), 40
-
-    def open_while_recorded():  # once the cell has compiled, loaded and started recording
+def record_for_a_second(ip, path, name: str, n: int):
+    """Run the cell as `recorder --record path --for 1` while another thread opens the
+    marker file ``name`` n times over 0.3 s, once the cell has compiled, loaded and
+    started recording (spread out: the cell's 64 KiB ring takes them all)."""
+    def open_while_recorded():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             obj = registry.get("recorder")
@@ -244,9 +245,15 @@ def test_record_magic_for_seconds(ip, tmp_path):
 
     opener = threading.Thread(target=open_while_recorded)
     opener.start()
-    result, out = run(ip, CELL.format(name="recorder", path=tmp_path / "r", more="--for 1"))
+    result, out = run(ip, CELL.format(name="recorder", path=path, more="--for 1"))
     opener.join()
     assert result.success, out
+    return out
+
+
+def test_record_magic_for_seconds(ip, tmp_path):
+    name, n = marker(), 40
+    out = record_for_a_second(ip, tmp_path / "r", name, n)
     # the progress line, its last state
     assert re.search(r"recorder: 1\.\d / 1 s, recorded \d+ snapshots, events \d+ rows\n", out)
     m = manifest(tmp_path / "r")

@@ -8,17 +8,15 @@ import re
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 import bpfnb
 from bpfnb.record import STREAM_POLL
-from bpfnb.registry import registry
 from bpfnb.replay import ReplayError
 from test_record import ip  # noqa: F401 (a fixture: an IPython shell with bpfnb)
-from test_record import CELL, PROGS, ROOT, manifest, marker, open_n, read, run
+from test_record import PROGS, ROOT, manifest, marker, read, record_for_a_second
 
 
 def test_numeric_records_are_written_straight_and_read_back_as_to_df(no_leaks, tmp_path):
@@ -241,20 +239,7 @@ def test_record_magic_for_seconds_shows_the_conversion_until_it_ends(ip, tmp_pat
     monkeypatch.setattr(recordstreams, "SPOOL_QUIET", 0)  # all converted at the stop
     monkeypatch.setattr(recordstreams, "SPOOL_CHUNK", 8 << 10)
     name, n = marker(), 1000
-
-    def open_while_recorded():  # over 0.3 s: the cell's 64 KiB ring takes them all
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            obj = registry.get("recorder")
-            if obj is not None and obj.recording is not None:
-                return open_n(name, n, 0.3)
-            time.sleep(0.005)
-
-    opener = threading.Thread(target=open_while_recorded)
-    opener.start()
-    result, out = run(ip, CELL.format(name="recorder", path=tmp_path / "r", more="--for 1"))
-    opener.join()
-    assert result.success, out
+    out = record_for_a_second(ip, tmp_path / "r", name, n)
     shown = [(int(d), int(h)) for d, h in
              re.findall(r"saving events: (\d+) of (\d+) rows", out)]
     rows = manifest(tmp_path / "r")["streams"]["events"]["rows"]
